@@ -1,0 +1,32 @@
+"""prunediff.models: VQ-VAE, DiT, flow matching and feature embedders (torch only).
+
+Registries (keys are the exact YAML names):
+    MODELS: DiT presets, "DiT-XL/2" ... "DiT-S/8", plus "DiT-Tiny/2", "DiT-Micro/2".
+    VQVAE_PRESETS: "vq-f4-c4" (32x32 CPU), "vq-f8-c4", "vq-f8-c8" (256x256).
+    EMBEDDERS: "effnet_lite0", "clip", "dinov2", "inception", "pixels".
+
+Interim commit: the keys are final; the implementations land in dit.py, vqvae.py
+and embedders.py (issue 3).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def _pending(name: str) -> Callable[..., Any]:
+    def build(*args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"models: {name!r} is being implemented (issue 3)")
+
+    return build
+
+
+_DIT_KEYS = [f"DiT-{s}/{p}" for s in ("XL", "L", "B", "S") for p in (2, 4, 8)]
+MODELS: dict[str, Callable[..., Any]] = {
+    k: _pending(k) for k in _DIT_KEYS + ["DiT-Tiny/2", "DiT-Micro/2"]
+}
+VQVAE_PRESETS: dict[str, Callable[..., Any]] = {
+    k: _pending(k) for k in ("vq-f4-c4", "vq-f8-c4", "vq-f8-c8")
+}
+EMBEDDERS: dict[str, Any] = {
+    k: _pending(k) for k in ("effnet_lite0", "clip", "dinov2", "inception", "pixels")
+}
