@@ -1,0 +1,47 @@
+"""Self-supervised prototype score (Sorscher et al., NeurIPS 2022)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from pruning.base import Param, Pruner, ScoreContext, ScoreResult
+from pruning.kmeans import kmeans
+
+
+class PrototypesPruner(Pruner):
+    """Difficulty = cosine distance of a sample to its k-means prototype.
+
+    Unlike `clustering`, selection is global (no per-cluster quotas): Sorscher
+    et al. rank all samples by distance to their nearest prototype and keep the
+    hardest (farthest) when data is plentiful, the easiest when it is scarce.
+
+    Params:
+        embedder: key of ctx.embeddings.
+        k: number of prototypes (k-means clusters).
+        keep: farthest (hard, default, the paper's large-data regime) | nearest.
+        niter: Lloyd iterations.
+    """
+
+    name: ClassVar[str] = "prototypes"
+    needs_stats: ClassVar[tuple[str, ...]] = ()
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "embedder": Param("effnet_lite0", (str,)),
+        "k": Param(100, (int,), check=lambda v: v > 0, rule="must be > 0"),
+        "keep": Param("farthest", (str,), choices=("farthest", "nearest")),
+        "niter": Param(25, (int,), check=lambda v: v >= 0, rule="must be >= 0"),
+    }
+
+    def score(self, ctx: ScoreContext) -> ScoreResult:
+        """Return oriented (N,) cosine distances to the assigned prototype."""
+        x = self._features(ctx)
+        k = min(self.params["k"], ctx.n)
+        centroids, assign, dist = kmeans(x, k, seed=ctx.seed, niter=self.params["niter"])
+        # Prototypes are normalized so the distance is a cosine distance, as in
+        # the paper (k-means centroids of unit vectors have norm < 1).
+        protos = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        cos_dist = 1.0 - np.einsum("nd,nd->n", x.astype(np.float64), protos[assign].astype(np.float64))
+        scores = cos_dist if self.params["keep"] == "farthest" else -cos_dist
+        return ScoreResult(scores=scores, groups=None,
+                           meta={"k": int(k), "inertia": float(dist.sum())})
