@@ -12,6 +12,12 @@ from typing import Callable
 
 import numpy as np
 
+from eval.coverage import compute_cluster_coverage
+from eval.frechet import compute_fd
+from eval.memorization import compute_memorization
+from eval.prdc import compute_prdc
+from eval.vendi import compute_vendi
+
 
 @dataclass(frozen=True)
 class MetricInputs:
@@ -35,36 +41,24 @@ class MetricInputs:
 
 
 def _fd(inputs: MetricInputs) -> dict[str, float]:
-    # Imported lazily so `eval.base` stays importable on its own (the config loader
-    # only needs the registry's keys).
-    from eval.frechet import compute_fd
-
     return compute_fd(inputs.real, inputs.fake)
 
 
 def _prdc(inputs: MetricInputs) -> dict[str, float]:
-    from eval.prdc import compute_prdc
-
     return compute_prdc(inputs.real, inputs.fake)
 
 
 def _vendi(inputs: MetricInputs) -> dict[str, float]:
-    from eval.vendi import compute_vendi
-
     return compute_vendi(inputs.real, inputs.fake)
 
 
 def _memorization(inputs: MetricInputs) -> dict[str, float]:
-    from eval.memorization import compute_memorization
-
     if inputs.train is None:
         raise ValueError("metric 'memorization' needs MetricInputs.train (training-subset features)")
     return compute_memorization(inputs.real, inputs.fake, train=inputs.train)
 
 
 def _cluster_coverage(inputs: MetricInputs) -> dict[str, float]:
-    from eval.coverage import compute_cluster_coverage
-
     if inputs.fake_labels is None:
         raise ValueError("metric 'cluster_coverage' needs MetricInputs.fake_labels")
     return compute_cluster_coverage(
