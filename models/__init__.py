@@ -20,10 +20,9 @@ def _pending(name: str) -> Callable[..., Any]:
     return build
 
 
-_DIT_KEYS = [f"DiT-{s}/{p}" for s in ("XL", "L", "B", "S") for p in (2, 4, 8)]
-MODELS: dict[str, Callable[..., Any]] = {
-    k: _pending(k) for k in _DIT_KEYS + ["DiT-Tiny/2", "DiT-Micro/2"]
-}
+from models.dit import MODELS, DiT, build_dit
+from models.transport import (EMA, cfg_velocity_fn, per_sample_flow_loss, sample_ode,
+                              training_loss)
 VQVAE_PRESETS: dict[str, Callable[..., Any]] = {
     k: _pending(k) for k in ("vq-f4-c4", "vq-f8-c4", "vq-f8-c8")
 }
