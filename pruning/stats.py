@@ -1,0 +1,261 @@
+"""Proxy-training statistics recorder: per-sample losses, gradient norms, MoSo terms.
+
+The orchestrator's proxy stage calls these functions on batches of
+(latents, labels, ids) at logged proxy checkpoints. The flow loss is passed in
+(`LossFn`), so pruning never imports models. Every function:
+
+- evaluates each sample at its own K fixed (t, noise) draws, a pure function of
+  (seed, id): results do not depend on batch composition, shard or device;
+- runs the model in eval mode (no label dropout) and restores its mode after;
+- works on any shard (DDP: each rank passes its own ids; the caller gathers
+  per-id results; `gradient_sum` returns a sum so ranks can all-reduce it);
+- bounds memory by `chunk` per-sample gradients held at once (chunk x P floats),
+  computed with torch.func (functional_call + vmap + grad), not a loop.
+
+Per-sample gradient conventions (K draws per sample):
+- GraNd: mean over the K draws of ||grad loss(x, t_j, noise_j)||.
+- MoSo: g_z = grad of the sample's K-draw mean loss; g = mean over the dataset.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+LossFn = Callable[[nn.Module, Tensor, Tensor, Tensor, Tensor], Tensor]
+"""(model, x1 (B,C,H,W), y (B,) or None, t (B,), noise (B,C,H,W)) -> (B,) loss."""
+
+
+def fixed_draws(ids: Tensor, k: int, shape: tuple[int, ...], seed: int) -> tuple[Tensor, Tensor]:
+    """The K fixed (t, noise) draws of every sample, a function of (seed, id) only.
+
+    Args:
+        ids: (B,) int64 dataset ids (any device).
+        k: draws per sample.
+        shape: per-sample latent shape (C, H, W).
+        seed: experiment seed (>= 0).
+
+    Returns:
+        t: (B, K) float32 in [0, 1); noise: (B, K, *shape) float32 N(0, I);
+        both on ids.device.
+    """
+    if seed < 0 or k < 1:
+        raise ValueError(f"need seed >= 0 and k >= 1, got seed={seed}, k={k}")
+    id_list = ids.detach().cpu().to(torch.int64).tolist()
+    t = np.empty((len(id_list), k), dtype=np.float32)
+    noise = np.empty((len(id_list), k, *shape), dtype=np.float32)
+    for row, sample_id in enumerate(id_list):
+        if sample_id < 0:
+            raise ValueError(f"ids must be >= 0, got {sample_id}")
+        # One independent stream per (seed, id): reproducible on every rank.
+        gen = np.random.default_rng([seed, sample_id])
+        t[row] = gen.random(k, dtype=np.float32)
+        noise[row] = gen.standard_normal((k, *shape), dtype=np.float32)
+    return torch.from_numpy(t).to(ids.device), torch.from_numpy(noise).to(ids.device)
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Unwrap DDP, switch to eval mode (no label dropout), restore afterwards."""
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    was_training = inner.training
+    inner.eval()
+    try:
+        yield inner
+    finally:
+        inner.train(was_training)
+
+
+class _Functional:
+    """Callable stand-in for `model` that runs it with the given tensors.
+
+    loss_fn calls `model(x, t, y)`; under torch.func the parameters must be the
+    (possibly batched) tensors we differentiate, so the call is routed through
+    functional_call. Other attribute reads fall through to the real model.
+    """
+
+    def __init__(self, model: nn.Module, tensors: dict[str, Tensor]) -> None:
+        self._model = model
+        self._tensors = tensors
+
+    def __call__(self, *args, **kwargs):
+        return functional_call(self._model, self._tensors, args, kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+
+def _split_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(trainable params, everything else: frozen params and buffers), detached."""
+    params, rest = {}, {}
+    for name, p in model.named_parameters():
+        (params if p.requires_grad else rest)[name] = p.detach()
+    for name, b in model.named_buffers():
+        rest[name] = b.detach()
+    return params, rest
+
+
+def _per_sample_grad_fn(model: nn.Module, loss_fn: LossFn, has_y: bool) -> Callable:
+    """vmapped fn(params, rest, x, y, t, noise) -> per-sample grads dict.
+
+    Each vmapped item is one sample x1 (C,H,W) with its own draws t (K,) and
+    noise (K,C,H,W); its loss is the mean over its K draws.
+    """
+
+    def item_loss(params, rest, x1, y, t, noise):
+        kk = t.shape[0]
+        fmodel = _Functional(model, {**params, **rest})
+        xk = x1.unsqueeze(0).expand(kk, *x1.shape)
+        yk = y.unsqueeze(0).expand(kk) if has_y else None
+        return loss_fn(fmodel, xk, yk, t, noise).mean()
+
+    return vmap(grad(item_loss), in_dims=(None, None, 0, 0 if has_y else None, 0, 0))
+
+
+def _chunked_grads(
+    model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, t: Tensor, noise: Tensor,
+    chunk: int,
+) -> Iterator[tuple[slice, dict[str, Tensor]]]:
+    """Yield (rows, {name: (c, *param.shape) grads}) for chunks of <= chunk items."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    params, rest = _split_tensors(model)
+    fn = _per_sample_grad_fn(model, loss_fn, y is not None)
+    for s in range(0, x.shape[0], chunk):
+        rows = slice(s, min(s + chunk, x.shape[0]))
+        yc = y[rows] if y is not None else None
+        yield rows, fn(params, rest, x[rows], yc, t[rows], noise[rows])
+
+
+def per_sample_losses(
+    model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int, seed: int
+) -> Tensor:
+    """Flow loss of each sample, mean over its K fixed draws (no gradients).
+
+    Args:
+        model: the proxy model (DDP-wrapped or not); run in eval mode.
+        loss_fn: per-sample loss, see LossFn.
+        x: (B, C, H, W) latents; y: (B,) int64 labels or None; ids: (B,) int64.
+        k: draws per sample; seed: experiment seed.
+
+    Returns:
+        (B,) float64 on x.device.
+    """
+    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed)
+    out = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    with _eval_mode(model) as inner, torch.no_grad():
+        for j in range(k):
+            out += loss_fn(inner, x, y, t[:, j], noise[:, j]).double()
+    return out / k
+
+
+def per_sample_grad_norms(
+    model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int,
+    seed: int, chunk: int = 64,
+) -> Tensor:
+    """GraNd: mean over K draws of the full-parameter per-sample gradient norm.
+
+    Args:
+        model, loss_fn, x, y, ids, k, seed: as `per_sample_losses`.
+        chunk: per-(sample, draw) gradients held at once (memory chunk x P).
+
+    Returns:
+        (B,) float64 on x.device.
+    """
+    b = x.shape[0]
+    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed)
+    # One vmapped item per (sample, draw): the norm is taken per draw.
+    xs = x.repeat_interleave(k, dim=0)
+    ys = y.repeat_interleave(k, dim=0) if y is not None else None
+    ts, ns = t.reshape(b * k, 1), noise.reshape(b * k, 1, *x.shape[1:])
+    sq = torch.zeros(b * k, dtype=torch.float64, device=x.device)
+    with _eval_mode(model) as inner:
+        for rows, grads in _chunked_grads(inner, loss_fn, xs, ys, ts, ns, chunk):
+            for g in grads.values():
+                sq[rows] += g.reshape(g.shape[0], -1).double().pow(2).sum(dim=1)
+    return sq.sqrt().reshape(b, k).mean(dim=1)
+
+
+def gradient_sum(
+    model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int,
+    seed: int, chunk: int = 64,
+) -> Tensor:
+    """MoSo pass 1: sum over the batch of per-sample gradients g_z.
+
+    Sum (not mean) so DDP ranks can all-reduce and divide by the global N.
+
+    Returns:
+        (P,) float64 on x.device, flattened in `named_parameters` order of the
+        trainable parameters (the order `moso_terms` expects for g_mean).
+    """
+    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed)
+    with _eval_mode(model) as inner:
+        params, _ = _split_tensors(inner)
+        total = {n: torch.zeros(p.shape, dtype=torch.float64, device=p.device) for n, p in params.items()}
+        for _, grads in _chunked_grads(inner, loss_fn, x, y, t, noise, chunk):
+            for name, g in grads.items():
+                total[name] += g.double().sum(dim=0)
+    return torch.cat([v.reshape(-1) for v in total.values()])
+
+
+def moso_terms(
+    model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int,
+    seed: int, g_mean: Tensor, chunk: int = 64,
+) -> tuple[Tensor, Tensor]:
+    """MoSo pass 2: ||g_z||^2 and <g_mean, g_z> per sample, without storing g_z.
+
+    Args:
+        g_mean: (P,) mean gradient over the whole dataset (gradient_sum / N,
+            all-reduced across ranks), same layout as `gradient_sum`.
+
+    Returns:
+        sq_norms: (B,) float64; dots: (B,) float64; on x.device.
+    """
+    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed)
+    b = x.shape[0]
+    sq = torch.zeros(b, dtype=torch.float64, device=x.device)
+    dots = torch.zeros(b, dtype=torch.float64, device=x.device)
+    with _eval_mode(model) as inner:
+        params, _ = _split_tensors(inner)
+        sizes = [p.numel() for p in params.values()]
+        if sum(sizes) != g_mean.numel():
+            raise ValueError(f"g_mean has {g_mean.numel()} entries, model has {sum(sizes)}")
+        pieces = dict(zip(params, torch.split(g_mean.to(x.device, torch.float64), sizes)))
+        for rows, grads in _chunked_grads(inner, loss_fn, x, y, t, noise, chunk):
+            for name, g in grads.items():
+                flat = g.reshape(g.shape[0], -1).double()
+                sq[rows] += flat.pow(2).sum(dim=1)
+                dots[rows] += flat @ pieces[name]
+    return sq, dots
+
+
+def moso_scores(n: int, g_mean: Tensor, sq_norms: Tensor, dots: Tensor) -> np.ndarray:
+    """MoSo score at one checkpoint (Tan et al. 2023, the released formula).
+
+    score_z = (2N-3)/(N-1)^2 ||g||^2 - 1/(N-1)^2 ||g_z||^2
+              + (2N-4)/(N-1)^2 <g - g_z / N, g_z>
+
+    with g the dataset-mean gradient and g_z the sample's gradient; this is the
+    expression in hrtan/MoSo's scoring code (and the diffusion paper's
+    scoring_moso.py), computed here from <g, g_z> and ||g_z||^2.
+
+    Args:
+        n: dataset size N (global, not the shard's), >= 2.
+        g_mean: (P,) mean gradient.
+        sq_norms: (B,) ||g_z||^2; dots: (B,) <g, g_z>.
+
+    Returns:
+        (B,) float64 numpy array.
+    """
+    if n < 2:
+        raise ValueError(f"MoSo needs N >= 2, got {n}")
+    a = float(g_mean.double().pow(2).sum())
+    b = sq_norms.detach().double().cpu().numpy()
+    c = dots.detach().double().cpu().numpy()
+    d = float(n - 1) ** 2
+    return (2 * n - 3) / d * a - b / d + (2 * n - 4) / d * (c - b / n)

@@ -1,0 +1,201 @@
+"""pruning.stats against batch-size-1 autograd loops and float64 explicit formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pruning import stats
+
+
+def flow_loss(model, x1, y, t, noise):
+    """Independent flow-matching loss: x_t = t x1 + (1-t) noise, target x1 - noise."""
+    tb = t.reshape(-1, *([1] * (x1.dim() - 1)))
+    xt = tb * x1 + (1 - tb) * noise
+    pred = model(xt, t, y)
+    return (pred - (x1 - noise)).pow(2).flatten(1).mean(dim=1)
+
+
+class TinyNet(nn.Module):
+    """Conv net with a BatchNorm (buffers), a frozen param and label dropout."""
+
+    def __init__(self, channels: int = 2, classes: int = 3, drop: float = 1.0) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels + 1, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, channels, 3, padding=1)
+        self.emb = nn.Embedding(classes + 1, 8)
+        self.frozen = nn.Parameter(torch.ones(8), requires_grad=False)
+        self.register_buffer("shift", torch.linspace(-0.5, 0.5, 8))
+        self.classes, self.drop = classes, drop
+        with torch.no_grad():  # non-trivial running stats so eval-mode BN matters
+            self.bn.running_mean.uniform_(-0.3, 0.3)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x, t, y):
+        tmap = t.reshape(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:])
+        h = torch.tanh(self.bn(self.conv1(torch.cat([x, tmap], 1))))
+        if y is not None:
+            if self.training and self.drop > 0:  # label dropout: must be off in eval
+                y = torch.full_like(y, self.classes)
+            h = h + (self.emb(y) * self.frozen + self.shift)[:, :, None, None]
+        return self.conv2(h)
+
+
+def _data(b=6, c=2, hw=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, c, hw, hw, generator=g)
+    y = torch.randint(0, 3, (b,), generator=g)
+    ids = torch.arange(100, 100 + b)
+    return x, y, ids
+
+
+def _loop_grads(model, x, y, ids, k, seed, per_draw=False):
+    """Per-sample gradients by a batch-size-1 autograd loop, float64 (B, [K,] P)."""
+    model.eval()
+    t, noise = stats.fixed_draws(ids, k, tuple(x.shape[1:]), seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    for i in range(x.shape[0]):
+        yi = y[i : i + 1] if y is not None else None
+        draws = []
+        for j in range(k):
+            loss = flow_loss(model, x[i : i + 1], yi, t[i, j : j + 1], noise[i, j : j + 1])[0]
+            gs = torch.autograd.grad(loss, params)
+            draws.append(torch.cat([g.reshape(-1) for g in gs]).double().numpy())
+        draws = np.stack(draws)
+        rows.append(draws if per_draw else draws.mean(axis=0))
+    return np.stack(rows)
+
+
+def test_fixed_draws_depend_only_on_seed_and_id():
+    t1, n1 = stats.fixed_draws(torch.tensor([3, 5]), 2, (2, 4, 4), seed=7)
+    t2, n2 = stats.fixed_draws(torch.tensor([5, 9, 3]), 2, (2, 4, 4), seed=7)
+    assert torch.equal(t1[0], t2[2]) and torch.equal(n1[1], n2[0])
+    t3, _ = stats.fixed_draws(torch.tensor([3]), 2, (2, 4, 4), seed=8)
+    assert not torch.equal(t1[0], t3[0])
+    assert t1.shape == (2, 2) and n2.shape == (3, 2, 2, 4, 4)
+
+
+@pytest.mark.parametrize("use_y", [True, False])
+def test_per_sample_losses_match_loop_and_batch_composition(use_y):
+    torch.manual_seed(0)
+    model = TinyNet()
+    x, y, ids = _data()
+    y = y if use_y else None
+    model.train()  # the recorder must switch to eval and restore train
+    got = stats.per_sample_losses(model, flow_loss, x, y, ids, k=3, seed=1)
+    assert model.training
+    model.eval()
+    t, noise = stats.fixed_draws(ids, 3, tuple(x.shape[1:]), 1)
+    with torch.no_grad():
+        ref = [np.mean([float(flow_loss(model, x[i:i + 1], None if y is None else y[i:i + 1],
+                                        t[i, j:j + 1], noise[i, j:j + 1])) for j in range(3)])
+               for i in range(len(ids))]
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5)
+    sub = stats.per_sample_losses(model, flow_loss, x[[4, 1]], None if y is None else y[[4, 1]],
+                                  ids[[4, 1]], k=3, seed=1)
+    np.testing.assert_allclose(sub.numpy(), got.numpy()[[4, 1]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 64])
+def test_grad_norms_match_batch_size_one_loop(chunk):
+    torch.manual_seed(1)
+    model = TinyNet()
+    x, y, ids = _data()
+    model.train()
+    got = stats.per_sample_grad_norms(model, flow_loss, x, y, ids, k=2, seed=3, chunk=chunk)
+    assert model.training
+    ref = np.linalg.norm(_loop_grads(model, x, y, ids, 2, 3, per_draw=True), axis=2).mean(axis=1)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-4)
+
+
+def test_moso_two_pass_matches_stored_float64_gradients():
+    torch.manual_seed(2)
+    model = TinyNet()
+    x, y, ids = _data(b=7)
+    k, seed = 2, 5
+    # Two shards, as two DDP ranks would see them; sums are added ("all-reduce").
+    shards = [slice(0, 3), slice(3, 7)]
+    g_sum = sum(stats.gradient_sum(model, flow_loss, x[s], y[s], ids[s], k, seed, chunk=2)
+                for s in shards)
+    n = x.shape[0]
+    g_mean = g_sum / n
+    terms = [stats.moso_terms(model, flow_loss, x[s], y[s], ids[s], k, seed, g_mean, chunk=3)
+             for s in shards]
+    sq = torch.cat([a for a, _ in terms])
+    dots = torch.cat([b for _, b in terms])
+    got = stats.moso_scores(n, g_mean, sq, dots)
+
+    grads = _loop_grads(model, x, y, ids, k, seed)  # (N, P) float64 g_z
+    g = grads.mean(axis=0)
+    np.testing.assert_allclose(g_mean.numpy(), g, rtol=1e-4, atol=1e-7)
+    ref = np.array([(2 * n - 3) / (n - 1) ** 2 * g @ g - 1 / (n - 1) ** 2 * gz @ gz
+                    + (2 * n - 4) / (n - 1) ** 2 * (g - gz / n) @ gz for gz in grads])
+    np.testing.assert_allclose(got, ref, rtol=1e-4)
+
+    # Independent route: the same score written with the explicit leave-one-out
+    # mean gradient g_-z (averaged over the other N-1 samples by a loop).
+    loo = [np.mean(np.delete(grads, i, axis=0), axis=0) for i in range(n)]
+    alpha = (-n * n + 2 * n - 3) / (n - 1) ** 2
+    gamma = -(3 * n - 4) / n
+    via_loo = np.array([alpha * g @ g + 4 * g @ v + gamma * v @ v for v in loo])
+    np.testing.assert_allclose(got, via_loo, rtol=1e-4)
+
+
+def test_moso_terms_rejects_wrong_gradient_layout():
+    model = TinyNet()
+    x, y, ids = _data(b=2)
+    with pytest.raises(ValueError, match="g_mean"):
+        stats.moso_terms(model, flow_loss, x, y, ids, 1, 0, torch.zeros(3), chunk=2)
+
+
+def test_ddp_like_shards_give_per_id_results():
+    torch.manual_seed(3)
+    model = TinyNet()
+    x, y, ids = _data(b=8)
+    full = stats.per_sample_grad_norms(model, flow_loss, x, y, ids, 1, 0, chunk=8)
+    perm = torch.tensor([5, 2, 7, 0])
+    part = stats.per_sample_grad_norms(model, flow_loss, x[perm], y[perm], ids[perm], 1, 0, chunk=3)
+    np.testing.assert_allclose(part.numpy(), full.numpy()[perm.numpy()], rtol=1e-5)
+
+
+def _tiny_dit():
+    models = pytest.importorskip("models")
+    try:
+        return models.build_dit("DiT-Micro/2", input_size=4, in_channels=2, num_classes=3)
+    except Exception as err:  # models is written concurrently; skip until it builds
+        pytest.skip(f"models.build_dit not usable yet: {err}")
+
+
+def test_grad_norms_on_tiny_dit_match_loop():
+    torch.manual_seed(4)
+    model = _tiny_dit()
+    with torch.no_grad():  # DiT zero-inits its output layers; perturb so grads are generic
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    x, y, ids = _data(b=4, c=2, hw=4)
+    try:
+        from models.transport import per_sample_flow_loss as loss_fn
+    except ImportError:
+        loss_fn = flow_loss
+    got = stats.per_sample_grad_norms(model, loss_fn, x, y, ids, k=2, seed=0, chunk=3)
+    model.eval()
+    t, noise = stats.fixed_draws(ids, 2, tuple(x.shape[1:]), 0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    ref = []
+    for i in range(4):
+        norms = []
+        for j in range(2):
+            loss = loss_fn(model, x[i:i + 1], y[i:i + 1], t[i, j:j + 1], noise[i, j:j + 1])[0]
+            gs = torch.autograd.grad(loss, params, allow_unused=True)
+            norms.append(float(torch.sqrt(sum((g.double() ** 2).sum() for g in gs if g is not None))))
+        ref.append(np.mean(norms))
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-4)
+    # independent loss: the test's own flow loss must agree with the models one
+    if loss_fn is not flow_loss:
+        a = stats.per_sample_losses(model, loss_fn, x, y, ids, 2, 0)
+        b = stats.per_sample_losses(model, flow_loss, x, y, ids, 2, 0)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
