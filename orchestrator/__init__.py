@@ -1,0 +1,10 @@
+"""prunediff orchestrator: config, data sources, artifact cache and the Ray pipeline.
+
+This is the only package that imports ``ray`` and ``mlflow``; it imports them lazily
+so that ``python -m orchestrator.run CONFIG --dry-run`` validates a config without
+starting (or even importing) Ray.
+"""
+
+from orchestrator.config import Config, ConfigError, Trial, load_config
+
+__all__ = ["Config", "ConfigError", "Trial", "load_config"]

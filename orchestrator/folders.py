@@ -1,0 +1,209 @@
+"""Image-folder sources: any folder, CelebA-HQ (unconditional), ImageNet (ILSVRC).
+
+A folder is listed recursively through ``pyarrow.fs`` (local, ``s3://``, ``gs://``),
+hidden files excluded, sorted; an image's id is its position in that listing.
+Every other file is tried: corrupt, truncated, zero-byte and non-image files are
+skipped and listed (``SourceArrays.skipped``), never fatal.
+
+- ``load_arrays`` decodes the selected files with PIL on a thread pool (no Ray):
+  right for folders of up to some ten thousand images.
+- The Ray path lists the files on the driver and decodes them in Ray Data tasks,
+  for big folders. Undecodable files are dropped in the workers (and logged there),
+  so ``SourceData.count`` is the number of listed files and ``skipped`` is empty;
+  run ``load_arrays`` on a ``limit``-ed entry to list them.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from orchestrator import fsutil
+from orchestrator.config import ConfigError, DatasetConfig
+from orchestrator.images import decode_image
+from orchestrator.source_base import (SkippedFile, Source, SourceArrays, SourceData,
+                                      fingerprint, sample_positions, select_subset)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Listing:
+    uri: str                  # dataset root (local path or URI)
+    files: list[str]          # paths relative to uri, sorted
+    sizes: np.ndarray         # (F,) int64 bytes
+    labels: np.ndarray        # (F,) int64, -1 = unlabelled
+    num_classes: int
+
+
+def _list_files(uri: str) -> tuple[list[str], np.ndarray]:
+    import pyarrow.fs as pafs
+
+    fs, root = fsutil.filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    rel = []
+    for info in infos:
+        if info.type != pafs.FileType.File:
+            continue
+        r = info.path[len(root):].lstrip("/")
+        if any(part.startswith(".") for part in r.split("/")):
+            continue  # .DS_Store, ._AppleDouble, checkpoints of editors
+        rel.append((r, info.size or 0))
+    rel.sort()
+    return [r for r, _ in rel], np.array([s for _, s in rel], dtype=np.int64)
+
+
+def _read(uri: str, rel: str) -> bytes:
+    fs, root = fsutil.filesystem(uri)
+    with fs.open_input_stream(fsutil.join(root, rel)) as f:
+        return f.read()
+
+
+def _decode_one(uri: str, rel: str, size: int) -> tuple[np.ndarray | None, str]:
+    try:
+        return decode_image(_read(uri, rel), size), ""
+    except (ValueError, OSError) as e:
+        return None, str(e)
+
+
+def _decode_batch(batch: dict[str, np.ndarray], uri: str, size: int) -> dict[str, np.ndarray]:
+    """Ray Data map_batches fn: {id, path, label} -> {id, image, label}, bad files dropped."""
+    images, keep = [], []
+    for j, rel in enumerate(batch["path"]):
+        img, reason = _decode_one(uri, str(rel), size)
+        if img is None:
+            log.warning("skipping %s: %s", rel, reason)
+            continue
+        images.append(img)
+        keep.append(j)
+    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return {"id": batch["id"][keep].astype(np.int64), "image": stacked,
+            "label": batch["label"][keep].astype(np.int64)}
+
+
+class FolderSource(Source):
+    """Shared listing / decoding; subclasses decide the root and the labels."""
+
+    def root(self, ds: DatasetConfig) -> str:
+        return fsutil.join(ds.path, ds.split) if ds.split else ds.path
+
+    def listing(self, ds: DatasetConfig) -> Listing:
+        uri = self.root(ds)
+        files, sizes = _list_files(uri)
+        if self.labelled(ds):
+            classes = sorted({f.split("/")[0] for f in files if "/" in f})
+            index = {c: i for i, c in enumerate(classes)}
+            labels = np.array([index.get(f.split("/")[0], -1) if "/" in f else -1
+                               for f in files], dtype=np.int64)
+            return Listing(uri, files, sizes, labels, len(classes))
+        return Listing(uri, files, sizes, np.full(len(files), -1, np.int64), 0)
+
+    def check(self, ds: DatasetConfig, key: str) -> int | None:
+        if not ds.path:
+            raise ConfigError(f"{key}.path: required for source {self.name}")
+        super().check(ds, key)
+        try:
+            remote = fsutil.is_remote(ds.path)
+        except ValueError as e:
+            raise ConfigError(f"{key}.path: {e}") from None
+        if not remote and not os.path.isdir(self.root(ds)):
+            raise ConfigError(f"{key}.path: directory not found: {self.root(ds)}")
+        return ds.limit
+
+    def _selected(self, ds: DatasetConfig) -> tuple[Listing, np.ndarray, str, list[bytes]]:
+        lst = self.listing(ds)
+        keep = select_subset(lst.labels, ds)
+        blobs = [_read(lst.uri, lst.files[keep[i]]) for i in sample_positions(len(keep))]
+        extra = "\n".join(f"{lst.files[i]}\t{lst.sizes[i]}" for i in keep)
+        return lst, keep, extra, blobs
+
+    def arrays(self, ds: DatasetConfig) -> SourceArrays:
+        lst, keep, extra, blobs = self._selected(ds)
+        fp = fingerprint(ds, keep, lst.labels[keep], blobs, extra)
+        workers = min(8, (os.cpu_count() or 1) * 2)  # PIL decoding releases the GIL
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(lambda i: _decode_one(lst.uri, lst.files[i], ds.resolution),
+                                    keep))
+        ok = np.array([img is not None for img, _ in results], dtype=bool)
+        skipped = tuple(SkippedFile(lst.files[i], reason)
+                        for i, (img, reason) in zip(keep, results) if img is None)
+        for s in skipped:
+            log.warning("skipping %s: %s", s.path, s.reason)
+        images = [img for img, _ in results if img is not None]
+        stacked = (np.stack(images) if images
+                   else np.zeros((0, ds.resolution, ds.resolution, 3), np.uint8))
+        return SourceArrays(keep[ok], stacked, lst.labels[keep][ok], fp, lst.num_classes,
+                            skipped)
+
+    def __call__(self, ds: DatasetConfig) -> SourceData:
+        import pyarrow as pa
+        import ray.data
+
+        lst, keep, extra, blobs = self._selected(ds)
+        fp = fingerprint(ds, keep, lst.labels[keep], blobs, extra)
+        step = 256  # files per block: enough blocks for parallel decoding
+        tables = [pa.table({"id": pa.array(keep[s:s + step]),
+                            "path": pa.array([lst.files[i] for i in keep[s:s + step]]),
+                            "label": pa.array(lst.labels[keep[s:s + step]])})
+                  for s in range(0, max(len(keep), 1), step)]
+        dataset = ray.data.from_arrow(tables).map_batches(
+            _decode_batch, fn_kwargs={"uri": lst.uri, "size": ds.resolution},
+            batch_size=64, batch_format="numpy")
+        return SourceData(ds.name, dataset, fp, len(keep), lst.num_classes, ())
+
+
+class ImageFolder(FolderSource):
+    """Any folder of images; ``class_subfolders: true`` labels by first subfolder."""
+
+    name = "image_folder"
+
+    def labelled(self, ds: DatasetConfig) -> bool:
+        return ds.class_subfolders
+
+
+class CelebAHQ(FolderSource):
+    """CelebA-HQ (e.g. the 30,000 images at 1024 or 256 px), unconditional."""
+
+    name = "celeba_hq"
+
+    def labelled(self, ds: DatasetConfig) -> bool:
+        return False
+
+
+class ImageNet(FolderSource):
+    """ILSVRC-2012: ``<path>/train/<synset>/*.JPEG``; ``val`` either in synset
+    subfolders or flat with ``<path>/LOC_val_solution.csv``. Labels are the index of
+    the synset among the sorted ``train`` synsets (torchvision's ImageFolder order)."""
+
+    name = "imagenet"
+    splits = ("train", "val")
+
+    def synsets(self, ds: DatasetConfig) -> list[str]:
+        import pyarrow.fs as pafs
+
+        fs, root = fsutil.filesystem(fsutil.join(ds.path, "train"))
+        infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+    def listing(self, ds: DatasetConfig) -> Listing:
+        lst = super().listing(ds)
+        synsets = self.synsets(ds) or sorted({f.split("/")[0] for f in lst.files if "/" in f})
+        index = {s: i for i, s in enumerate(synsets)}
+        solution = fsutil.join(ds.path, "LOC_val_solution.csv")
+        by_image: dict[str, str] = {}
+        if ds.split == "val" and not any("/" in f for f in lst.files):
+            text = _read(ds.path, "LOC_val_solution.csv").decode()
+            rows = list(csv.reader(text.splitlines()))[1:]  # ImageId,PredictionString
+            by_image = {row[0]: row[1].split()[0] for row in rows if len(row) > 1 and row[1]}
+            log.info("imagenet val labels from %s", solution)
+        labels = np.array([
+            index.get(f.split("/")[0], -1) if "/" in f
+            else index.get(by_image.get(os.path.splitext(f)[0], ""), -1)
+            for f in lst.files], dtype=np.int64)
+        return Listing(lst.uri, lst.files, lst.sizes, labels, len(synsets))
