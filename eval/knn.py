@@ -15,6 +15,9 @@ import numpy as np
 # Peak bytes of one float64 distance block: big enough for BLAS efficiency, small
 # enough that 50k x 50k evaluations never hold an N x M matrix.
 BLOCK_BYTES = 256 * 2**20
+# Relative size of float64 rounding noise in a squared distance from the expansion
+# (about 1e-16 * sqrt(D) * |x|^2); far above it for D up to 1e6, far below any real gap.
+DUPLICATE_RTOL = 1e-12
 
 
 def as_features(x: np.ndarray, name: str) -> np.ndarray:
@@ -107,8 +110,10 @@ def sq_distance_blocks(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[slice, np
         b: (M, D) float64.
 
     Yields:
-        (rows, d2) with rows a slice of a's rows and d2 (len(rows), M) float64,
-        clipped at 0 (the expansion |a|^2 + |b|^2 - 2ab can round below it).
+        (rows, d2) with rows a slice of a's rows and d2 (len(rows), M) float64.
+        The expansion |a|^2 + |b|^2 - 2ab leaves rounding noise where a == b, so
+        values below ``DUPLICATE_RTOL * (|a|^2 + |b|^2)`` are set to exactly 0: a
+        generated copy of a sample must count as inside a zero-radius ball.
     """
     a_sq = np.einsum("nd,nd->n", a, a)
     b_sq = np.einsum("md,md->m", b, b)
@@ -119,5 +124,7 @@ def sq_distance_blocks(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[slice, np
         d2 *= -2.0
         d2 += a_sq[sl, None]
         d2 += b_sq[None, :]
-        np.maximum(d2, 0.0, out=d2)
+        noise = a_sq[sl, None] + b_sq[None, :]
+        noise *= DUPLICATE_RTOL
+        d2[d2 <= noise] = 0.0
         yield sl, d2

@@ -1,0 +1,92 @@
+"""cluster_coverage by hand, nearest-neighbour labels, and the METRICS registry contract."""
+
+import math
+
+import numpy as np
+import pytest
+
+from eval import METRICS, MetricInputs
+from eval.coverage import compute_cluster_coverage, nearest_neighbour_labels
+
+EXPECTED_KEYS = {
+    "fd": {"fd"},
+    "prdc": {"precision", "recall", "density", "coverage", "f_score"},
+    "vendi": {"vendi"},
+    "memorization": {"mem_nn_mean", "mem_nn_median", "mem_copy_rate"},
+    "cluster_coverage": {"cov_kl_uniform", "cov_kl_train", "cov_share_0", "cov_share_1", "cov_share_2"},
+}
+
+
+def test_hand_computation():
+    fake_labels = np.array([0, 0, 1, 2, 2, 2])
+    ref_labels = np.array([0, 1, 1, 2, -1])  # -1: unlabelled, ignored
+    got = compute_cluster_coverage(None, None, fake_labels=fake_labels, reference_labels=ref_labels)
+    p = [2 / 6, 1 / 6, 3 / 6]
+    q = [1 / 4, 2 / 4, 1 / 4]
+    assert got["cov_share_0"] == pytest.approx(p[0])
+    assert got["cov_share_1"] == pytest.approx(p[1])
+    assert got["cov_share_2"] == pytest.approx(p[2])
+    assert got["cov_kl_uniform"] == pytest.approx(sum(pi * math.log(pi * 3) for pi in p))
+    assert got["cov_kl_train"] == pytest.approx(sum(pi * math.log(pi / qi) for pi, qi in zip(p, q)))
+
+
+def test_uniform_generation_has_zero_kl_and_missing_class_is_inf():
+    got = compute_cluster_coverage(None, None, fake_labels=np.array([0, 1, 2, 3]), num_classes=4)
+    assert got["cov_kl_uniform"] == 0.0 and "cov_kl_train" not in got
+    got = compute_cluster_coverage(
+        None, None, fake_labels=np.array([0, 1]), reference_labels=np.array([0, 0]), num_classes=2
+    )
+    assert got["cov_kl_train"] == math.inf
+
+
+def test_centroid_assignment_matches_brute_force():
+    rng = np.random.default_rng(0)
+    cents = rng.normal(size=(4, 3)) * 5
+    real, fake = rng.normal(size=(40, 3)) * 4, rng.normal(size=(30, 3)) * 4
+    got = compute_cluster_coverage(real, fake, centroids=cents)
+    fl = np.argmin(((fake[:, None] - cents[None]) ** 2).sum(-1), axis=1)
+    rl = np.argmin(((real[:, None] - cents[None]) ** 2).sum(-1), axis=1)
+    want = compute_cluster_coverage(None, None, fake_labels=fl, reference_labels=rl, num_classes=4)
+    assert got == pytest.approx(want)
+
+
+def test_nearest_neighbour_labels_matches_brute_force():
+    rng = np.random.default_rng(1)
+    ref, query = rng.normal(size=(50, 5)), rng.normal(size=(20, 5))
+    labels = rng.integers(0, 7, size=50)
+    got = nearest_neighbour_labels(ref, labels, query)
+    want = labels[[np.argmin(np.linalg.norm(ref - x, axis=1)) for x in query]]
+    assert got.dtype == np.int64 and got.shape == (20,)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.fixture(scope="module")
+def inputs() -> MetricInputs:
+    rng = np.random.default_rng(2)
+    real = rng.normal(size=(60, 8)).astype(np.float32)
+    return MetricInputs(
+        real=real,
+        fake=rng.normal(size=(50, 8)).astype(np.float32) + 0.2,
+        train=real[:30],
+        fake_labels=rng.integers(0, 3, size=50),
+        reference_labels=rng.integers(0, 3, size=60),
+        num_classes=3,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_registry_returns_documented_finite_floats(name, inputs):
+    out = METRICS[name](inputs)
+    assert set(out) == EXPECTED_KEYS[name]
+    assert all(type(v) is float and math.isfinite(v) for v in out.values())
+
+
+def test_registry_keys_are_exactly_the_documented_names():
+    assert set(METRICS) == set(EXPECTED_KEYS)
+
+
+@pytest.mark.parametrize("name,missing", [("memorization", "train"), ("cluster_coverage", "fake_labels")])
+def test_registry_names_missing_inputs(name, missing, inputs):
+    bare = MetricInputs(real=inputs.real, fake=inputs.fake)
+    with pytest.raises(ValueError, match=missing):
+        METRICS[name](bare)
