@@ -1,0 +1,1 @@
+"""Benchmarks: one script per benchmark, `python -m benchmarks.<name>`."""
