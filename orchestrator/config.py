@@ -92,11 +92,21 @@ class ProxyConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """A pruning method: ``name`` is a ``pruning.PRUNERS`` key, ``params`` go to it."""
+    """A pruning method: ``name`` is a ``pruning.PRUNERS`` key, ``params`` go to it.
+
+    ``per_dataset`` overrides params for one dataset (e.g. the paper's k = 24 for
+    CelebA-HQ and 1000 for ImageNet under one label): build the pruner with
+    ``params_for(dataset_name)``, not ``params``.
+    """
 
     name: str
     label: str
     params: dict[str, Any] = field(default_factory=dict)
+    per_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def params_for(self, dataset: str) -> dict[str, Any]:
+        """The params for ``dataset``: ``params`` updated by ``per_dataset[dataset]``."""
+        return {**self.params, **self.per_dataset.get(dataset, {})}
 
 
 @dataclass(frozen=True)
@@ -229,7 +239,9 @@ class Config:
         """Plain nested dict (YAML/JSON-able) in the same shape as the YAML file."""
         out = dataclasses.asdict(self)
         out["pruning"]["methods"] = [
-            {"name": m.name, "label": m.label, **m.params} for m in self.pruning.methods
+            {"name": m.name, "label": m.label, **m.params,
+             **({"per_dataset": m.per_dataset} if m.per_dataset else {})}
+            for m in self.pruning.methods
         ]
         return _plain(out)
 

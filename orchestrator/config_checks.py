@@ -100,24 +100,31 @@ def check_registries_and_data(cfg: Config) -> None:
 
 
 def _check_method(cfg: Config, i: int, m: Any, counts: dict[str, int | None]) -> None:
+    """Name, params (per dataset), embedder and cluster count of one method entry."""
     p = f"pruning.methods[{i}]"
     _check_name(m.name, "pruners", f"{p}.name")
-    emb = m.params.get("embedder")
-    if isinstance(emb, str):
-        _check_name(emb, "embedders", f"{p}.embedder")
-        if emb not in cfg.embed.embedders:
-            raise ConfigError(f"{p}.embedder: {emb!r} must also be listed in embed.embedders "
-                              f"{list(cfg.embed.embedders)}")
     pruners = registry("pruners")
-    if pruners is not None:
-        try:
-            pruners[m.name](**m.params)  # the pruner validates its own params
-        except (TypeError, ValueError) as e:
-            key = _param_key(str(e), m.params)
-            raise ConfigError(f"{p}{'.' + key if key else ''}: {e}") from None
-    k = m.params.get("k")
-    if isinstance(k, int) and not isinstance(k, bool):
-        for name, n in counts.items():
-            if n is not None and k > n:
-                raise ConfigError(f"{p}.k: k={k} clusters exceeds the {n} images of "
-                                  f"dataset {name!r}")
+    for ds_name, n in counts.items():
+        raw = m.params_for(ds_name)
+        params, emb = dict(raw), raw.get("embedder")
+        if pruners is not None:
+            try:
+                pruner = pruners[m.name](**raw)  # the pruner validates its own params
+            except (TypeError, ValueError) as e:
+                key = _param_key(str(e), raw)
+                if key in m.per_dataset.get(ds_name, {}):
+                    key = f"per_dataset.{ds_name}.{key}"
+                raise ConfigError(f"{p}{'.' + key if key else ''}: {e}") from None
+            # defaults filled in by the pruner (clustering's embedder and k) count too
+            emb = getattr(pruner, "embedder", emb)
+            params = {**getattr(pruner, "params", {}), **raw}
+        if isinstance(emb, str):
+            _check_name(emb, "embedders", f"{p}.embedder")
+            if emb not in cfg.embed.embedders:
+                raise ConfigError(f"{p}.embedder: {emb!r} must also be listed in "
+                                  f"embed.embedders {list(cfg.embed.embedders)}")
+        k = params.get("k")
+        if isinstance(k, int) and not isinstance(k, bool) and n is not None and k > n:
+            key = f"per_dataset.{ds_name}.k" if "k" in m.per_dataset.get(ds_name, {}) else "k"
+            raise ConfigError(f"{p}.{key}: k={k} clusters exceeds the {n} images of "
+                              f"dataset {ds_name!r}")

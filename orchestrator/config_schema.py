@@ -145,7 +145,13 @@ def _build_pruning(raw: Any, err: type[Exception], method_cls: type, pruning_cls
         label = entry.pop("label", name)
         if not isinstance(label, str) or not label:
             raise err(f"{path}.label: expected a non-empty string, got {label!r}")
-        methods.append(method_cls(name=name, label=label, params=entry))
+        per_dataset = entry.pop("per_dataset", None) or {}
+        if not isinstance(per_dataset, dict) or not all(
+                isinstance(v, dict) for v in per_dataset.values()):
+            raise err(f"{path}.per_dataset: expected {{dataset name: {{param: value}}}}, "
+                      f"got {per_dataset!r}")
+        methods.append(method_cls(name=name, label=label, params=entry,
+                                  per_dataset={str(k): v for k, v in per_dataset.items()}))
     return dataclasses.replace(base, methods=tuple(methods))
 
 
@@ -201,6 +207,10 @@ def check_values(cfg: Any, err: type[Exception]) -> None:
             raise err(f"pruning.methods[{i}].label: duplicate label {m.label!r} "
                       "(give each entry of the same method its own label)")
         labels.add(m.label)
+        for ds_name in m.per_dataset:
+            if ds_name not in names:
+                raise err(f"pruning.methods[{i}].per_dataset.{ds_name}: no dataset of that "
+                          f"name (datasets: {', '.join(sorted(names))})")
     if pr.methods and not pr.ratios:
         raise err("pruning.ratios: needs at least one ratio when methods are listed")
     if not pr.methods and not pr.baseline:

@@ -1,0 +1,101 @@
+"""The command line: ``python -m orchestrator.run CONFIG [--set k=v ...] [--dry-run] [--fresh]``.
+
+Exit codes: 0 success; 2 a user mistake (missing config file, bad YAML, a config
+error: one line on stderr, no traceback); 1 a failed run. ``--dry-run`` validates
+the config, prints it resolved (YAML) and the trial grid, and never imports Ray.
+
+Relative paths in the config are resolved against the directory this command is
+started in. Under ``ray job submit`` that is the job's temporary working dir, so
+cluster configs use absolute paths or s3:// / gs:// URIs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+from typing import Sequence
+
+from orchestrator.config import Config, ConfigError, dump_yaml, load_config
+
+STAGES = ("encode", "embed", "proxy", "score", "sweep", "report")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m orchestrator.run",
+        description="Run a data-pruning sweep (dataset x method x ratio x seed) on Ray.")
+    p.add_argument("config", help="experiment YAML, e.g. experiments/quickstart.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key with a YAML value, e.g. --set train.steps=50 "
+                        "--set 'pruning.ratios=[0.25,0.5]' --set data.datasets[0].limit=100")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate, print the resolved config and the trial grid; start nothing")
+    p.add_argument("--fresh", action="store_true",
+                   help="ignore cached artifacts and earlier trial results; rebuild everything")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p.parse_args(argv)
+
+
+def format_grid(cfg: Config) -> str:
+    """One line per trial (dataset, method, ratio, seed) and the count."""
+    trials = cfg.trial_grid()
+    width = max([len(t.method) for t in trials] + [6])
+    dwidth = max([len(t.dataset) for t in trials] + [7])
+    lines = [f"{'dataset':<{dwidth}}  {'method':<{width}}  ratio  seed"]
+    lines += [f"{t.dataset:<{dwidth}}  {t.method:<{width}}  {t.ratio:5.2f}  {t.seed:>4}"
+              for t in trials]
+    lines.append(f"{len(trials)} trials")
+    return "\n".join(lines)
+
+
+def missing_stages() -> list[str]:
+    """Pipeline stage modules (orchestrator.<stage>) that do not exist yet."""
+    return [s for s in ("pipeline",) + STAGES
+            if importlib.util.find_spec(f"orchestrator.{s}") is None]
+
+
+def _error(message: str) -> int:
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    print(f"error: {first}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        return _error(str(e))
+    except OSError as e:  # unreadable config file (permissions, a directory, ...)
+        return _error(f"{args.config}: {e.strerror or e}")
+    if args.dry_run:
+        print(dump_yaml(cfg), end="")
+        print("---")
+        print(format_grid(cfg))
+        return 0
+    missing = missing_stages()
+    if "pipeline" in missing:
+        print("error: the pipeline is not built yet: missing orchestrator stage modules: "
+              + ", ".join(missing), file=sys.stderr)
+        return 1
+    from orchestrator.pipeline import run_pipeline
+
+    try:
+        return int(run_pipeline(cfg, fresh=args.fresh))
+    except ConfigError as e:
+        return _error(str(e))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        logging.getLogger("orchestrator.run").exception("run failed")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
