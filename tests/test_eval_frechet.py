@@ -5,7 +5,7 @@ import pytest
 import scipy.linalg
 from cleanfid.fid import frechet_distance as cleanfid_frechet
 
-from eval.frechet import compute_fd, frechet_distance, gaussian_stats
+from eval.frechet import compute_fd, frechet_distance, frechet_distance_from_samples, gaussian_stats
 
 
 def random_spd(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -62,3 +62,17 @@ def test_rank_deficient_covariances_stay_real_and_close_to_zero_for_same_set():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="shape mismatch"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+
+
+@pytest.mark.parametrize("n,m,d,rel", [(20, 30, 64, 1e-7), (15, 15, 40, 1e-7), (200, 150, 8, 1e-10)])
+def test_sample_form_equals_covariance_form(n, m, d, rel):
+    # Singular covariances (n < d) cost the D x D form ~1e-8: sqrt of eigenvalues that
+    # should be 0 but are rounding noise ~1e-16 adds ~1e-8 each; the sample form has none.
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, d))
+    y = rng.normal(size=(m, d)) * 1.5 + 0.1
+    mu1, s1 = gaussian_stats(x)
+    mu2, s2 = gaussian_stats(y)
+    expected = frechet_distance(mu1, s1, mu2, s2)
+    assert frechet_distance_from_samples(x, y) == pytest.approx(expected, rel=rel)
+    assert compute_fd(x, y)["fd"] == pytest.approx(expected, rel=rel)
