@@ -1,0 +1,79 @@
+"""Embed stage: a Ray Data actor pool runs each configured embedder over the images.
+
+Output per (dataset, embedder): raw ``(N, D)`` float32 features in id order (the
+libraries normalize where their method says so), cached by the data fingerprint,
+the embedder name and its weight file.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from orchestrator.cache import ArtifactCache
+from orchestrator.ray_utils import collect_by_id, map_actor_pool
+from orchestrator.resources import ResourcePlan
+
+log = logging.getLogger(__name__)
+EMBED_VERSION = 1
+
+
+class EmbedActor:
+    """Ray Data actor: uint8 images -> (B, D) float32 features of one embedder."""
+
+    def __init__(self, name: str, weights: str | None, device: str, threads: int):
+        import torch
+
+        from models import build_embedder
+
+        torch.set_num_threads(max(1, threads))
+        self.embedder = build_embedder(name, device=device, weights=weights)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feats = self.embedder(np.ascontiguousarray(batch["image"]))
+        return {"id": batch["id"], "features": np.asarray(feats, dtype=np.float32)}
+
+
+def embed_key(cache: ArtifactCache, fingerprint: str, name: str, weights: str | None) -> str:
+    return cache.key("embed", EMBED_VERSION, fingerprint=fingerprint, embedder=name, weights=weights)
+
+
+def needed_embedders(cfg: Any) -> list[str]:
+    """Configured embedders plus those pruning methods and the evaluation ask for."""
+    from pruning import PRUNERS
+
+    names = list(cfg.embed.embedders)
+    for m in cfg.pruning.methods:
+        emb = PRUNERS[m.name](**m.params).embedder
+        if emb:
+            names.append(emb)
+    names.append(cfg.eval.embedder)
+    return list(dict.fromkeys(names))
+
+
+def ensure_embeddings(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
+                      plan: ResourcePlan, fresh: bool) -> dict[str, str]:
+    """Cache keys of the features of every needed embedder (arrays ``ids``, ``features``)."""
+    keys = {}
+    device = "cuda" if plan.actor_gpus else "cpu"
+    for name in needed_embedders(cfg):
+        weights = cfg.embed.weights.get(name)
+        key = embed_key(cache, source.fingerprint, name, weights)
+        keys[name] = key
+        if not fresh and cache.has(key, "arrays"):
+            log.info("embed[%s/%s]: cached (%s)", ds_cfg.name, name, key)
+            continue
+        out = map_actor_pool(source.dataset.select_columns(["id", "image"]), EmbedActor,
+                             {"name": name, "weights": weights, "device": device,
+                              "threads": max(1, int(round(plan.actor_cpus)))},
+                             plan, cfg.embed.batch_size)
+        cols = collect_by_id(out, ["features"])
+        if len(cols["id"]) != source.count:
+            raise RuntimeError(f"embed[{ds_cfg.name}/{name}]: {len(cols['id'])} features "
+                               f"for {source.count} images")
+        cache.save_arrays(key, ids=cols["id"].astype(np.int64),
+                          features=cols["features"].astype(np.float32))
+        log.info("embed[%s/%s]: %s features", ds_cfg.name, name, cols["features"].shape)
+    return keys

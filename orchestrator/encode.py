@@ -1,0 +1,161 @@
+"""Encode stage: train (or load) the VQ-VAE, then encode every image to latents.
+
+The VQ-VAE trains inside a Ray Train ``TorchTrainer`` on the dataset's Ray Data
+shards for a fixed number of steps, fits its latent scale on rank 0 and reports the
+weights as a checkpoint. A Ray Data ``map_batches`` actor pool then encodes every
+image. Both artifacts are content-addressed in the cache: the VQ-VAE by the data
+fingerprint and the autoencoder config, the latents by the VQ-VAE's key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from orchestrator.cache import ArtifactCache
+from orchestrator.ray_utils import collect_by_id, fit_torch, map_actor_pool
+from orchestrator.resources import ResourcePlan
+
+log = logging.getLogger(__name__)
+VQVAE_VERSION = 1
+LATENTS_VERSION = 1
+VQVAE_FILE = "vqvae.pt"
+
+
+def _to_model_input(images: Any) -> Any:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [-1, 1]."""
+    import torch
+
+    x = torch.as_tensor(np.asarray(images))
+    return x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def vqvae_from_cache(cache: ArtifactCache, key: str) -> Any:
+    """Load the VQ-VAE artifact (bytes of ``save_vqvae``) as a model on CPU."""
+    from models.vqvae import load_vqvae
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, VQVAE_FILE)
+        with open(path, "wb") as f:
+            f.write(cache.load_bytes(key))
+        return load_vqvae(path)
+
+
+def train_vqvae_worker(config: dict) -> None:
+    """Ray Train loop: fixed-step VQ-VAE training on this rank's data shard."""
+    import ray.train
+    import ray.train.torch
+    import torch
+    from tqdm import tqdm
+
+    from models.vqvae import build_vqvae, fit_latent_scale, save_vqvae, vqvae_train_step
+
+    torch.set_num_threads(int(config["threads"]))
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(config["seed"] * world + rank)  # VQ-VAE init + codebook restarts
+    device = ray.train.torch.get_device()
+    model = build_vqvae(config["preset"])
+    model = ray.train.torch.prepare_model(model) if world > 1 else model.to(device)
+    inner = model.module if hasattr(model, "module") else model
+    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    shard = ray.train.get_dataset_shard("train")
+    local_bs = max(1, config["batch_size"] // world)
+    steps, step, logs = config["steps"], 0, {}
+    bar = tqdm(total=steps, desc="vq-vae", disable=rank != 0, mininterval=15)
+    while step < steps:
+        for batch in shard.iter_batches(batch_size=local_bs, batch_format="numpy",
+                                        local_shuffle_buffer_size=4 * local_bs,
+                                        local_shuffle_seed=config["seed"] + step):
+            logs = vqvae_train_step(model, _to_model_input(batch["image"]).to(device), opt)
+            step += 1
+            bar.update(1)
+            if step >= steps:
+                break
+    with tempfile.TemporaryDirectory() as d:
+        ckpt = None
+        if rank == 0:
+            scale_batch = next(iter(shard.iter_batches(batch_size=512, batch_format="numpy")))
+            with torch.no_grad():
+                fit_latent_scale(inner, _to_model_input(scale_batch["image"]).to(device))
+            save_vqvae(inner.cpu(), os.path.join(d, VQVAE_FILE), config["preset"])
+            ckpt = ray.train.Checkpoint.from_directory(d)
+        ray.train.report({"step": step, **{k: float(v) for k, v in logs.items()}}, checkpoint=ckpt)
+
+
+class EncodeActor:
+    """Ray Data actor: images -> latents with the cached VQ-VAE."""
+
+    def __init__(self, cache_root: str, vqvae_key: str, device: str, threads: int):
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.device = device
+        self.model = vqvae_from_cache(ArtifactCache(cache_root), vqvae_key).to(device).eval()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            z = self.model.encode(_to_model_input(batch["image"]).to(self.device))
+        return {"id": batch["id"], "label": batch["label"], "latent": z.float().cpu().numpy()}
+
+
+def vqvae_key(cache: ArtifactCache, cfg: Any, fingerprint: str, ds_seed: int) -> str:
+    ae = asdict(cfg.autoencoder)
+    if ae["checkpoint"]:
+        return cache.key("vqvae", VQVAE_VERSION, checkpoint=ae["checkpoint"], preset=ae["preset"])
+    return cache.key("vqvae", VQVAE_VERSION, fingerprint=fingerprint, autoencoder=ae, seed=ds_seed)
+
+
+def ensure_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan: ResourcePlan,
+                 fresh: bool) -> str:
+    """The VQ-VAE's cache key, training or importing it when missing."""
+    key = vqvae_key(cache, cfg, source.fingerprint, ds_cfg.seed)
+    if not fresh and cache.has(key, "bytes"):
+        log.info("encode[%s]: VQ-VAE cached (%s)", ds_cfg.name, key)
+        return key
+    ae = cfg.autoencoder
+    if ae.checkpoint:
+        from orchestrator import fsutil
+
+        fs, path = fsutil.filesystem(ae.checkpoint)
+        with fs.open_input_stream(path) as f:
+            cache.save_bytes(key, f.read())
+        return key
+    log.info("encode[%s]: training VQ-VAE %s for %d steps", ds_cfg.name, ae.preset, ae.train_steps)
+    ae_cfg = {"preset": ae.preset, "steps": ae.train_steps, "batch_size": ae.batch_size,
+              "lr": ae.lr, "seed": ds_cfg.seed}
+    result = fit_torch(train_vqvae_worker, ae_cfg, plan, f"vqvae-{ds_cfg.name}-{key.split('/')[1][:10]}",
+                       cfg.storage.ray_storage, cfg.resources.max_failures,
+                       datasets={"train": source.dataset.select_columns(["image"])})
+    with result.checkpoint.as_directory() as d:
+        with open(os.path.join(d, VQVAE_FILE), "rb") as f:
+            cache.save_bytes(key, f.read())
+    return key
+
+
+def ensure_latents(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, vq_key: str,
+                   plan: ResourcePlan, fresh: bool) -> str:
+    """The latents' cache key (arrays ``ids``, ``labels``, ``latents``), encoding when missing."""
+    key = cache.key("latents", LATENTS_VERSION, vqvae=vq_key, fingerprint=source.fingerprint)
+    if not fresh and cache.has(key, "arrays"):
+        log.info("encode[%s]: latents cached (%s)", ds_cfg.name, key)
+        return key
+    device = "cuda" if plan.actor_gpus else "cpu"
+    out = map_actor_pool(source.dataset, EncodeActor,
+                         {"cache_root": cache.root, "vqvae_key": vq_key, "device": device,
+                          "threads": max(1, int(round(plan.actor_cpus)))},
+                         plan, cfg.autoencoder.batch_size * 4)
+    cols = collect_by_id(out, ["label", "latent"])
+    if len(cols["id"]) != source.count:
+        raise RuntimeError(f"encode[{ds_cfg.name}]: got {len(cols['id'])} latents for {source.count} images")
+    cache.save_arrays(key, ids=cols["id"].astype(np.int64), labels=cols["label"].astype(np.int64),
+                      latents=cols["latent"].astype(np.float32))
+    log.info("encode[%s]: %d latents %s", ds_cfg.name, len(cols["id"]), cols["latent"].shape[1:])
+    return key

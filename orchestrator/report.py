@@ -1,0 +1,251 @@
+"""Report stage: comparison table, metric-vs-ratio plots and MLflow logging.
+
+Everything is logged from the driver after the trials finished (robust: a trial's
+start-up error cannot hide behind a logger callback). Reruns reuse the parent run
+of the same config (tag ``prunediff.config_hash``) and skip trial runs already
+logged (tag ``prunediff.trial_key``), so a resumed sweep logs each trial once.
+
+A trial result (what :mod:`orchestrator.train_loop` writes and this module reads) is
+a dict: ``trial`` {dataset, method, ratio, seed, name}, ``key``, ``params``,
+``metrics`` {name: float}, ``loss_curve`` [[step, loss], ...] and ``files``
+{artifact name: local path}.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+FULL = "full"
+KEY_COLS = ["dataset", "method", "ratio"]
+# Column order of the printed table; anything else follows alphabetically.
+METRIC_ORDER = ["fid", "fd_", "f_score", "precision", "recall", "density", "coverage",
+                "vendi", "mem_nn_mean", "mem_nn_median", "mem_copy_rate", "cov_kl_uniform",
+                "cov_kl_train"]
+HIDDEN_IN_MARKDOWN = ("cov_share_",)
+
+
+def _metric_rank(name: str) -> tuple[int, str]:
+    for i, prefix in enumerate(METRIC_ORDER):
+        if name == prefix or (prefix.endswith("_") and name.startswith(prefix)):
+            return i, name
+    return len(METRIC_ORDER), name
+
+
+def comparison_table(results: Sequence[dict], method_order: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows dataset/method/ratio; per metric ``<m>_mean``, ``<m>_std`` over seeds, ``n_seeds``.
+
+    The full-data baseline comes first within each dataset, then methods in
+    ``method_order`` (config order), ratios ascending.
+    """
+    rows = [{"dataset": r["trial"]["dataset"], "method": r["trial"]["method"],
+             "ratio": float(r["trial"]["ratio"]), "seed": r["trial"]["seed"], **r["metrics"]}
+            for r in results]
+    if not rows:
+        return pd.DataFrame(columns=KEY_COLS + ["n_seeds"])
+    df = pd.DataFrame(rows)
+    metrics = sorted((c for c in df.columns if c not in KEY_COLS + ["seed"]), key=_metric_rank)
+    grouped = df.groupby(KEY_COLS, sort=False)
+    out = grouped[metrics].agg(["mean", "std"])
+    out.columns = [f"{m}_{stat}" for m, stat in out.columns]
+    out["n_seeds"] = grouped["seed"].nunique()
+    out = out.reset_index()
+    order = {m: i for i, m in enumerate([FULL, *method_order])}
+    datasets = {d: i for i, d in enumerate(dict.fromkeys(df["dataset"]))}
+    out["_d"] = out["dataset"].map(datasets)
+    out["_m"] = out["method"].map(lambda m: order.get(m, len(order)))
+    out = out.sort_values(["_d", "_m", "method", "ratio"]).drop(columns=["_d", "_m"])
+    return out.reset_index(drop=True)
+
+
+def table_metrics(table: pd.DataFrame) -> list[str]:
+    """Metric names present in a comparison table, in display order."""
+    return [c[:-5] for c in table.columns if c.endswith("_mean")]
+
+
+def _fmt(mean: float, std: float) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "nan" if mean is not None else ""
+    digits = 4 if abs(mean) < 10 else 2
+    text = f"{mean:.{digits}f}"
+    if std is not None and math.isfinite(std):
+        text += f" ± {std:.{digits}f}"
+    return text
+
+
+def to_markdown(table: pd.DataFrame, hide: Iterable[str] = HIDDEN_IN_MARKDOWN) -> str:
+    """GitHub Markdown: ``mean ± std`` cells (std omitted with one seed)."""
+    hide = tuple(hide)
+    metrics = [m for m in table_metrics(table) if not m.startswith(hide)]
+    head = KEY_COLS + metrics + ["seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for _, row in table.iterrows():
+        cells = [str(row["dataset"]), str(row["method"]), f"{row['ratio']:.2f}"]
+        cells += [_fmt(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
+        cells.append(str(int(row["n_seeds"])))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, str]:
+    """Write ``results.csv`` and ``results.md``; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv, md = out / "results.csv", out / "results.md"
+    table.to_csv(csv, index=False)
+    md.write_text(to_markdown(table))
+    return {"csv": str(csv), "markdown": str(md)}
+
+
+def plot_metric_vs_ratio(table: pd.DataFrame, out_dir: str | os.PathLike,
+                         metrics: Sequence[str] | None = None) -> list[str]:
+    """One PNG per pruning method: a panel per metric, mean ± std against ratio.
+
+    Lines per dataset; the dataset's full-data baseline is a dashed line.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = [m for m in (metrics or table_metrics(table)) if not m.startswith(HIDDEN_IN_MARKDOWN)]
+    paths = []
+    for method in [m for m in dict.fromkeys(table["method"]) if m != FULL]:
+        cols = min(4, len(metrics))
+        rows = math.ceil(len(metrics) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+        for ax, metric in zip(axes.flat, metrics):
+            for i, ds in enumerate(dict.fromkeys(table["dataset"])):
+                color = f"C{i}"
+                sub = table[(table["dataset"] == ds) & (table["method"] == method)]
+                ax.errorbar(sub["ratio"], sub[f"{metric}_mean"], yerr=sub[f"{metric}_std"].fillna(0),
+                            marker="o", color=color, label=ds, capsize=3)
+                base = table[(table["dataset"] == ds) & (table["method"] == FULL)]
+                if len(base):
+                    ax.axhline(float(base[f"{metric}_mean"].iloc[0]), ls="--", color=color, lw=1,
+                               label=f"{ds} full")
+            ax.set_title(metric)
+            ax.set_xlabel("pruning ratio")
+        for ax in list(axes.flat)[len(metrics):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7)
+        fig.suptitle(f"{method}: metric vs pruning ratio")
+        fig.tight_layout()
+        path = out / f"ratio_{method}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(str(path))
+    return paths
+
+
+def plot_loss_curve(curve: Sequence[Sequence[float]], path: str, title: str) -> str:
+    """Training loss against step as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arr = np.asarray(curve, dtype=float).reshape(-1, 2)
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot(arr[:, 0], arr[:, 1])
+    ax.set_xlabel("step")
+    ax.set_ylabel("flow-matching loss")
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def mlflow_ui_command(tracking_uri: str) -> str:
+    """The command that browses this run's MLflow store."""
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1"
+
+
+def _artifact_location(loc: str | None) -> str | None:
+    if loc is None or "://" in loc:
+        return loc
+    return Path(loc).absolute().as_uri()
+
+
+class MlflowReporter:
+    """Parent run per sweep (one per config hash), one nested run per trial."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str | None,
+                 config_hash: str, sweep_name: str):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        exp = self.client.get_experiment_by_name(experiment_name)
+        if exp is None:
+            self.experiment_id = self.client.create_experiment(
+                experiment_name, artifact_location=_artifact_location(artifact_location))
+        else:
+            self.experiment_id = exp.experiment_id
+        self.config_hash = config_hash
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`prunediff.config_hash` = '{config_hash}' and tags.`prunediff.role` = 'sweep'",
+            max_results=1)
+        if found:
+            self.parent_id = found[0].info.run_id
+        else:
+            self.parent_id = self.client.create_run(
+                self.experiment_id, run_name=sweep_name,
+                tags={"prunediff.config_hash": config_hash, "prunediff.role": "sweep"}).info.run_id
+
+    def logged_trials(self) -> set[str]:
+        """Trial keys that already have a finished run under this parent."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{self.parent_id}' and attributes.status = 'FINISHED'",
+            max_results=5000)
+        return {r.data.tags.get("prunediff.trial_key") for r in runs}
+
+    def log_trial(self, result: dict) -> str:
+        """One nested run: params, final metrics, loss curve steps, artifact files."""
+        from mlflow.entities import Metric, Param
+
+        trial = result["trial"]
+        run = self.client.create_run(
+            self.experiment_id, run_name=trial["name"],
+            tags={"mlflow.parentRunId": self.parent_id, "prunediff.role": "trial",
+                  "prunediff.trial_key": result["key"], "prunediff.config_hash": self.config_hash})
+        rid = run.info.run_id
+        now = int(time.time() * 1000)
+        params = {k: trial[k] for k in ("dataset", "method", "ratio", "seed")}
+        params.update(result.get("params", {}))
+        metrics = [Metric(k, float(v), now, 0) for k, v in result["metrics"].items()
+                   if v is not None and np.isfinite(v)]
+        metrics += [Metric("train_loss", float(loss), now, int(step))
+                    for step, loss in result.get("loss_curve", [])]
+        for i in range(0, len(metrics), 900):
+            self.client.log_batch(rid, metrics=metrics[i:i + 900],
+                                  params=[Param(k, str(v)) for k, v in params.items()] if i == 0 else [])
+        for name, path in result.get("files", {}).items():
+            if path and os.path.exists(path):
+                self.client.log_artifact(rid, path)
+        self.client.set_terminated(rid, "FINISHED")
+        return rid
+
+    def log_parent(self, params: dict[str, Any], files: Sequence[str], status: str) -> None:
+        """Params and artifacts of the sweep run (table, plots, resolved config)."""
+        from mlflow.entities import Param
+
+        have = self.client.get_run(self.parent_id).data.params
+        new = [Param(k, str(v)) for k, v in params.items() if k not in have]
+        if new:
+            self.client.log_batch(self.parent_id, params=new)
+        for path in files:
+            self.client.log_artifact(self.parent_id, path)
+        self.client.set_terminated(self.parent_id, status)
