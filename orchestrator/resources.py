@@ -54,7 +54,7 @@ class ResourcePlan:
 
 
 def _floor2(x: float) -> float:
-    return math.floor(x * 100) / 100
+    return math.floor(x * 100 + 1e-6) / 100
 
 
 def _cpus_per_gpu(nodes: Sequence[Mapping[str, Any]]) -> float | None:
@@ -91,7 +91,8 @@ def plan_resources(res_cfg: Any, cluster: Mapping[str, float],
     else:
         worker_gpus = 0.0
         conc_auto = max(1, int(cpus // nw))
-        auto_cpus = _floor2((usable - conc_auto * TRIAL_CPUS) / (conc_auto * nw))
+        # Small machines: split 95% of the CPUs evenly; big ones: one CPU per worker.
+        auto_cpus = 1.0 if cpus >= 8 else _floor2((usable - conc_auto * TRIAL_CPUS) / (conc_auto * nw))
     worker_cpus = auto_cpus if res_cfg.cpus_per_worker == "auto" else float(res_cfg.cpus_per_worker)
     if worker_cpus <= 0:
         raise ValueError(f"resources.cpus_per_worker: {worker_cpus} leaves no CPU per worker")
