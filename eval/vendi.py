@@ -13,11 +13,12 @@ import math
 
 import numpy as np
 
-from eval.knn import as_features
 
 # Eigenvalues below this (relative to the largest possible, 1) are rounding noise of
 # a rank-deficient kernel; they only matter for q <= 0 where every positive one counts.
 EIG_TOL = 1e-12
+# Rows per float64 block of the Gram accumulation (8192 x 1280 x 8 B = 84 MB).
+GRAM_BLOCK_ROWS = 8192
 
 
 def kernel_eigenvalues(features: np.ndarray, use_gram: bool | None = None) -> np.ndarray:
@@ -31,17 +32,34 @@ def kernel_eigenvalues(features: np.ndarray, use_gram: bool | None = None) -> np
     Returns:
         (min(N, D),) float64 eigenvalues clipped at 0, summing to 1.
     """
-    x = as_features(features, "features")
-    norms = np.linalg.norm(x, axis=1)
-    if (norms == 0).any():
-        raise ValueError("features contain all-zero rows: the cosine kernel is undefined there")
-    x = x / norms[:, None]
+    x = np.asarray(features)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"features must be a non-empty (N, D) array, got shape {x.shape}")
     n, d = x.shape
     if use_gram is None:
         use_gram = n > d
-    mat = (x.T @ x) if use_gram else (x @ x.T)
-    eig = np.linalg.eigvalsh(mat / n)
-    return np.clip(eig, 0.0, None)
+    if not use_gram:
+        xn = _normalized_rows(x)
+        return np.clip(np.linalg.eigvalsh(xn @ xn.T / n), 0.0, None)
+    # Accumulate X^T X over row blocks in float64: no float64 copy of all of X (50k x
+    # 1280 would be 512 MB), and each block is one BLAS syrk.
+    gram = np.zeros((d, d), dtype=np.float64)
+    for start in range(0, n, GRAM_BLOCK_ROWS):
+        block = _normalized_rows(x[start : start + GRAM_BLOCK_ROWS])
+        gram += block.T @ block
+    return np.clip(np.linalg.eigvalsh(gram / n), 0.0, None)
+
+
+def _normalized_rows(x: np.ndarray) -> np.ndarray:
+    """(B, D) float64 copy of x with unit-norm rows; rejects NaN/inf and zero rows."""
+    out = np.array(x, dtype=np.float64)  # always a copy: normalized in place below
+    if not np.isfinite(out).all():
+        raise ValueError("features contain NaN or inf")
+    norms = np.sqrt(np.einsum("nd,nd->n", out, out))
+    if (norms == 0).any():
+        raise ValueError("features contain all-zero rows: the cosine kernel is undefined there")
+    out /= norms[:, None]
+    return out
 
 
 def vendi_from_eigenvalues(eig: np.ndarray, q: float = 1.0) -> float:
