@@ -1,0 +1,148 @@
+"""Image-folder sources: odd image modes, broken files, labels, ImageNet layout, Ray path."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from orchestrator.config import DatasetConfig
+from orchestrator.images import decode_image
+from orchestrator.sources import SOURCES, load_arrays, load_dataset
+
+
+def _png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def make_messy_folder(root: Path) -> dict[str, str]:
+    """A folder with good images in every odd mode and broken files; returns kinds."""
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    files = {
+        "a/rgb.jpg": _png_bytes(rgb, "JPEG"),
+        "a/gray.png": _png_bytes(rgb.convert("L")),
+        "a/rgba.png": _png_bytes(rgb.convert("RGBA")),
+        "a/palette.gif": _png_bytes(rgb.convert("P"), "GIF"),
+        "b/cmyk.jpg": _png_bytes(rgb.convert("CMYK"), "JPEG"),
+        "b/sixteen.png": _png_bytes(Image.fromarray(
+            (rng.integers(0, 65536, (30, 30))).astype(np.uint16))),
+        "b/zero.png": b"",
+        "b/notes.txt": b"not an image at all\n",
+        "b/truncated.png": _png_bytes(rgb)[:200],
+        "b/corrupt.jpg": b"\xff\xd8\xff\xe0" + bytes(rng.integers(0, 256, 500, dtype=np.uint8)),
+        ".hidden/skip.png": _png_bytes(rgb),
+    }
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return {"good": ["a/gray.png", "a/palette.gif", "a/rgb.jpg", "a/rgba.png", "b/cmyk.jpg",
+                     "b/sixteen.png"],
+            "bad": ["b/corrupt.jpg", "b/notes.txt", "b/truncated.png", "b/zero.png"]}
+
+
+def test_decode_image_modes():
+    rng = np.random.default_rng(1)
+    base = Image.fromarray(rng.integers(0, 256, (50, 80, 3), dtype=np.uint8))
+    for img in (base, base.convert("L"), base.convert("RGBA"), base.convert("CMYK"),
+                base.convert("P"), base.convert("1"), base.convert("LA")):
+        out = decode_image(_png_bytes(img, "TIFF" if img.mode == "CMYK" else "PNG"), 16)
+        assert out.shape == (16, 16, 3) and out.dtype == np.uint8, img.mode
+    # 16-bit values are scaled (65535 -> 255), not clipped
+    sixteen = Image.fromarray(np.full((20, 20), 65535, np.uint16))
+    assert decode_image(_png_bytes(sixteen), 8).min() == 255
+    half = Image.fromarray(np.full((20, 20), 32768, np.uint16))
+    assert 127 <= decode_image(_png_bytes(half), 8).mean() <= 129
+    with pytest.raises(ValueError, match="zero-byte"):
+        decode_image(b"", 8)
+    with pytest.raises(ValueError, match="not an image"):
+        decode_image(b"hello", 8)
+
+
+def test_center_crop_keeps_the_middle():
+    arr = np.zeros((40, 120, 3), np.uint8)
+    arr[:, 40:80] = 255                        # a white centre square
+    out = decode_image(_png_bytes(Image.fromarray(arr)), 20)
+    assert out.shape == (20, 20, 3) and out.mean() > 250
+
+
+def test_image_folder_skips_and_lists_broken_files(tmp_path: Path):
+    kinds = make_messy_folder(tmp_path / "imgs")
+    ds = DatasetConfig(name="g", source="image_folder", path=str(tmp_path / "imgs"),
+                       resolution=16)
+    a = load_arrays(ds)
+    assert a.images.shape == (6, 16, 16, 3) and a.images.dtype == np.uint8
+    assert sorted(s.path for s in a.skipped) == kinds["bad"]
+    assert all(s.reason for s in a.skipped)
+    # ids are positions in the sorted listing (hidden files excluded), bad ones left out
+    listing = sorted(kinds["good"] + kinds["bad"])
+    assert [listing[i] for i in a.ids] == kinds["good"]
+    assert np.all(a.labels == -1) and a.num_classes == 0
+    again = load_arrays(ds)
+    assert again.fingerprint == a.fingerprint
+    np.testing.assert_array_equal(again.images, a.images)
+
+
+def test_image_folder_class_subfolders_and_limit(tmp_path: Path):
+    make_messy_folder(tmp_path / "imgs")
+    ds = DatasetConfig(name="g", source="image_folder", path=str(tmp_path / "imgs"),
+                       resolution=8, class_subfolders=True)
+    a = load_arrays(ds)
+    assert a.num_classes == 2 and list(np.bincount(a.labels)) == [4, 2]
+    b = load_arrays(DatasetConfig(name="g", source="image_folder", path=str(tmp_path / "imgs"),
+                                  resolution=8, class_subfolders=True, limit=5))
+    assert len(b.ids) + len(b.skipped) == 5
+
+
+def test_imagenet_layout(tmp_path: Path):
+    rng = np.random.default_rng(2)
+    img = _png_bytes(Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)), "JPEG")
+    for syn in ("n02", "n01", "n03"):
+        (tmp_path / "train" / syn).mkdir(parents=True)
+        for j in range(2):
+            (tmp_path / "train" / syn / f"{syn}_{j}.JPEG").write_bytes(img)
+    (tmp_path / "val").mkdir()
+    rows = ["ImageId,PredictionString"]
+    for j, syn in enumerate(("n03", "n01")):
+        (tmp_path / "val" / f"ILSVRC2012_val_{j}.JPEG").write_bytes(img)
+        rows.append(f"ILSVRC2012_val_{j},{syn} 1 2 3 4")
+    (tmp_path / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+    train = load_arrays(DatasetConfig(name="i", source="imagenet", path=str(tmp_path),
+                                      split="train", resolution=8, conditional=True))
+    assert train.num_classes == 3 and list(train.labels) == [0, 0, 1, 1, 2, 2]  # n01 n02 n03
+    val = load_arrays(DatasetConfig(name="i", source="imagenet", path=str(tmp_path),
+                                    split="val", resolution=8))
+    assert list(val.labels) == [2, 0] and val.num_classes == 3
+
+
+def test_celeba_hq_is_unconditional(tmp_path: Path):
+    make_messy_folder(tmp_path / "c")
+    a = SOURCES["celeba_hq"].arrays(DatasetConfig(name="c", source="celeba_hq",
+                                                  path=str(tmp_path / "c"), resolution=8))
+    assert len(a.ids) == 6 and np.all(a.labels == -1)
+
+
+def test_ray_datasets_match_the_arrays(tmp_path: Path):
+    """One Ray session for both Ray paths (array-backed and folder) to keep CI fast."""
+    ray = pytest.importorskip("ray", reason="ray is not installed")
+    make_messy_folder(tmp_path / "imgs")
+    folder = DatasetConfig(name="g", source="image_folder", path=str(tmp_path / "imgs"),
+                           resolution=8)
+    digits = DatasetConfig(name="d", source="digits", resolution=8, limit=40)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        for ds in (digits, folder):
+            arrays = load_arrays(ds)
+            data = load_dataset(ds)
+            assert data.fingerprint == arrays.fingerprint
+            rows = sorted(data.dataset.take_all(), key=lambda r: r["id"])
+            np.testing.assert_array_equal([r["id"] for r in rows], arrays.ids)
+            np.testing.assert_array_equal(np.stack([r["image"] for r in rows]), arrays.images)
+            np.testing.assert_array_equal([r["label"] for r in rows], arrays.labels)
+    finally:
+        ray.shutdown()
