@@ -140,13 +140,14 @@ def compute_fd(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
     return {"fd": frechet_distance(mu1, s1, mu2, s2)}
 
 
-def resolve_inception_weights(weights_path: str | None = None, download: bool = False, timeout_s: float = 20.0) -> str:
-    """Path of clean-fid's Inception TorchScript file, downloading only if asked.
+def resolve_inception_weights(weights_path: str | None = None, download: bool = True, timeout_s: float = 20.0) -> str:
+    """Path of clean-fid's Inception TorchScript file, downloading it when missing.
 
     Args:
         weights_path: explicit file path (from the config); must exist.
         download: when no file is found, fetch it to ``INCEPTION_DEFAULT_PATH`` with a
-            single request bounded by ``timeout_s`` (offline machines fail fast).
+            single request bounded by ``timeout_s`` (clean-fid's own download has no
+            timeout; offline machines should fail fast with a usable message).
         timeout_s: socket timeout for that request.
 
     Returns:
@@ -222,7 +223,7 @@ def compute_fid_from_images(
     fake_images: np.ndarray,
     weights_path: str | None = None,
     device: str = "cpu",
-    download: bool = False,
+    download: bool = True,
 ) -> dict[str, float]:
     """clean-fid FID (mode "clean") between two image sets.
 
@@ -234,7 +235,7 @@ def compute_fid_from_images(
         fake_images: (M, H', W', 3) uint8 RGB generated images.
         weights_path: local Inception TorchScript file; default: clean-fid's cache.
         device: torch device ("cpu" by default, unlike clean-fid's "cuda").
-        download: allow one bounded download attempt when no file is found.
+        download: make one bounded download attempt when no file is found.
 
     Returns:
         {"fid": float}.

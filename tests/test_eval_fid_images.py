@@ -35,17 +35,18 @@ def images(seed: int, n: int = 5, size: int = 24) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
 
 
-def test_without_weights_fails_fast_with_where_to_put_them(no_cached_weights):
+def test_without_weights_fails_fast_with_where_to_put_them(no_cached_weights, tmp_path):
     start = time.monotonic()
     with pytest.raises(MissingWeightsError, match=frechet.INCEPTION_FILENAME) as err:
-        compute_fid_from_images(images(0), images(1))
+        compute_fid_from_images(images(0), images(1), download=False)
     assert time.monotonic() - start < 5
     assert frechet.INCEPTION_DEFAULT_PATH in str(err.value) and "config" in str(err.value)
     with pytest.raises(MissingWeightsError, match="not found at"):
         compute_fid_from_images(images(0), images(1), weights_path="/nonexistent/inception.pt")
+    assert not (tmp_path / frechet.INCEPTION_FILENAME).exists()
 
 
-def test_failed_download_is_a_clear_error(no_cached_weights, monkeypatch):
+def test_failed_download_is_a_clear_error(no_cached_weights, monkeypatch, tmp_path):
     calls = []
 
     def offline(url, timeout=None):
@@ -54,8 +55,9 @@ def test_failed_download_is_a_clear_error(no_cached_weights, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(MissingWeightsError, match="could not download"):
-        compute_fid_from_images(images(0), images(1), download=True)
+        compute_fid_from_images(images(0), images(1))  # download is the default
     assert len(calls) == 1 and calls[0] is not None  # one bounded attempt, no retries
+    assert not any(p.name.startswith(frechet.INCEPTION_FILENAME) for p in tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("name", ["inception-2015-12-05.pt", "my_inception.pt"])
