@@ -307,7 +307,7 @@ def config_from_dict(raw: Any, overrides: Iterable[str] = (),
         raise ConfigError(f"<root>: expected a mapping of sections, got {type(raw).__name__}")
     raw = json.loads(json.dumps(raw, default=str))  # deep copy; overrides mutate it
     for ov in overrides:
-        apply_override(raw, ov)
+        _schema.apply_override(raw, ov, ConfigError)
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section (valid: {', '.join(SECTIONS)})")
@@ -322,46 +322,6 @@ def config_from_dict(raw: Any, overrides: Iterable[str] = (),
         from orchestrator import config_checks
         config_checks.check_registries_and_data(cfg)
     return cfg
-
-
-_SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)((?:\[-?\d+\])*)$")
-
-
-def apply_override(raw: dict, override: str) -> None:
-    """Apply one ``a.b[0].c=value`` override to the raw config dict in place."""
-    if "=" not in override:
-        raise ConfigError(f"--set {override}: expected KEY=VALUE")
-    key, _, text = override.partition("=")
-    key = key.strip()
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {key}: value is not valid YAML: {text!r}") from None
-    steps: list[str | int] = []
-    for seg in key.split("."):
-        m = _SEGMENT.match(seg)
-        if not m:
-            raise ConfigError(f"--set {key}: bad key segment {seg!r}")
-        steps.append(m.group(1))
-        steps.extend(int(i) for i in re.findall(r"\[(-?\d+)\]", m.group(2)))
-    node: Any = raw
-    walked = ""
-    for i, step in enumerate(steps):
-        last = i == len(steps) - 1
-        walked += f"[{step}]" if isinstance(step, int) else (f".{step}" if walked else step)
-        if isinstance(step, int):
-            if not isinstance(node, list):
-                raise ConfigError(f"--set {key}: {walked} is not a list")
-            if not -len(node) <= step < len(node):
-                raise ConfigError(f"--set {key}: index out of range ({len(node)} entries)")
-        elif not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: {walked.rsplit('.', 1)[0]} is not a mapping")
-        if last:
-            node[step] = value
-        else:
-            if isinstance(step, str) and node.get(step) is None:
-                node[step] = [] if isinstance(steps[i + 1], int) else {}
-            node = node[step]
 
 
 def _is_remote(uri: str) -> bool:
@@ -405,6 +365,11 @@ def _resolve(cfg: Config, base: Path) -> Config:
             cache_dir=_abs(cfg.storage.cache_dir or f"{out}/cache", base),
             ray_storage=_abs(cfg.storage.ray_storage or f"{out}/ray_results", base)),
     )
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Apply one ``a.b[0].c=value`` override (``--set``) to a raw config dict in place."""
+    _schema.apply_override(raw, override, ConfigError)
 
 
 def dump_yaml(cfg: Config) -> str:

@@ -1,4 +1,5 @@
-"""Raw YAML dict -> config dataclasses: key and type checks, then value checks.
+"""Raw YAML dict -> config dataclasses: ``--set`` overrides, key and type checks,
+then value checks.
 
 Kept apart from ``config.py`` so that module stays a readable list of sections.
 Every error names the key path (``train.batch_size``, ``data.datasets[1].limit``).
@@ -9,9 +10,12 @@ Only plain values are checked here; registry names and data paths are checked in
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, Union
+
+import yaml
 
 _MISSING = dataclasses.MISSING
 
@@ -250,3 +254,43 @@ def check_values(cfg: Any, err: type[Exception]) -> None:
         raise err("embed.embedders: needs at least one embedder")
     if not cfg.eval.metrics:
         raise err("eval.metrics: needs at least one metric")
+
+
+_SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)((?:\[-?\d+\])*)$")
+
+
+def apply_override(raw: dict, override: str, err: type[Exception]) -> None:
+    """Apply one ``a.b[0].c=value`` override to the raw config dict in place."""
+    if "=" not in override:
+        raise err(f"--set {override}: expected KEY=VALUE")
+    key, _, text = override.partition("=")
+    key = key.strip()
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise err(f"--set {key}: value is not valid YAML: {text!r}") from None
+    steps: list[str | int] = []
+    for seg in key.split("."):
+        m = _SEGMENT.match(seg)
+        if not m:
+            raise err(f"--set {key}: bad key segment {seg!r}")
+        steps.append(m.group(1))
+        steps.extend(int(i) for i in re.findall(r"\[(-?\d+)\]", m.group(2)))
+    node: Any = raw
+    walked = ""
+    for i, step in enumerate(steps):
+        last = i == len(steps) - 1
+        walked += f"[{step}]" if isinstance(step, int) else (f".{step}" if walked else step)
+        if isinstance(step, int):
+            if not isinstance(node, list):
+                raise err(f"--set {key}: {walked} is not a list")
+            if not -len(node) <= step < len(node):
+                raise err(f"--set {key}: index out of range ({len(node)} entries)")
+        elif not isinstance(node, dict):
+            raise err(f"--set {key}: {walked.rsplit('.', 1)[0]} is not a mapping")
+        if last:
+            node[step] = value
+        else:
+            if isinstance(step, str) and node.get(step) is None:
+                node[step] = [] if isinstance(steps[i + 1], int) else {}
+            node = node[step]
