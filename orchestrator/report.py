@@ -126,9 +126,11 @@ def plot_metric_vs_ratio(table: pd.DataFrame, out_dir: str | os.PathLike,
             for i, ds in enumerate(dict.fromkeys(table["dataset"])):
                 color = f"C{i}"
                 sub = table[(table["dataset"] == ds) & (table["method"] == method)]
+                base = table[(table["dataset"] == ds) & (table["method"] == FULL)]
+                if len(base):  # the full data is ratio 0 of every method
+                    sub = pd.concat([base, sub])
                 ax.errorbar(sub["ratio"], sub[f"{metric}_mean"], yerr=sub[f"{metric}_std"].fillna(0),
                             marker="o", color=color, label=ds, capsize=3)
-                base = table[(table["dataset"] == ds) & (table["method"] == FULL)]
                 if len(base):
                     ax.axhline(float(base[f"{metric}_mean"].iloc[0]), ls="--", color=color, lw=1,
                                label=f"{ds} full")

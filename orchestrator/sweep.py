@@ -36,7 +36,8 @@ def trial_key(cache: ArtifactCache, cfg: Any, trial: Any, art: DatasetArtifacts,
                      vqvae=art.vqvae, features=art.embeddings[cfg.eval.embedder],
                      conditional=ds.conditional, seed=trial.seed, model=asdict(cfg.model),
                      train=asdict(cfg.train), sample=asdict(cfg.sample), eval=asdict(cfg.eval),
-                     eval_weights=cfg.embed.weights.get(cfg.eval.embedder))
+                     eval_weights=cfg.embed.weights.get(cfg.eval.embedder),
+                     world_size=cfg.resources.num_workers)  # DDP ranks seed seed*world+rank
 
 
 def run_name(trial: Any, key: str) -> str:
@@ -85,7 +86,7 @@ def run_trial(config: dict) -> None:
     from orchestrator.resources import ResourcePlan
     from orchestrator.train_loop import train_trial_worker
 
-    spec, plan = config["spec"], ResourcePlan(**config["plan"])
+    spec, plan = config["specs"][config["trial"]], ResourcePlan(**config["plan"])
     fit_torch(train_trial_worker, spec, plan, spec["run_name"], config["storage"],
               config["max_failures"], callbacks=[TuneReportCallback()])
 
@@ -118,15 +119,17 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[dict], plan: ResourceP
     if not pending:
         return {}
     storage = join(cfg.storage.ray_storage, TRIALS_DIR)
-    param_space = {"spec": tune.grid_search(pending), "plan": asdict(plan), "storage": storage,
-                   "max_failures": cfg.resources.max_failures}
+    # The grid varies only the run name (Tune's table shows it); specs ride along.
+    param_space = {"trial": tune.grid_search([s["run_name"] for s in pending]),
+                   "specs": {s["run_name"]: s for s in pending}, "plan": asdict(plan),
+                   "storage": storage, "max_failures": cfg.resources.max_failures}
     trainable = tune.with_resources(run_trial, {"CPU": plan.trial_cpus})
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tuner = tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent_trials,
-                                    trial_name_creator=lambda t: t.config["spec"]["run_name"],
-                                    trial_dirname_creator=lambda t: t.config["spec"]["run_name"]),
+                                    trial_name_creator=lambda t: t.config["trial"],
+                                    trial_dirname_creator=lambda t: t.config["trial"]),
         run_config=tune.RunConfig(name=f"sweep-{cfg.experiment.name}-{stamp}", storage_path=cfg.storage.ray_storage,
                                   verbose=1, log_to_file=False,
                                   progress_reporter=tune.CLIReporter(
@@ -136,7 +139,7 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[dict], plan: ResourceP
     grid = tuner.fit()
     errors: dict[str, str] = {}
     for res in grid:
-        spec = res.config["spec"] if res.config else None
+        spec = res.config["specs"][res.config["trial"]] if res.config else None
         if spec is None:
             continue
         if not is_done(cache, spec):

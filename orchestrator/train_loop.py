@@ -101,8 +101,11 @@ def _restore() -> dict | None:
         return torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
 
 
-def train_dit(spec: dict, data: dict[str, np.ndarray], rank: int, world: int) -> tuple[Any, list]:
-    """Train the DiT; returns (EMA model on the worker's device, loss curve [[step, loss]])."""
+def train_dit(spec: dict, data: dict[str, np.ndarray], rank: int, world: int) -> tuple[Any, list, int]:
+    """Train the DiT; returns (EMA model on the device, loss curve [[step, loss]], start step).
+
+    The start step is 0 for a new run and the checkpoint's step for a resumed one.
+    """
     import ray.train.torch
     from models import build_dit
     from models.transport import EMA, training_loss
@@ -125,9 +128,11 @@ def train_dit(spec: dict, data: dict[str, np.ndarray], rank: int, world: int) ->
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        model.label_generator.set_state(state["label_gen"])
         start, curve = int(state["step"]), state["curve"].tolist()
+        # Rank 0 saves the checkpoint, so each rank re-derives its own streams from
+        # (seed, world, rank, step): reproducible, and ranks stay independent.
+        gen.manual_seed(((seed * world + rank) * 1_000_003 + start) % 2**63)
+        model.label_generator.manual_seed(((seed * world + rank) * 1_000_003 + start + 7_919) % 2**63)
     ema.module.to(device)
     model = ray.train.torch.prepare_model(model)
     inner = model.module if hasattr(model, "module") else model
@@ -156,10 +161,9 @@ def train_dit(spec: dict, data: dict[str, np.ndarray], rank: int, world: int) ->
             window = []
         if done % tc["checkpoint_every"] == 0 or done == tc["steps"]:
             state = {"model": inner.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                     "step": done, "curve": torch.tensor(curve, dtype=torch.float64).reshape(-1, 2),
-                     "gen": gen.get_state(), "label_gen": inner.label_generator.get_state()}
+                     "step": done, "curve": torch.tensor(curve, dtype=torch.float64).reshape(-1, 2)}
             _save_checkpoint(state, done, loss_val, rank)
-    return ema.module.eval(), curve
+    return ema.module.eval(), curve, start
 
 
 @torch.no_grad()
@@ -227,7 +231,7 @@ def train_trial_worker(spec: dict) -> None:
     cache = ArtifactCache(spec["cache_root"])
     t0 = time.time()
     data = _load_inputs(cache, spec)
-    ema_model, curve = train_dit(spec, data, rank, world)
+    ema_model, curve, start = train_dit(spec, data, rank, world)
     t_train = time.time() - t0
     if rank != 0:
         ray.train.report({"done": 1})
@@ -247,6 +251,7 @@ def train_trial_worker(spec: dict) -> None:
     record = {"key": spec["key"], "trial": spec["trial"], "params": spec["params"],
               "metrics": metrics, "loss_curve": curve,
               "timing": {"train_s": t_train, "sample_s": t_sample, "eval_s": t_eval},
+              "resumed_from_step": start, "world_size": world, "finished_at": time.time(),
               "files": {"grid": gkey, "manifest": spec["inputs"]["subset"]}}
     cache.save_json(spec["key"], record)  # written last: its presence marks the trial done
     ray.train.report({"done": 1, **metrics})

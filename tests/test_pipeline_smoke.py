@@ -1,0 +1,85 @@
+"""smoke.yaml end to end in-process: table, MLflow runs and artifacts, cache reuse."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.pipeline_helpers import (SMOKE, assert_complete_table, needs_fmnist, shared_cache,
+                                    smoke_overrides, trial_records)
+
+
+def _mlflow_runs(tracking_uri: str, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return client, runs
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@needs_fmnist
+def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys):
+    import ray
+
+    from orchestrator.config import load_config
+    from orchestrator.pipeline import run_pipeline
+
+    cache = shared_cache(tmp_path_factory)
+    cfg = load_config(SMOKE, smoke_overrides(tmp_path / "out", cache))
+    try:
+        rc = run_pipeline(cfg, fresh=False)
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert rc == 0, out[-3000:]
+    assert_complete_table(out)
+    assert f"mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri} --host 127.0.0.1" in out
+    report = tmp_path / "out" / "report"
+    for name in ("results.csv", "results.md", "ratio_random.png", "ratio_el2n.png"):
+        assert (report / name).is_file(), name
+
+    records = trial_records(cache, cfg.train.steps)
+    assert len(records) == 4
+    for rec in records.values():
+        assert all(math.isfinite(v) for v in rec["metrics"].values()), rec["metrics"]
+        assert rec["loss_curve"] and all(math.isfinite(l) for _, l in rec["loss_curve"])
+        assert "fd_pixels" in rec["metrics"] and "f_score" in rec["metrics"]
+        n = rec["params"]["n_train"]
+        assert n == (400 if rec["trial"]["method"] == "full" else 200)
+
+    client, runs = _mlflow_runs(cfg.mlflow.tracking_uri, "smoke")
+    parents = [r for r in runs if r.data.tags.get("prunediff.role") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("prunediff.role") == "trial"]
+    assert len(parents) == 1 and len(trials) == 4
+    parent = parents[0].info.run_id
+    parent_files = {a.path for a in client.list_artifacts(parent)}
+    assert {"results.csv", "results.md", "config.yaml", "ratio_random.png"} <= parent_files
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.info.status == "FINISHED"
+        assert {"dataset", "method", "ratio", "seed", "n_train", "subset_hash"} <= set(run.data.params)
+        assert math.isfinite(run.data.metrics["fd_pixels"])
+        files = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"samples.png", "subset_manifest.json", "loss_curve.png"} <= files
+        history = client.get_metric_history(run.info.run_id, "train_loss")
+        assert len(history) == cfg.train.steps // cfg.train.log_every
+
+    # The same command again: every stage and trial comes from the cache, and MLflow
+    # gets no duplicate runs.
+    try:
+        rc = run_pipeline(cfg, fresh=False)
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "4 already done, 0 to run" in out
+    assert "encode done" in out
+    assert_complete_table(out)
+    assert trial_records(cache, cfg.train.steps) == records
+    _, runs = _mlflow_runs(cfg.mlflow.tracking_uri, "smoke")
+    assert len(runs) == 5

@@ -1,0 +1,119 @@
+"""Pipeline pieces that need no Ray: table, plots, resource planning, batching, keys."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from orchestrator.report import comparison_table, plot_metric_vs_ratio, to_markdown, write_table
+from orchestrator.resources import plan_resources
+from orchestrator.train_loop import EpochBatches
+
+
+def _res(dataset, method, ratio, seed, **metrics):
+    return {"trial": {"dataset": dataset, "method": method, "ratio": ratio, "seed": seed},
+            "metrics": metrics}
+
+
+def test_table_mean_std_and_order(tmp_path):
+    results = [_res("a", "random", 0.5, 0, fd_x=2.0, f_score=0.5),
+               _res("a", "random", 0.5, 1, fd_x=4.0, f_score=0.7),
+               _res("a", "full", 0.0, 0, fd_x=1.0, f_score=0.9),
+               _res("a", "full", 0.0, 1, fd_x=1.0, f_score=0.9),
+               _res("a", "clustering", 0.25, 0, fd_x=3.0, f_score=0.1),
+               _res("a", "random", 0.25, 0, fd_x=5.0, f_score=0.2)]
+    table = comparison_table(results, ["random", "clustering"])
+    assert list(zip(table["method"], table["ratio"])) == [
+        ("full", 0.0), ("random", 0.25), ("random", 0.5), ("clustering", 0.25)]
+    row = table[(table["method"] == "random") & (table["ratio"] == 0.5)].iloc[0]
+    assert row["fd_x_mean"] == 3.0 and math.isclose(row["fd_x_std"], np.std([2.0, 4.0], ddof=1))
+    assert row["n_seeds"] == 2
+    md = to_markdown(table)
+    assert md.splitlines()[0] == "| dataset | method | ratio | fd_x | f_score | seeds |"
+    assert "| a | random | 0.50 | 3.0000 ± 1.4142 | 0.6000 ± 0.1414 | 2 |" in md
+    assert "| a | random | 0.25 | 5.0000 | 0.2000 | 1 |" in md   # one seed: no std
+    paths = write_table(table, tmp_path)
+    assert (tmp_path / "results.csv").read_text().startswith("dataset,method,ratio,fd_x_mean")
+    assert paths["markdown"].endswith("results.md")
+    plots = plot_metric_vs_ratio(table, tmp_path)
+    assert sorted(p.rsplit("/", 1)[1] for p in plots) == ["ratio_clustering.png", "ratio_random.png"]
+
+
+def _rc(**kw):
+    base = dict(num_workers=1, use_gpu=False, cpus_per_worker="auto", gpus_per_actor=0.0,
+                actor_pool_size=1, max_concurrent_trials="auto", max_failures=1)
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_resources_two_cpus_fit_two_trials():
+    plan = plan_resources(_rc(), {"CPU": 2.0})
+    assert plan.max_concurrent_trials == 2
+    per_trial = plan.trial_cpus + plan.num_workers * plan.worker_cpus
+    assert plan.max_concurrent_trials * per_trial <= 2.0
+    assert plan.worker_cpus < 1.0 and plan.actor_cpus < 1.0   # whole CPUs deadlock here
+    ddp = plan_resources(_rc(num_workers=2), {"CPU": 2.0})
+    assert ddp.max_concurrent_trials == 1
+    assert ddp.trial_cpus + 2 * ddp.worker_cpus <= 2.0
+
+
+def test_resources_gpu_and_explicit_values():
+    nodes = [{"CPU": 96.0, "GPU": 8.0}, {"CPU": 8.0}]
+    plan = plan_resources(_rc(num_workers=8, use_gpu=True, gpus_per_actor=1.0, actor_pool_size=8),
+                          {"CPU": 104.0, "GPU": 8.0}, nodes)
+    assert plan.worker_resources() == {"CPU": 8.0, "GPU": 1.0}
+    assert plan.max_concurrent_trials == 1 and plan.actor_gpus == 1.0
+    # No GPU node yet (autoscaling cluster): leave concurrency to the autoscaler.
+    plan = plan_resources(_rc(num_workers=8, use_gpu=True), {"CPU": 8.0})
+    assert plan.max_concurrent_trials is None and plan.worker_gpus == 1.0
+    plan = plan_resources(_rc(cpus_per_worker=0.5, max_concurrent_trials=3), {"CPU": 2.0})
+    assert plan.worker_cpus == 0.5 and plan.max_concurrent_trials == 3
+    with pytest.raises(ValueError, match="no CPUs"):
+        plan_resources(_rc(), {"CPU": 0.0})
+
+
+def test_epoch_batches_disjoint_ranks_and_deterministic():
+    b = EpochBatches(n=10, batch_size=4, seed=3)
+    seen = np.concatenate([b.indices(s) for s in range(5)])   # 20 draws = 2 epochs
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
+    step = EpochBatches(10, 4, 3).indices(7)
+    r0, r1 = b.indices(7, rank=0, world=2), b.indices(7, rank=1, world=2)
+    assert sorted(np.concatenate([r0, r1])) == sorted(step)
+    assert not set(r0) & set(r1) or len(set(step)) < 4
+    tiny = EpochBatches(n=3, batch_size=8, seed=0).indices(0)   # batch larger than data
+    assert len(tiny) == 8 and set(tiny) == {0, 1, 2}
+
+
+def test_proxy_checkpoint_steps():
+    from orchestrator.proxy import checkpoint_steps
+
+    assert checkpoint_steps(400, 8) == [50, 100, 150, 200, 250, 300, 350, 400]
+    assert checkpoint_steps(20, 1) == [20]
+    assert checkpoint_steps(3, 8) == [1, 2, 3]
+
+
+def test_trial_keys_depend_on_training_config():
+    from dataclasses import replace
+
+    from orchestrator.cache import ArtifactCache
+    from orchestrator.config import load_config
+    from orchestrator.score import DatasetArtifacts
+    from orchestrator.sweep import run_name, trial_key
+    from tests.pipeline_helpers import SMOKE
+
+    cfg = load_config(SMOKE, check=False)
+    cache = ArtifactCache("/nonexistent-cache")
+    art = DatasetArtifacts("fmnist", "fp", 10, "vqvae/x", "latents/x", {"pixels": "embed/x"}, None)
+    trial = cfg.trial_grid()[1]
+    k1 = trial_key(cache, cfg, trial, art, "subset/a")
+    assert k1 == trial_key(cache, cfg, trial, art, "subset/a")
+    assert k1 != trial_key(cache, cfg, trial, art, "subset/b")
+    longer = replace(cfg, train=replace(cfg.train, steps=cfg.train.steps + 1))
+    assert k1 != trial_key(cache, longer, trial, art, "subset/a")
+    ddp = replace(cfg, resources=replace(cfg.resources, num_workers=2))
+    assert k1 != trial_key(cache, ddp, trial, art, "subset/a")   # ranks seed seed*world+rank
+    more = replace(cfg, resources=replace(cfg.resources, max_concurrent_trials=1))
+    assert k1 == trial_key(cache, more, trial, art, "subset/a")
+    assert run_name(trial, k1).startswith(trial.name + "-")
