@@ -219,3 +219,15 @@ def test_file_errors(tmp_path: Path):
         load_config(tmp_path / "list.yaml")
     with pytest.raises(ConfigError, match="^data: required section"):
         config_from_dict({"experiment": {"name": "x"}})
+
+
+def test_registry_not_built_yet_is_skipped_with_a_warning(tmp_path: Path, monkeypatch, caplog):
+    from orchestrator import config_checks
+
+    monkeypatch.setitem(config_checks.REGISTRIES, "pruners", ("no_such_package_xyz", "PRUNERS"))
+    monkeypatch.setattr(config_checks, "_warned", set())
+    raw = _set(minimal_config(), "pruning.methods.0.name", "not_written_yet")
+    with caplog.at_level("WARNING"):
+        cfg = _load(raw, tmp_path)
+    assert cfg.pruning.methods[0].name == "not_written_yet"
+    assert "no_such_package_xyz.PRUNERS is not available yet" in caplog.text
