@@ -7,16 +7,15 @@ the embedder name and its weight file.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
 
 from orchestrator.cache import ArtifactCache
+from orchestrator.ray_utils import say
 from orchestrator.ray_utils import collect_by_id, map_actor_pool
 from orchestrator.resources import ResourcePlan
 
-log = logging.getLogger(__name__)
 EMBED_VERSION = 1
 
 
@@ -63,11 +62,11 @@ def ensure_embeddings(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
         key = embed_key(cache, source.fingerprint, name, weights)
         keys[name] = key
         if not fresh and cache.has(key, "arrays"):
-            log.info("embed[%s/%s]: cached (%s)", ds_cfg.name, name, key)
+            say("embed[%s/%s]: cached (%s)", ds_cfg.name, name, key)
             continue
         out = map_actor_pool(source.dataset.select_columns(["id", "image"]), EmbedActor,
                              {"name": name, "weights": weights, "device": device,
-                              "threads": max(1, int(round(plan.actor_cpus)))},
+                              "threads": plan.actor_threads},
                              plan, cfg.embed.batch_size)
         cols = collect_by_id(out, ["features"])
         if len(cols["id"]) != source.count:
@@ -75,5 +74,5 @@ def ensure_embeddings(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
                                f"for {source.count} images")
         cache.save_arrays(key, ids=cols["id"].astype(np.int64),
                           features=cols["features"].astype(np.float32))
-        log.info("embed[%s/%s]: %s features", ds_cfg.name, name, cols["features"].shape)
+        say("embed[%s/%s]: %s features", ds_cfg.name, name, cols["features"].shape)
     return keys

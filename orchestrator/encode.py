@@ -9,7 +9,6 @@ fingerprint and the autoencoder config, the latents by the VQ-VAE's key.
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from dataclasses import asdict
@@ -18,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from orchestrator.cache import ArtifactCache
+from orchestrator.ray_utils import say
 from orchestrator.ray_utils import collect_by_id, fit_torch, map_actor_pool
 from orchestrator.resources import ResourcePlan
 
-log = logging.getLogger(__name__)
 VQVAE_VERSION = 1
 LATENTS_VERSION = 1
 VQVAE_FILE = "vqvae.pt"
@@ -118,7 +117,7 @@ def ensure_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan:
     """The VQ-VAE's cache key, training or importing it when missing."""
     key = vqvae_key(cache, cfg, source.fingerprint, ds_cfg.seed)
     if not fresh and cache.has(key, "bytes"):
-        log.info("encode[%s]: VQ-VAE cached (%s)", ds_cfg.name, key)
+        say("encode[%s]: VQ-VAE cached (%s)", ds_cfg.name, key)
         return key
     ae = cfg.autoencoder
     if ae.checkpoint:
@@ -128,12 +127,12 @@ def ensure_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan:
         with fs.open_input_stream(path) as f:
             cache.save_bytes(key, f.read())
         return key
-    log.info("encode[%s]: training VQ-VAE %s for %d steps", ds_cfg.name, ae.preset, ae.train_steps)
+    say("encode[%s]: training VQ-VAE %s for %d steps", ds_cfg.name, ae.preset, ae.train_steps)
     ae_cfg = {"preset": ae.preset, "steps": ae.train_steps, "batch_size": ae.batch_size,
               "lr": ae.lr, "seed": ds_cfg.seed}
     result = fit_torch(train_vqvae_worker, ae_cfg, plan, f"vqvae-{ds_cfg.name}-{key.split('/')[1][:10]}",
                        cfg.storage.ray_storage, cfg.resources.max_failures,
-                       datasets={"train": source.dataset.select_columns(["image"])})
+                       datasets={"train": source.dataset.select_columns(["image"])}, solo=True)
     with result.checkpoint.as_directory() as d:
         with open(os.path.join(d, VQVAE_FILE), "rb") as f:
             cache.save_bytes(key, f.read())
@@ -145,17 +144,17 @@ def ensure_latents(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, vq_
     """The latents' cache key (arrays ``ids``, ``labels``, ``latents``), encoding when missing."""
     key = cache.key("latents", LATENTS_VERSION, vqvae=vq_key, fingerprint=source.fingerprint)
     if not fresh and cache.has(key, "arrays"):
-        log.info("encode[%s]: latents cached (%s)", ds_cfg.name, key)
+        say("encode[%s]: latents cached (%s)", ds_cfg.name, key)
         return key
     device = "cuda" if plan.actor_gpus else "cpu"
     out = map_actor_pool(source.dataset, EncodeActor,
                          {"cache_root": cache.root, "vqvae_key": vq_key, "device": device,
-                          "threads": max(1, int(round(plan.actor_cpus)))},
+                          "threads": plan.actor_threads},
                          plan, cfg.autoencoder.batch_size * 4)
     cols = collect_by_id(out, ["label", "latent"])
     if len(cols["id"]) != source.count:
         raise RuntimeError(f"encode[{ds_cfg.name}]: got {len(cols['id'])} latents for {source.count} images")
     cache.save_arrays(key, ids=cols["id"].astype(np.int64), labels=cols["label"].astype(np.int64),
                       latents=cols["latent"].astype(np.float32))
-    log.info("encode[%s]: %d latents %s", ds_cfg.name, len(cols["id"]), cols["latent"].shape[1:])
+    say("encode[%s]: %d latents %s", ds_cfg.name, len(cols["id"]), cols["latent"].shape[1:])
     return key

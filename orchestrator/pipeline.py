@@ -22,8 +22,7 @@ from orchestrator.config import Config, dump_yaml
 log = logging.getLogger(__name__)
 
 
-def _say(msg: str) -> None:
-    print(f"[prunediff {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+from orchestrator.ray_utils import say as _say
 
 
 def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) -> dict:

@@ -14,17 +14,16 @@ merged arrays under a key of the latents, the proxy config and the stats set.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from orchestrator.cache import ArtifactCache
+from orchestrator.ray_utils import say
 from orchestrator.ray_utils import fit_torch
 from orchestrator.resources import ResourcePlan
 
-log = logging.getLogger(__name__)
 PROXY_VERSION = 1
 STAT_KEYS = ("loss_traj", "grad_norm", "moso")
 
@@ -141,19 +140,19 @@ def ensure_proxy_stats(cache: ArtifactCache, cfg: Any, ds_cfg: Any, latents_key:
     key = cache.key("proxy", PROXY_VERSION, latents=latents_key, proxy=pc, stats=list(stats),
                     conditional=ds_cfg.conditional, seed=ds_cfg.seed)
     if not fresh and cache.has(key, "arrays"):
-        log.info("proxy[%s]: statistics cached (%s)", ds_cfg.name, key)
+        say("proxy[%s]: statistics cached (%s)", ds_cfg.name, key)
         return key
     n = int(cache.load_arrays(latents_key)["ids"].shape[0])
     world = plan.num_workers
     shard_keys = [cache.key("proxyshard", PROXY_VERSION, proxy=key, rank=r, world=world)
                   for r in range(world)]
-    log.info("proxy[%s]: %s on %d latents, %d step(s), stats %s", ds_cfg.name, cfg.proxy.model, n,
+    say("proxy[%s]: %s on %d latents, %d step(s), stats %s", ds_cfg.name, cfg.proxy.model, n,
              cfg.proxy.steps, ", ".join(stats))
     wcfg = {**pc, "stats": list(stats), "n": n, "seed": ds_cfg.seed, "conditional": ds_cfg.conditional,
             "num_classes": num_classes, "cache_root": cache.root, "latents_key": latents_key,
             "shard_keys": shard_keys}
     fit_torch(proxy_worker, wcfg, plan, f"proxy-{ds_cfg.name}-{key.split('/')[1][:10]}",
-              cfg.storage.ray_storage, cfg.resources.max_failures)
+              cfg.storage.ray_storage, cfg.resources.max_failures, solo=True)
     merged: dict[str, np.ndarray] = {}
     for sk in shard_keys:
         part = cache.load_arrays(sk)

@@ -30,7 +30,9 @@ class ResourcePlan:
         trial_cpus: request of the Tune trial function itself.
         max_concurrent_trials: Tune's limit; None lets an autoscaler grow the cluster.
         actor_pool_size / actor_cpus / actor_gpus: Ray Data map_batches actor pool.
-        torch_threads: intra-op threads a worker should use.
+        torch_threads: intra-op threads of a trial's worker (trials run side by side).
+        solo_threads: threads of a worker of a run that has the cluster to itself
+            (VQ-VAE, proxy); actor_threads: threads of one Ray Data actor.
     """
 
     total_cpus: float
@@ -44,6 +46,8 @@ class ResourcePlan:
     actor_cpus: float
     actor_gpus: float
     torch_threads: int
+    solo_threads: int = 1
+    actor_threads: int = 1
 
     def worker_resources(self) -> dict[str, float]:
         """``ScalingConfig.resources_per_worker``."""
@@ -110,8 +114,11 @@ def plan_resources(res_cfg: Any, cluster: Mapping[str, float],
     if actor_gpus > 0 and gpus > 0:
         actor_cpus = min(actor_cpus, 1.0)
     threads = max(1, int(round(worker_cpus)))
+    # Stages that run alone may use the CPUs they do not formally request.
+    solo = max(threads, min(8, int(cpus // nw))) if not res_cfg.use_gpu else threads
+    actor_threads = max(1, min(8, int(cpus // pool)))
     return ResourcePlan(cpus, gpus, nw, worker_cpus, worker_gpus, TRIAL_CPUS, max_conc,
-                        pool, actor_cpus, actor_gpus, threads)
+                        pool, actor_cpus, actor_gpus, threads, solo, actor_threads)
 
 
 def current_plan(res_cfg: Any) -> ResourcePlan:

@@ -12,15 +12,14 @@ embeddings and proxy statistics, come from earlier stages). Keys:
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from orchestrator.cache import ArtifactCache
+from orchestrator.ray_utils import say
 
-log = logging.getLogger(__name__)
 SCORE_VERSION = 1
 SUBSET_VERSION = 1
 FULL = "full"
@@ -85,7 +84,7 @@ def ensure_scores(cache: ArtifactCache, method: Any, seed: int, art: DatasetArti
     cache.save_arrays(key, **arrays)
     cache.save_json(key, {"method": method.name, "label": method.label, "params": method.params,
                           "seed": seed, "meta": result.meta})
-    log.info("score[%s/%s/seed %d]: scored %d samples", art.name, method.label, seed, len(scores))
+    say("score[%s/%s/seed %d]: scored %d samples", art.name, method.label, seed, len(scores))
     return key, pruner
 
 
