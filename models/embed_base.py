@@ -106,7 +106,10 @@ class Embedder:
         raise NotImplementedError
 
     def _finish(self, net: nn.Module) -> nn.Module:
-        return net.eval().requires_grad_(False).to(self.device)
+        # Per-parameter loop: ScriptModules (clean-fid's Inception) lack requires_grad_().
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net.eval().to(self.device)
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray) -> np.ndarray:

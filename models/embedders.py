@@ -93,7 +93,8 @@ class ClipEmbedder(Embedder):
 
     Architecture "ViT-B-32-quickgelu" (the OpenAI weights use QuickGELU). A local
     file is an open_clip state dict of the whole CLIP model (e.g.
-    open_clip_pytorch_model.bin from the hub repo timm/vit_base_patch32_clip_224.openai).
+    open_clip_pytorch_model.bin from the hub repo timm/vit_base_patch32_clip_224.openai)
+    or of the image tower alone (keys without the "visual." prefix).
     """
 
     name, short, dim = "clip", "clip", 512
@@ -103,27 +104,38 @@ class ClipEmbedder(Embedder):
     def __init__(self, device: str = "cpu", weights: str | None = None,
                  pretrained: bool = True) -> None:
         super().__init__(device, weights, pretrained)
-        import open_clip
-
-        arch = "ViT-B-32-quickgelu"
         local = Path(weights) if weights else weights_dir() / self.filename
         if weights is not None or (pretrained and local.is_file()):
-            model = open_clip.create_model(arch, pretrained=None)
-            model.load_state_dict(load_state_dict_file(local))
+            visual = _clip_vision_tower()
+            sd = load_state_dict_file(local)
+            if any(k.startswith("visual.") for k in sd):  # a whole-CLIP state dict
+                sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
+            visual.load_state_dict(sd)
         elif pretrained:
             if not hub_reachable("huggingface.co"):
                 raise _missing(self.name, self.filename, "open_clip_pytorch_model.bin from "
                                "https://huggingface.co/timm/vit_base_patch32_clip_224.openai")
-            model = open_clip.create_model(arch, pretrained="openai")
+            import open_clip
+
+            visual = open_clip.create_model("ViT-B-32-quickgelu", pretrained="openai").visual
         else:
-            model = open_clip.create_model(arch, pretrained=None)
-        self.net = self._finish(model.visual)
+            visual = _clip_vision_tower()
+        self.net = self._finish(visual)
 
     def preprocess(self, x: Tensor) -> Tensor:
         return _std_normalize(resize_center_crop(x, 224), self.mean, self.std)
 
     def features(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+def _clip_vision_tower() -> torch.nn.Module:
+    """Only the image tower of open_clip's ViT-B-32-quickgelu (skips the text tower)."""
+    from open_clip.factory import get_model_config
+    from open_clip.model import _build_vision_tower
+
+    cfg = get_model_config("ViT-B-32")
+    return _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=True)
 
 
 class Dinov2Embedder(Embedder):
