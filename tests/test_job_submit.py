@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -41,9 +42,10 @@ def _wait_dashboard(url: str, head: subprocess.Popen, timeout: float = 180) -> N
         if head.poll() is not None:
             raise RuntimeError(f"ray start exited with {head.returncode}")
         try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=5) as r:
-                if r.status == 200:
-                    return
+            with urllib.request.urlopen(f"{url}/api/version", timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return   # up (401 without a token under RAY_AUTH_MODE=token)
         except OSError:
             pass
         time.sleep(2)

@@ -117,3 +117,33 @@ def test_trial_keys_depend_on_training_config():
     more = replace(cfg, resources=replace(cfg.resources, max_concurrent_trials=1))
     assert k1 == trial_key(cache, more, trial, art, "subset/a")
     assert run_name(trial, k1).startswith(trial.name + "-")
+
+
+def test_evaluate_renames_fd_and_labels_generated_samples(tmp_path):
+    """Metrics of a trial: fd -> fd_<short>, cluster_coverage from nearest labelled neighbours."""
+    from orchestrator.cache import ArtifactCache
+    from orchestrator.train_loop import evaluate
+
+    rng = np.random.default_rng(0)
+    n = 120
+    labels = np.repeat(np.arange(3), n // 3).astype(np.int64)
+    images = np.zeros((n, 8, 8, 3), dtype=np.uint8)
+    images[:] = (labels * 100)[:, None, None, None]            # class = brightness
+    images = np.clip(images + rng.integers(0, 20, images.shape), 0, 255).astype(np.uint8)
+    from models import build_embedder
+
+    feats = build_embedder("pixels")(images)
+    cache = ArtifactCache(str(tmp_path))
+    fkey = cache.key("embed", 1, t="features")
+    cache.save_arrays(fkey, ids=np.arange(n), features=feats)
+    spec = {"trial": {"seed": 0}, "num_classes": 3, "inputs": {"features": fkey},
+            "eval": {"embedder": "pixels", "num_real": 90,
+                     "metrics": ["fd", "prdc", "vendi", "memorization", "cluster_coverage"]}}
+    data = {"labels": labels, "subset": np.arange(0, n, 2)}
+    fake = images[labels == 0][:30]                             # generated: only class 0
+    metrics = evaluate(cache, spec, fake, data, "cpu")
+    assert "fd_pixels" in metrics and "fd" not in metrics
+    assert {"f_score", "vendi", "mem_nn_mean", "cov_kl_uniform"} <= set(metrics)
+    shares = {k: v for k, v in metrics.items() if k.startswith("cov_share_")}
+    assert len(shares) == 3 and max(shares.values()) == 1.0    # every sample labelled class 0
+    assert all(np.isfinite(v) for v in metrics.values())
