@@ -134,7 +134,8 @@ def test_ray_datasets_match_the_arrays(tmp_path: Path):
     folder = DatasetConfig(name="g", source="image_folder", path=str(tmp_path / "imgs"),
                            resolution=8)
     digits = DatasetConfig(name="d", source="digits", resolution=8, limit=40)
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    # address="local": never attach to a cluster another process started with `ray start`
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         for ds in (digits, folder):
             arrays = load_arrays(ds)
