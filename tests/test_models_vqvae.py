@@ -116,7 +116,7 @@ def test_psnr_matches_skimage() -> None:
 
 
 def test_scale_and_checkpoint_roundtrip(tmp_path: Path) -> None:
-    model = build_vqvae("vq-f4-c4", base_channels=16)
+    model = build_vqvae("vq-f4-c4")
     g = torch.Generator().manual_seed(1)
     x = torch.rand(8, 3, 32, 32, generator=g) * 2 - 1
     scale = fit_latent_scale(model, x)
@@ -139,8 +139,7 @@ def test_scale_and_checkpoint_roundtrip(tmp_path: Path) -> None:
 def test_f4_vqvae_beats_bilinear_on_fashion_mnist() -> None:
     x = fmnist_tensor(1700)
     train, test = x[:1500], x[1500:]
-    # The f4/c4 preset's architecture at half width, so the test stays fast on a CPU.
-    model = build_vqvae("vq-f4-c4", base_channels=16)
+    model = build_vqvae("vq-f4-c4")
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(90):
