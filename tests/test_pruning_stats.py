@@ -199,3 +199,38 @@ def test_grad_norms_on_tiny_dit_match_loop():
         a = stats.per_sample_losses(model, loss_fn, x, y, ids, 2, 0)
         b = stats.per_sample_losses(model, flow_loss, x, y, ids, 2, 0)
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
+
+
+def test_ddp_wrapped_model_gives_same_statistics():
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialized in this process")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        torch.manual_seed(5)
+        model = TinyNet()
+        ddp = nn.parallel.DistributedDataParallel(model)
+        x, y, ids = _data(b=5)
+        for fn in (stats.per_sample_losses,):
+            np.testing.assert_allclose(fn(ddp, flow_loss, x, y, ids, 2, 0).numpy(),
+                                       fn(model, flow_loss, x, y, ids, 2, 0).numpy(), rtol=1e-6)
+        a = stats.per_sample_grad_norms(ddp, flow_loss, x, y, ids, 2, 0, chunk=2)
+        b = stats.per_sample_grad_norms(model, flow_loss, x, y, ids, 2, 0, chunk=2)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+        g = stats.gradient_sum(ddp, flow_loss, x, y, ids, 2, 0, chunk=2)
+        ref = stats.gradient_sum(model, flow_loss, x, y, ids, 2, 0, chunk=2)
+        np.testing.assert_allclose(g.numpy(), ref.numpy(), rtol=1e-6, atol=1e-9)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu():
+    torch.manual_seed(6)
+    model = TinyNet()
+    x, y, ids = _data(b=6)
+    cpu = stats.per_sample_grad_norms(model, flow_loss, x, y, ids, 2, 0, chunk=4)
+    gpu = stats.per_sample_grad_norms(model.cuda(), flow_loss, x.cuda(), y.cuda(), ids.cuda(), 2, 0,
+                                      chunk=4)
+    np.testing.assert_allclose(gpu.cpu().numpy(), cpu.numpy(), rtol=1e-3)
