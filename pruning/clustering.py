@@ -20,7 +20,9 @@ from pruning.base import (
 )
 from pruning.kmeans import kmeans
 
-__all__ = ["ClusteringPruner", "kmeans", "proportional_quotas", "balanced_quotas", "distance_scores"]
+__all__ = [
+    "ClusteringPruner", "kmeans", "proportional_quotas", "balanced_quotas", "distance_scores",
+]
 
 _POSITIVE = {"check": lambda v: v > 0, "rule": "must be > 0"}
 

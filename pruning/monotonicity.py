@@ -45,5 +45,6 @@ class MonotonicityPruner(Pruner):
 
     def score(self, ctx: ScoreContext) -> ScoreResult:
         """Return oriented (N,) increase fractions of `stats["loss_traj"]`."""
-        frac = increase_fraction(self._stat(ctx, "loss_traj"))
-        return ScoreResult(scores=self._orient(frac), meta={"steps": int(ctx.stats["loss_traj"].shape[1])})
+        traj = self._stat(ctx, "loss_traj")
+        frac = increase_fraction(traj)
+        return ScoreResult(scores=self._orient(frac), meta={"steps": int(traj.shape[1])})

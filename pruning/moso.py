@@ -26,4 +26,5 @@ class MoSoPruner(Pruner):
     def score(self, ctx: ScoreContext) -> ScoreResult:
         """Return oriented (N,) checkpoint-averaged MoSo scores."""
         moso = self._stat(ctx, "moso")
-        return ScoreResult(scores=self._orient(moso.mean(axis=1)), meta={"checkpoints": int(moso.shape[1])})
+        return ScoreResult(scores=self._orient(moso.mean(axis=1)),
+                           meta={"checkpoints": int(moso.shape[1])})

@@ -41,7 +41,8 @@ class PrototypesPruner(Pruner):
         # Prototypes are normalized so the distance is a cosine distance, as in
         # the paper (k-means centroids of unit vectors have norm < 1).
         protos = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-        cos_dist = 1.0 - np.einsum("nd,nd->n", x.astype(np.float64), protos[assign].astype(np.float64))
+        x64, p64 = x.astype(np.float64), protos[assign].astype(np.float64)
+        cos_dist = 1.0 - np.einsum("nd,nd->n", x64, p64)
         scores = cos_dist if self.params["keep"] == "farthest" else -cos_dist
         return ScoreResult(scores=scores, groups=None,
                            meta={"k": int(k), "inertia": float(dist.sum())})

@@ -202,7 +202,8 @@ def gradient_sum(
     t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed)
     with _eval_mode(model) as inner:
         params, _ = _split_tensors(inner)
-        total = {n: torch.zeros(p.shape, dtype=torch.float64, device=p.device) for n, p in params.items()}
+        total = {n: torch.zeros(p.shape, dtype=torch.float64, device=p.device)
+                 for n, p in params.items()}
         for _, grads in _chunked_grads(inner, loss_fn, x, y, t, noise, chunk):
             for name, g in grads.items():
                 total[name] += g.double().sum(dim=0)
