@@ -66,12 +66,16 @@ def train_vqvae_worker(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     local_bs = max(1, config["batch_size"] // world)
     steps, step, logs = config["steps"], 0, {}
+    recent: list[np.ndarray] = []   # the latest <= 512 images: the latent-scale sample
     bar = tqdm(total=steps, desc="vq-vae", disable=rank != 0, mininterval=15)
     while step < steps:
+        # Every rank runs the same number of epochs of its equal split (streaming_split
+        # starts an epoch only when all ranks do), so no rank iterates alone below.
         for batch in shard.iter_batches(batch_size=local_bs, batch_format="numpy",
                                         local_shuffle_buffer_size=4 * local_bs,
                                         local_shuffle_seed=config["seed"] + step):
             logs = vqvae_train_step(model, _to_model_input(batch["image"]).to(device), opt)
+            recent = (recent + [batch["image"]])[-max(1, 512 // local_bs):]
             step += 1
             bar.update(1)
             if step >= steps:
@@ -79,9 +83,8 @@ def train_vqvae_worker(config: dict) -> None:
     with tempfile.TemporaryDirectory() as d:
         ckpt = None
         if rank == 0:
-            scale_batch = next(iter(shard.iter_batches(batch_size=512, batch_format="numpy")))
             with torch.no_grad():
-                fit_latent_scale(inner, _to_model_input(scale_batch["image"]).to(device))
+                fit_latent_scale(inner, _to_model_input(np.concatenate(recent)).to(device))
             save_vqvae(inner.cpu(), os.path.join(d, VQVAE_FILE), config["preset"])
             ckpt = ray.train.Checkpoint.from_directory(d)
         ray.train.report({"step": step, **{k: float(v) for k, v in logs.items()}}, checkpoint=ckpt)
@@ -130,9 +133,14 @@ def ensure_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan:
     say("encode[%s]: training VQ-VAE %s for %d steps", ds_cfg.name, ae.preset, ae.train_steps)
     ae_cfg = {"preset": ae.preset, "steps": ae.train_steps, "batch_size": ae.batch_size,
               "lr": ae.lr, "seed": ds_cfg.seed}
+    images = source.dataset.select_columns(["image"])
+    if plan.spare_cpus() < 1.0:
+        # No CPU left for Ray Data's tasks beside the Train workers (small machines):
+        # run the read/select tasks now, so the workers only fetch finished blocks.
+        images = images.materialize()
     result = fit_torch(train_vqvae_worker, ae_cfg, plan, f"vqvae-{ds_cfg.name}-{key.split('/')[1][:10]}",
                        cfg.storage.ray_storage, cfg.resources.max_failures,
-                       datasets={"train": source.dataset.select_columns(["image"])}, solo=True)
+                       datasets={"train": images}, solo=True)
     with result.checkpoint.as_directory() as d:
         with open(os.path.join(d, VQVAE_FILE), "rb") as f:
             cache.save_bytes(key, f.read())

@@ -49,6 +49,10 @@ class ResourcePlan:
     solo_threads: int = 1
     actor_threads: int = 1
 
+    def spare_cpus(self) -> float:
+        """CPUs left beside one training run's workers (Ray Data tasks need 1 each)."""
+        return self.total_cpus - self.num_workers * self.worker_cpus
+
     def worker_resources(self) -> dict[str, float]:
         """``ScalingConfig.resources_per_worker``."""
         res = {"CPU": self.worker_cpus}

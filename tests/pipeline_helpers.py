@@ -40,9 +40,16 @@ def smoke_overrides(out: Path, cache: Path, *extra: str) -> list[str]:
     return [f"experiment.output_dir={out}", f"storage.cache_dir={cache}", *extra]
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    """Environment of a driver subprocess: repo importable, quiet, offline."""
+def child_env(local_ray: bool = True, **extra: str) -> dict[str, str]:
+    """Environment of a driver subprocess: repo importable, offline.
+
+    ``local_ray``: ``RAY_ADDRESS=local`` makes the driver start its own Ray instead of
+    joining another Ray cluster running on the machine (other test sessions' heads).
+    """
     env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    if local_ray:
+        env["RAY_ADDRESS"] = "local"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("RAY_AUTH_MODE", "token")  # same mode as in-process ray.init() (DESIGN.md)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -73,12 +75,16 @@ def test_ray_job_submit_smoke_ddp(tmp_path, tmp_path_factory):
     cache = shared_cache(tmp_path_factory)
     gcs, dash, client, agent = _free_ports(4)
     bin_dir = str(Path(sys.executable).parent)
-    env = child_env(PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = child_env(local_ray=False, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    # A private temp dir keeps this head's address out of /tmp/ray/ray_current_cluster,
+    # so no other ray.init() on the machine joins it (short: socket paths <= 107 chars).
+    temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")
     head = subprocess.Popen(
         [os.path.join(bin_dir, "ray"), "start", "--head", "--block", "--num-cpus=2", "--num-gpus=0",
          "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
-         f"--dashboard-agent-listen-port={agent}", "--disable-usage-stats"],
+         f"--dashboard-agent-listen-port={agent}", f"--temp-dir={temp_dir}",
+         "--disable-usage-stats"],
         cwd=tmp_path, env=env, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,
         start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
@@ -100,6 +106,7 @@ def test_ray_job_submit_smoke_ddp(tmp_path, tmp_path_factory):
         assert (out_dir / "report" / "results.csv").is_file()
     finally:
         _stop_head(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
     records = trial_records(cache, STEPS)
     assert sorted(r["trial"]["method"] for r in records.values()) == sorted(SMOKE_METHODS)

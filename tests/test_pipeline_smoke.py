@@ -23,9 +23,10 @@ def _mlflow_runs(tracking_uri: str, experiment: str):
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 @needs_fmnist
-def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys):
+def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeypatch):
     import ray
 
+    monkeypatch.setenv("RAY_ADDRESS", "local")   # our own Ray, not another session's head
     from orchestrator.config import load_config
     from orchestrator.pipeline import run_pipeline
 
