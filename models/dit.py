@@ -151,6 +151,7 @@ class DiT(nn.Module):
         class_dropout_prob: label dropout in training mode (classifier-free guidance).
         learn_sigma: doubles the output channels as in the original DiT (only kept so
             parameter counts can be compared with the paper; flow matching ignores it).
+        seed: seed of the weight initialization (the global RNG is not used).
     """
 
     def __init__(
@@ -165,6 +166,7 @@ class DiT(nn.Module):
         num_classes: int = 0,
         class_dropout_prob: float = 0.1,
         learn_sigma: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if input_size % patch_size != 0:
@@ -175,7 +177,7 @@ class DiT(nn.Module):
             input_size=input_size, patch_size=patch_size, in_channels=in_channels,
             hidden_size=hidden_size, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
             num_classes=num_classes, class_dropout_prob=class_dropout_prob,
-            learn_sigma=learn_sigma,
+            learn_sigma=learn_sigma, seed=seed,
         )
         self.input_size, self.patch_size = input_size, patch_size
         self.in_channels = in_channels
@@ -197,20 +199,23 @@ class DiT(nn.Module):
             [DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)]
         )
         self.final = FinalLayer(hidden_size, patch_size, self.out_channels)
-        self._init_weights()
+        self._init_weights(seed)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, seed: int) -> None:
+        # On the meta device (parameter counting) there is nothing to initialize.
+        gen = None if self.x_embed.weight.is_meta else torch.Generator(
+            device=self.x_embed.weight.device).manual_seed(seed)
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
+                nn.init.xavier_uniform_(m.weight, generator=gen)
                 nn.init.zeros_(m.bias)
         w = self.x_embed.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1), generator=gen)
         nn.init.zeros_(self.x_embed.bias)
         if self.y_embed is not None:
-            nn.init.normal_(self.y_embed.table.weight, std=0.02)
+            nn.init.normal_(self.y_embed.table.weight, std=0.02, generator=gen)
         for lin in (self.t_embed.mlp[0], self.t_embed.mlp[2]):
-            nn.init.normal_(lin.weight, std=0.02)
+            nn.init.normal_(lin.weight, std=0.02, generator=gen)
         # adaLN-Zero: every residual branch and the output start at zero.
         for blk in self.blocks:
             nn.init.zeros_(blk.adaLN[-1].weight)

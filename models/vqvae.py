@@ -117,7 +117,7 @@ class VQVAE(nn.Module):
         num_res_blocks: residual blocks per level.
         mid_attn: single-head self-attention in the bottleneck (256x256 presets).
         beta: commitment weight.
-        seed: codebook init / restart generator seed.
+        seed: seed of the weight and codebook init and of the restart generator.
     """
 
     def __init__(self, latent_channels: int = 4, num_codes: int = 512, base_channels: int = 32,
@@ -133,6 +133,16 @@ class VQVAE(nn.Module):
         self.decoder = Decoder(latent_channels, base_channels, ch_mult, num_res_blocks, mid_attn)
         self.quantizer = EMAQuantizer(num_codes, latent_channels, beta=beta, seed=seed)
         self.register_buffer("scale", torch.tensor(1.0))
+        self._init_weights(seed)
+
+    def _init_weights(self, seed: int) -> None:
+        """PyTorch's default conv init, drawn from a seeded generator (not the global RNG)."""
+        gen = torch.Generator().manual_seed(seed)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and not m.weight.is_meta:
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=gen)
+                bound = 1.0 / math.sqrt(m.weight[0].numel())
+                nn.init.uniform_(m.bias, -bound, bound, generator=gen)
 
     def encode(self, x: Tensor) -> Tensor:
         """x: (B, 3, H, W) in [-1, 1] -> (B, C, H/f, W/f) pre-quantization, unit variance."""

@@ -150,3 +150,13 @@ def test_sdpa_equals_naive_attention() -> None:
     for blk in model.blocks:
         blk.attn.naive = True
     torch.testing.assert_close(model(x, t, y), fast, atol=1e-5, rtol=1e-5)
+
+
+def test_init_is_seeded_not_global() -> None:
+    torch.manual_seed(123)  # the global RNG must not influence the weights
+    a = build_dit("DiT-Micro/2", 8, 4, num_classes=10)
+    torch.manual_seed(456)
+    b = build_dit("DiT-Micro/2", 8, 4, num_classes=10)
+    c = build_dit("DiT-Micro/2", 8, 4, num_classes=10, seed=1)
+    pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
