@@ -20,6 +20,7 @@ from functools import partial
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -131,7 +132,8 @@ class EMAQuantizer(nn.Module):
         self.register_buffer("code_sum", self.codebook.clone())
         # The codebook is re-initialized from the first training batch (data-dependent
         # init) so codes start where the encoder outputs are.
-        self.register_buffer("initialized", torch.tensor(False))
+        # A float flag, not bool: DDP broadcasts buffers and gloo lacks bool support.
+        self.register_buffer("initialized", torch.tensor(0.0))
         self.generator = torch.Generator().manual_seed(seed + 1)
 
     def nearest(self, h: Tensor) -> Tensor:
@@ -156,18 +158,23 @@ class EMAQuantizer(nn.Module):
         idx = self.nearest(flat.detach())
         onehot = F.one_hot(idx, self.num_codes).to(flat.dtype)  # (N, K)
         restarts = 0
-        if self.training and not bool(self.initialized):
+        if self.training and float(self.initialized) == 0.0:
             with torch.no_grad():
                 pick = torch.randint(0, flat.shape[0], (self.num_codes,), generator=self.generator)
                 self.codebook.copy_(flat.detach()[pick.to(flat.device)])
                 self.code_sum.copy_(self.codebook)
-                self.initialized.fill_(True)
+                self.initialized.fill_(1.0)
             idx = self.nearest(flat.detach())
             onehot = F.one_hot(idx, self.num_codes).to(flat.dtype)
         if self.training:
             with torch.no_grad():
-                self.usage.lerp_(onehot.sum(0), 1 - self.decay)
-                self.code_sum.lerp_(onehot.T @ flat.detach(), 1 - self.decay)
+                counts, sums = onehot.sum(0), onehot.T @ flat.detach()
+                if dist.is_available() and dist.is_initialized():
+                    # DDP: every rank updates the codebook from the global batch.
+                    dist.all_reduce(counts)
+                    dist.all_reduce(sums)
+                self.usage.lerp_(counts, 1 - self.decay)
+                self.code_sum.lerp_(sums, 1 - self.decay)
                 # Laplace smoothing keeps unused codes from dividing by zero.
                 n = self.usage.sum()
                 usage = (self.usage + 1e-5) / (n + self.num_codes * 1e-5) * n
