@@ -18,7 +18,7 @@ import numpy as np
 
 from orchestrator.cache import ArtifactCache
 from orchestrator.ray_utils import say
-from orchestrator.ray_utils import collect_by_id, fit_torch, map_actor_pool
+from orchestrator.ray_utils import call_isolated, collect_by_id, fit_torch, map_actor_pool
 from orchestrator.resources import ResourcePlan
 
 VQVAE_VERSION = 1
@@ -138,13 +138,19 @@ def ensure_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan:
         # No CPU left for Ray Data's tasks beside the Train workers (small machines):
         # run the read/select tasks now, so the workers only fetch finished blocks.
         images = images.materialize()
-    result = fit_torch(train_vqvae_worker, ae_cfg, plan, f"vqvae-{ds_cfg.name}-{key.split('/')[1][:10]}",
-                       cfg.storage.ray_storage, cfg.resources.max_failures,
+    call_isolated(_fit_vqvae, ae_cfg, plan, f"vqvae-{ds_cfg.name}-{key.split('/')[1][:10]}",
+                  cfg.storage.ray_storage, cfg.resources.max_failures, images, cache.root, key)
+    return key
+
+
+def _fit_vqvae(ae_cfg: dict, plan: ResourcePlan, name: str, storage: str, max_failures: int,
+               images: Any, cache_root: str, key: str) -> None:
+    """Train the VQ-VAE and store its file in the cache (runs in an isolated actor)."""
+    result = fit_torch(train_vqvae_worker, ae_cfg, plan, name, storage, max_failures,
                        datasets={"train": images}, solo=True)
     with result.checkpoint.as_directory() as d:
         with open(os.path.join(d, VQVAE_FILE), "rb") as f:
-            cache.save_bytes(key, f.read())
-    return key
+            ArtifactCache(cache_root).save_bytes(key, f.read())
 
 
 def ensure_latents(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, vq_key: str,

@@ -57,6 +57,20 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) 
     return arts
 
 
+def check_embedders(cfg: Config) -> None:
+    """Build every needed embedder once on the driver: a missing weight file is a
+    one-line config error now, not a failure in each Ray actor and trial later."""
+    from models import MissingWeightsError, build_embedder
+    from orchestrator.config import ConfigError
+    from orchestrator.embed import needed_embedders
+
+    for name in needed_embedders(cfg):
+        try:
+            build_embedder(name, device="cpu", weights=cfg.embed.weights.get(name))
+        except MissingWeightsError as e:
+            raise ConfigError(f"embed.weights.{name}: {e}") from None
+
+
 def report(cache: ArtifactCache, cfg: Config, specs: list[dict], errors: dict[str, str]) -> str:
     """Table (CSV + Markdown, printed), plots and MLflow logging; returns the Markdown."""
     from orchestrator import report as rep
@@ -113,6 +127,7 @@ def run_pipeline(cfg: Config, fresh: bool = False) -> int:
     from orchestrator.sweep import build_specs, run_sweep
 
     t_start = time.time()
+    check_embedders(cfg)
     cache = ArtifactCache(cfg.storage.cache_dir)
     started = init_ray()
     try:

@@ -21,7 +21,7 @@ import numpy as np
 
 from orchestrator.cache import ArtifactCache
 from orchestrator.ray_utils import say
-from orchestrator.ray_utils import fit_torch
+from orchestrator.ray_utils import call_isolated, fit_only
 from orchestrator.resources import ResourcePlan
 
 PROXY_VERSION = 1
@@ -151,8 +151,8 @@ def ensure_proxy_stats(cache: ArtifactCache, cfg: Any, ds_cfg: Any, latents_key:
     wcfg = {**pc, "stats": list(stats), "n": n, "seed": ds_cfg.seed, "conditional": ds_cfg.conditional,
             "num_classes": num_classes, "cache_root": cache.root, "latents_key": latents_key,
             "shard_keys": shard_keys}
-    fit_torch(proxy_worker, wcfg, plan, f"proxy-{ds_cfg.name}-{key.split('/')[1][:10]}",
-              cfg.storage.ray_storage, cfg.resources.max_failures, solo=True)
+    call_isolated(fit_only, proxy_worker, wcfg, plan, f"proxy-{ds_cfg.name}-{key.split('/')[1][:10]}",
+                  cfg.storage.ray_storage, cfg.resources.max_failures, solo=True)
     merged: dict[str, np.ndarray] = {}
     for sk in shard_keys:
         part = cache.load_arrays(sk)

@@ -76,6 +76,38 @@ def fit_torch(train_fn: Callable[[dict], None], config: dict, plan: ResourcePlan
     return trainer.fit()
 
 
+class _Runner:
+    """Owner of one stage's Ray Train run (see :func:`call_isolated`)."""
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        for k, v in TRAIN_ENV.items():
+            os.environ.setdefault(k, v)
+        return fn(*args, **kwargs)
+
+
+def fit_only(*args: Any, **kwargs: Any) -> None:
+    """:func:`fit_torch` without returning its Result (for :func:`call_isolated`)."""
+    fit_torch(*args, **kwargs)
+
+
+def call_isolated(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn`` in a throw-away zero-CPU actor, then kill the actor.
+
+    A TorchTrainer started from the driver leaves its controller (and, with
+    datasets, the placement group Ray Data reserved) alive as long as the driver
+    holds a handle, which starves the next stage on a small cluster (measured on 2
+    CPUs). Everything the trainer creates is owned by this actor, so killing it
+    releases every actor and placement group of the run.
+    """
+    import ray
+
+    runner = ray.remote(num_cpus=0)(_Runner).remote()
+    try:
+        return ray.get(runner.call.remote(fn, *args, **kwargs))
+    finally:
+        ray.kill(runner)
+
+
 def map_actor_pool(ds: Any, actor_cls: type, ctor_kwargs: dict, plan: ResourcePlan,
                    batch_size: int) -> Any:
     """``ds.map_batches(actor_cls)`` on an actor pool sized and requested from ``plan``."""

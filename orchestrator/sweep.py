@@ -71,6 +71,11 @@ def build_specs(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts
     return specs
 
 
+def spec_key(spec: dict) -> str:
+    """Cache key of a trial's spec (what the Tune trial loads)."""
+    return ArtifactCache.key("trialspec", TRIAL_VERSION, trial=spec["key"])
+
+
 def is_done(cache: ArtifactCache, spec: dict) -> bool:
     return cache.has(spec["key"], "json")
 
@@ -86,7 +91,8 @@ def run_trial(config: dict) -> None:
     from orchestrator.resources import ResourcePlan
     from orchestrator.train_loop import train_trial_worker
 
-    spec, plan = config["specs"][config["trial"]], ResourcePlan(**config["plan"])
+    spec = ArtifactCache(config["cache_root"]).load_json(config["trial"]["spec"])
+    plan = ResourcePlan(**config["plan"])
     fit_torch(train_trial_worker, spec, plan, spec["run_name"], config["storage"],
               config["max_failures"], callbacks=[TuneReportCallback()])
 
@@ -119,17 +125,20 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[dict], plan: ResourceP
     if not pending:
         return {}
     storage = join(cfg.storage.ray_storage, TRIALS_DIR)
-    # The grid varies only the run name (Tune's table shows it); specs ride along.
-    param_space = {"trial": tune.grid_search([s["run_name"] for s in pending]),
-                   "specs": {s["run_name"]: s for s in pending}, "plan": asdict(plan),
-                   "storage": storage, "max_failures": cfg.resources.max_failures}
+    # Trials get the run name and the cache key of their spec (Tune prints configs).
+    for s in pending:
+        cache.save_json(spec_key(s), s)
+    param_space = {"trial": tune.grid_search([{"name": s["run_name"], "spec": spec_key(s)}
+                                              for s in pending]),
+                   "cache_root": cache.root, "plan": asdict(plan), "storage": storage,
+                   "max_failures": cfg.resources.max_failures}
     trainable = tune.with_resources(run_trial, {"CPU": plan.trial_cpus})
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tuner = tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent_trials,
-                                    trial_name_creator=lambda t: t.config["trial"],
-                                    trial_dirname_creator=lambda t: t.config["trial"]),
+                                    trial_name_creator=lambda t: t.config["trial"]["name"],
+                                    trial_dirname_creator=lambda t: t.config["trial"]["name"]),
         run_config=tune.RunConfig(name=f"sweep-{cfg.experiment.name}-{stamp}", storage_path=cfg.storage.ray_storage,
                                   verbose=1, log_to_file=False,
                                   progress_reporter=tune.CLIReporter(
@@ -139,7 +148,7 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[dict], plan: ResourceP
     grid = tuner.fit()
     errors: dict[str, str] = {}
     for res in grid:
-        spec = res.config["specs"][res.config["trial"]] if res.config else None
+        spec = cache.load_json(res.config["trial"]["spec"]) if res.config else None
         if spec is None:
             continue
         if not is_done(cache, spec):
