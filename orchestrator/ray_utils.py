@@ -69,7 +69,10 @@ def fit_torch(train_fn: Callable[[dict], None], config: dict, plan: ResourcePlan
         scaling_config=ScalingConfig(num_workers=nw, use_gpu=bool(plan.worker_gpus),
                                      resources_per_worker=plan.worker_resources()),
         run_config=RunConfig(name=name, storage_path=storage_path, callbacks=callbacks or [],
-                             failure_config=FailureConfig(max_failures=max_failures),
+                             # Worker-group start failures (e.g. no resources) retry
+                             # forever by default: bound them so a stuck run fails.
+                             failure_config=FailureConfig(max_failures=max_failures,
+                                                          controller_failure_limit=3),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         datasets=datasets,
     )

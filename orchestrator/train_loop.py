@@ -233,9 +233,22 @@ def train_trial_worker(spec: dict) -> None:
     data = _load_inputs(cache, spec)
     ema_model, curve, start = train_dit(spec, data, rank, world)
     t_train = time.time() - t0
-    if rank != 0:
-        ray.train.report({"done": 1})
-        return
+    metrics: dict[str, float] = {}
+    if rank == 0:
+        metrics = _sample_evaluate_save(cache, spec, ema_model, data, curve, start, world, t0, t_train)
+    if world > 1:
+        # Every rank finishes together: a rank that returns while rank 0 still samples
+        # left the run's placement group behind under Ray Train V2 (seen on 2 CPUs).
+        import torch.distributed as dist
+
+        dist.barrier()
+    ray.train.report({"done": 1, **metrics})
+
+
+def _sample_evaluate_save(cache: ArtifactCache, spec: dict, ema_model: Any, data: dict,
+                          curve: list, start: int, world: int, t0: float, t_train: float) -> dict:
+    """Rank 0: samples, metrics, grid and the result record (written last)."""
+    import ray.train.torch
     from eval import save_sample_grid
 
     device = ray.train.torch.get_device()
@@ -254,4 +267,4 @@ def train_trial_worker(spec: dict) -> None:
               "resumed_from_step": start, "world_size": world, "finished_at": time.time(),
               "files": {"grid": gkey, "manifest": spec["inputs"]["subset"]}}
     cache.save_json(spec["key"], record)  # written last: its presence marks the trial done
-    ray.train.report({"done": 1, **metrics})
+    return metrics
