@@ -87,7 +87,10 @@ def train_vqvae_worker(config: dict) -> None:
                 fit_latent_scale(inner, _to_model_input(np.concatenate(recent)).to(device))
             save_vqvae(inner.cpu(), os.path.join(d, VQVAE_FILE), config["preset"])
             ckpt = ray.train.Checkpoint.from_directory(d)
-        ray.train.report({"step": step, **{k: float(v) for k, v in logs.items()}}, checkpoint=ckpt)
+        from orchestrator.ray_utils import worker_pg_marker
+
+        ray.train.report({"step": step, **{k: float(v) for k, v in logs.items()}, **worker_pg_marker()},
+                         checkpoint=ckpt)
 
 
 class EncodeActor:

@@ -71,7 +71,8 @@ def check_embedders(cfg: Config) -> None:
             raise ConfigError(f"embed.weights.{name}: {e}") from None
 
 
-def report(cache: ArtifactCache, cfg: Config, specs: list[dict], errors: dict[str, str]) -> str:
+def report(cache: ArtifactCache, cfg: Config, specs: list[dict], errors: dict[str, str],
+           fresh: bool = False) -> str:
     """Table (CSV + Markdown, printed), plots and MLflow logging; returns the Markdown."""
     from orchestrator import report as rep
     from orchestrator.sweep import fetch_files, load_results
@@ -83,7 +84,7 @@ def report(cache: ArtifactCache, cfg: Config, specs: list[dict], errors: dict[st
     plots = rep.plot_metric_vs_ratio(table, out_dir) if len(table) else []
     reporter = rep.MlflowReporter(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name,
                                   cfg.mlflow.artifact_location, cfg.config_hash(),
-                                  f"{cfg.experiment.name}-sweep")
+                                  f"{cfg.experiment.name}-sweep", reuse_parent=not fresh)
     logged = reporter.logged_trials()
     for res in results:
         if res["key"] in logged:
@@ -145,7 +146,7 @@ def run_pipeline(cfg: Config, fresh: bool = False) -> int:
         t1 = time.time()
         errors = run_sweep(cache, cfg, specs, plan, fresh)
         _say(f"sweep done ({time.time() - t1:.0f}s)")
-        markdown = report(cache, cfg, specs, errors)
+        markdown = report(cache, cfg, specs, errors, fresh)
     finally:
         if started:
             ray.shutdown()

@@ -127,7 +127,9 @@ def proxy_worker(cfg: dict) -> None:
                     rec[key].append(np.asarray(val, dtype=np.float64))
     shard = {k: np.stack(v, axis=1) for k, v in rec.items()}
     cache.save_arrays(cfg["shard_keys"][rank], positions=pos.astype(np.int64), **shard)
-    ray.train.report({"step": cfg["steps"], "loss": float(loss.item())})
+    from orchestrator.ray_utils import worker_pg_marker
+
+    ray.train.report({"step": cfg["steps"], "loss": float(loss.item()), **worker_pg_marker()})
 
 
 def ensure_proxy_stats(cache: ArtifactCache, cfg: Any, ds_cfg: Any, latents_key: str,

@@ -45,6 +45,40 @@ def init_ray() -> bool:
     return True
 
 
+PG_KEY = "pg_id"
+
+
+def worker_pg_marker() -> dict[str, str]:
+    """``{"pg_id": hex}`` of the calling Train worker's placement group, for its final report."""
+    from ray.util.placement_group import get_current_placement_group
+
+    pg = get_current_placement_group()
+    return {PG_KEY: pg.id.hex()} if pg is not None else {}
+
+
+def release_placement_group(metrics: dict | None) -> None:
+    """Remove a finished run's worker placement group if it is still there.
+
+    Under ``ray job submit`` on 2 CPUs, Ray Train V2 (2.60) sometimes returned from
+    ``fit()`` with the worker group's placement group still reserved, so the next
+    run waited for resources forever; the workers report the group's id and the
+    caller removes it (a no-op when Ray already did).
+    """
+    import ray
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    pg_hex = (metrics or {}).get(PG_KEY)
+    if not pg_hex:
+        return
+    state = ray.util.placement_group_table().get(pg_hex, {}).get("state")
+    if state not in (None, "REMOVED"):
+        try:
+            remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(pg_hex)))
+        except Exception as e:  # already gone, or a race with Ray's own removal
+            log.debug("placement group %s: %s", pg_hex, e)
+
+
 def fit_torch(train_fn: Callable[[dict], None], config: dict, plan: ResourcePlan, name: str,
               storage_path: str, max_failures: int, callbacks: list | None = None,
               num_workers: int | None = None, datasets: dict | None = None,
@@ -76,7 +110,9 @@ def fit_torch(train_fn: Callable[[dict], None], config: dict, plan: ResourcePlan
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         datasets=datasets,
     )
-    return trainer.fit()
+    result = trainer.fit()
+    release_placement_group(result.metrics)
+    return result
 
 
 class _Runner:

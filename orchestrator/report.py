@@ -179,10 +179,13 @@ def _artifact_location(loc: str | None) -> str | None:
 
 
 class MlflowReporter:
-    """Parent run per sweep (one per config hash), one nested run per trial."""
+    """Parent run per sweep (one per config hash), one nested run per trial.
+
+    ``reuse_parent=False`` (``--fresh``) starts a new parent run.
+    """
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str | None,
-                 config_hash: str, sweep_name: str):
+                 config_hash: str, sweep_name: str, reuse_parent: bool = True):
         import mlflow
         from mlflow.tracking import MlflowClient
 
@@ -198,7 +201,7 @@ class MlflowReporter:
         found = self.client.search_runs(
             [self.experiment_id],
             f"tags.`prunediff.config_hash` = '{config_hash}' and tags.`prunediff.role` = 'sweep'",
-            max_results=1)
+            max_results=1) if reuse_parent else []
         if found:
             self.parent_id = found[0].info.run_id
         else:

@@ -242,7 +242,9 @@ def train_trial_worker(spec: dict) -> None:
         import torch.distributed as dist
 
         dist.barrier()
-    ray.train.report({"done": 1, **metrics})
+    from orchestrator.ray_utils import worker_pg_marker
+
+    ray.train.report({"done": 1, **metrics, **worker_pg_marker()})
 
 
 def _sample_evaluate_save(cache: ArtifactCache, spec: dict, ema_model: Any, data: dict,
