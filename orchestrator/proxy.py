@@ -14,6 +14,8 @@ merged arrays under a key of the latents, the proxy config and the stats set.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import asdict
 from typing import Any
 
@@ -129,7 +131,14 @@ def proxy_worker(cfg: dict) -> None:
     cache.save_arrays(cfg["shard_keys"][rank], positions=pos.astype(np.int64), **shard)
     from orchestrator.ray_utils import worker_pg_marker
 
-    ray.train.report({"step": cfg["steps"], "loss": float(loss.item()), **worker_pg_marker()})
+    # A marker checkpoint: fit()'s Result carries the latest checkpoint's metrics.
+    with tempfile.TemporaryDirectory() as d:
+        ckpt = None
+        if rank == 0:
+            open(os.path.join(d, "done"), "w").close()
+            ckpt = ray.train.Checkpoint.from_directory(d)
+        ray.train.report({"step": cfg["steps"], "loss": float(loss.item()), **worker_pg_marker()},
+                         checkpoint=ckpt)
 
 
 def ensure_proxy_stats(cache: ArtifactCache, cfg: Any, ds_cfg: Any, latents_key: str,

@@ -61,8 +61,9 @@ def release_placement_group(metrics: dict | None) -> None:
 
     Under ``ray job submit`` on 2 CPUs, Ray Train V2 (2.60) sometimes returned from
     ``fit()`` with the worker group's placement group still reserved, so the next
-    run waited for resources forever; the workers report the group's id and the
-    caller removes it (a no-op when Ray already did).
+    run waited for resources forever; the workers report the group's id with each
+    checkpoint (``Result.metrics`` are the latest checkpoint's) and the caller
+    removes it (a no-op when Ray already did).
     """
     import ray
     from ray._raylet import PlacementGroupID

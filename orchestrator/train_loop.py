@@ -88,7 +88,10 @@ def _save_checkpoint(state: dict, step: int, loss: float, rank: int) -> None:
         if rank == 0:
             torch.save(state, os.path.join(d, "state.pt"))
             ckpt = ray.train.Checkpoint.from_directory(d)
-        ray.train.report({"step": step, "loss": loss}, checkpoint=ckpt)
+        from orchestrator.ray_utils import worker_pg_marker
+
+        # fit()'s Result carries the latest checkpoint's metrics: the group id rides here.
+        ray.train.report({"step": step, "loss": loss, **worker_pg_marker()}, checkpoint=ckpt)
 
 
 def _restore() -> dict | None:
