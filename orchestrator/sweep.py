@@ -87,7 +87,7 @@ def run_trial(config: dict) -> None:
     """
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.ray_utils import fit_torch
+    from orchestrator.ray_utils import fit_torch, say
     from orchestrator.resources import ResourcePlan
     from orchestrator.train_loop import train_trial_worker
 
@@ -95,6 +95,27 @@ def run_trial(config: dict) -> None:
     plan = ResourcePlan(**config["plan"])
     fit_torch(train_trial_worker, spec, plan, spec["run_name"], config["storage"],
               config["max_failures"], callbacks=[TuneReportCallback()])
+    say("trial %s: training run finished", spec["run_name"])
+
+
+def _release_callback() -> Any:
+    """A Tune callback removing a finished trial's worker placement group.
+
+    The group id comes with the trial's reports (``pg_id``); see
+    :func:`orchestrator.ray_utils.release_placement_group` for why.
+    """
+    from ray import tune
+
+    from orchestrator.ray_utils import release_placement_group
+
+    class ReleasePlacementGroups(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            release_placement_group(trial.last_result)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            release_placement_group(trial.last_result)
+
+    return ReleasePlacementGroups()
 
 
 def clear_trial_runs(cfg: Any, specs: list[dict]) -> None:
@@ -140,7 +161,7 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[dict], plan: ResourceP
                                     trial_name_creator=lambda t: t.config["trial"]["name"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["name"]),
         run_config=tune.RunConfig(name=f"sweep-{cfg.experiment.name}-{stamp}", storage_path=cfg.storage.ray_storage,
-                                  verbose=1, log_to_file=False,
+                                  verbose=1, log_to_file=False, callbacks=[_release_callback()],
                                   progress_reporter=tune.CLIReporter(
                                       metric_columns=["step", "loss"], parameter_columns=[],
                                       max_report_frequency=30)),
