@@ -1,0 +1,221 @@
+"""Benchmark: wall time and peak memory of each pipeline stage at quickstart scale.
+
+Each stage runs in its own 'spawn' child process (so its peak RSS is its own), in
+process and without Ray, calling what the stage's Ray code calls:
+
+* encode: VQ-VAE training (``models.vqvae.vqvae_train_step``, the config's steps and
+  batch) + latent scale + encoding every image (``VQVAE.encode``);
+* embed: every embedder the config needs (``orchestrator.embed.needed_embedders``)
+  over all images, in ``embed.batch_size`` batches;
+* proxy: the proxy DiT's training loop as ``orchestrator.proxy.proxy_worker`` runs
+  it (world 1) with its statistics from ``orchestrator.proxy._measure``;
+* score: ``orchestrator.score.build_subsets`` (every method scored, every ratio
+  selected; no Ray in it);
+* trial: one sweep trial: the DiT loop of ``orchestrator.train_loop.train_dit`` (no
+  Ray Train, no checkpoints), then ``train_loop.generate`` and ``train_loop.evaluate``.
+
+Stages hand their outputs on through an ``ArtifactCache`` in a private /tmp dir.
+Threads: 2 for the stages that run alone in the pipeline (solo / actor threads on 2
+CPUs); the trial uses the plan's per-trial threads (two trials run side by side).
+
+    .venv/bin/python -m benchmarks.bench_stages [--set data.datasets[0].limit=2000 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks._util import REPO, header, run_in_child, scratch_dir
+
+STAGES = ("encode", "embed", "proxy", "score", "trial")
+
+
+def _setup(overrides: list[str], root: str) -> tuple[Any, Any, Any, Any]:
+    """(config, dataset entry, cache, DatasetArtifacts keys) shared by the stages."""
+    from orchestrator.cache import ArtifactCache
+    from orchestrator.config import load_config
+    from orchestrator.embed import needed_embedders
+    from orchestrator.score import DatasetArtifacts
+
+    cfg = load_config("experiments/quickstart.yaml", [*overrides, f"experiment.output_dir={root}/out"],
+                      base_dir=REPO)
+    cache = ArtifactCache(os.path.join(root, "cache"))
+    ds = cfg.data.datasets[0]
+    key = lambda what: cache.key("bench", 1, what=what)  # noqa: E731
+    arts = DatasetArtifacts(ds.name, "bench", 10, key("vqvae"), key("latents"),
+                            {e: key(f"embed-{e}") for e in needed_embedders(cfg)}, key("proxy"))
+    return cfg, ds, cache, arts
+
+
+def stage_encode(overrides: list[str], root: str) -> str:
+    import tempfile
+
+    import torch
+
+    from models.vqvae import build_vqvae, fit_latent_scale, save_vqvae, vqvae_train_step
+    from orchestrator.encode import _to_model_input
+    from orchestrator.sources import load_arrays
+
+    torch.set_num_threads(2)
+    cfg, ds, cache, arts = _setup(overrides, root)
+    ae, src = cfg.autoencoder, load_arrays(ds)
+    torch.manual_seed(ds.seed)
+    model = build_vqvae(ae.preset)
+    opt = torch.optim.Adam(model.parameters(), lr=ae.lr)
+    rng = np.random.default_rng(ds.seed)
+    for _ in range(ae.train_steps):
+        vqvae_train_step(model, _to_model_input(src.images[rng.integers(0, len(src.images), ae.batch_size)]), opt)
+    model.eval()
+    with torch.no_grad():
+        fit_latent_scale(model, _to_model_input(src.images[-512:]))
+        bs = ae.batch_size * 4
+        lat = torch.cat([model.encode(_to_model_input(src.images[s:s + bs])) for s in range(0, len(src.images), bs)])
+    with tempfile.TemporaryDirectory() as d:
+        save_vqvae(model, os.path.join(d, "vqvae.pt"), ae.preset)
+        cache.save_bytes(arts.vqvae, open(os.path.join(d, "vqvae.pt"), "rb").read())
+    cache.save_arrays(arts.latents, ids=src.ids, labels=src.labels, latents=lat.numpy())
+    return f"{ae.train_steps} VQ-VAE steps, {tuple(lat.shape)} latents"
+
+
+def stage_embed(overrides: list[str], root: str) -> str:
+    import torch
+
+    from models import build_embedder
+    from orchestrator.sources import load_arrays
+
+    torch.set_num_threads(2)
+    cfg, ds, cache, arts = _setup(overrides, root)
+    src, bs = load_arrays(ds), cfg.embed.batch_size
+    for name, key in arts.embeddings.items():
+        emb = build_embedder(name, weights=cfg.embed.weights.get(name))
+        feats = np.concatenate([emb(src.images[s:s + bs]) for s in range(0, len(src.images), bs)])
+        cache.save_arrays(key, ids=src.ids, features=feats.astype(np.float32))
+    return f"{len(src.images)} images x {', '.join(arts.embeddings)}"
+
+
+def stage_proxy(overrides: list[str], root: str) -> str:
+    import torch
+    from dataclasses import asdict
+
+    from models import build_dit
+    from models.transport import training_loss
+    from orchestrator.proxy import _measure, checkpoint_steps, needed_stats
+    from orchestrator.train_loop import EpochBatches
+
+    torch.set_num_threads(2)
+    cfg, ds, cache, arts = _setup(overrides, root)
+    pc, stats = asdict(cfg.proxy), needed_stats(cfg)
+    arr = cache.load_arrays(arts.latents)
+    x = torch.from_numpy(arr["latents"].astype(np.float32))
+    y = torch.from_numpy(arr["labels"].astype(np.int64)) if ds.conditional else None
+    ids = torch.from_numpy(arr["ids"].astype(np.int64))
+    mcfg = {**pc, "seed": ds.seed, "n": x.shape[0]}
+    torch.manual_seed(ds.seed)
+    model = build_dit(pc["model"], input_size=x.shape[2], in_channels=x.shape[1],
+                      num_classes=10 if ds.conditional else 0)
+    model.label_generator = torch.Generator().manual_seed(ds.seed + 7_919)
+    gen = torch.Generator().manual_seed(ds.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=pc["lr"])
+    log_at, grad_at = set(checkpoint_steps(pc["steps"], pc["log_points"])), set(checkpoint_steps(pc["steps"], pc["grad_checkpoints"]))
+    batches = EpochBatches(x.shape[0], pc["batch_size"], ds.seed)
+    rec: dict[str, list[np.ndarray]] = {k: [] for k in stats}
+    for step in range(pc["steps"]):
+        idx = torch.from_numpy(batches.indices(step))
+        loss = training_loss(model, x[idx], None if y is None else y[idx], generator=gen).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for which, at in (("log", log_at), ("grad", grad_at)):
+            if step + 1 in at:
+                for k, v in _measure(mcfg, model, x, y, ids, stats, which, 1).items():
+                    rec[k].append(np.asarray(v, dtype=np.float64))
+    cache.save_arrays(arts.proxy, **{k: np.stack(v, axis=1) for k, v in rec.items()})
+    return f"{pc['steps']} proxy steps on {x.shape[0]} latents, stats {', '.join(stats)}"
+
+
+def stage_score(overrides: list[str], root: str) -> str:
+    from orchestrator.score import build_subsets
+
+    cfg, _, cache, arts = _setup(overrides, root)
+    subsets = build_subsets(cache, cfg, {arts.name: arts}, fresh=True)
+    return f"{len(cfg.pruning.methods)} methods -> {len(subsets)} subsets"
+
+
+def stage_trial(overrides: list[str], root: str) -> str:
+    import ray  # noqa: F401  (imported by the trial worker too; part of its footprint)
+    import torch
+
+    from models import build_dit
+    from models.transport import EMA, training_loss
+    from orchestrator.resources import plan_resources
+    from orchestrator.score import build_subsets
+    from orchestrator.sweep import build_specs
+    from orchestrator.train_loop import EpochBatches, _load_inputs, evaluate, generate
+
+    cfg, _, cache, arts = _setup(overrides, root)
+    threads = plan_resources(cfg.resources, {"CPU": float(os.cpu_count() or 1)}).torch_threads
+    torch.set_num_threads(threads)
+    spec = build_specs(cache, cfg, {arts.name: arts}, build_subsets(cache, cfg, {arts.name: arts}, False))[-1]
+    data, tc, seed = _load_inputs(cache, spec), spec["train"], spec["trial"]["seed"]
+    x_all, y_all = torch.from_numpy(data["latents"][data["subset"]]), torch.from_numpy(data["labels"][data["subset"]])
+    model = build_dit(spec["model"]["preset"], input_size=x_all.shape[2], in_channels=x_all.shape[1],
+                      num_classes=spec["num_classes"], class_dropout_prob=spec["model"]["class_dropout"])
+    model.label_generator = torch.Generator().manual_seed(seed + 7_919)
+    gen, ema = torch.Generator().manual_seed(seed), EMA(model, tc["ema_decay"])
+    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
+    batches = EpochBatches(x_all.shape[0], tc["batch_size"], seed)
+    t0 = time.perf_counter()
+    for step in range(tc["steps"]):
+        idx = torch.from_numpy(batches.indices(step))
+        loss = training_loss(model, x_all[idx], y_all[idx], generator=gen).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema.update(model)
+    t1 = time.perf_counter()
+    images = generate(cache, spec, ema.module.eval(), tuple(data["latents"].shape[1:]), torch.device("cpu"))
+    t2 = time.perf_counter()
+    metrics = evaluate(cache, spec, images, data, "cpu")
+    t3 = time.perf_counter()
+    return (f"{spec['trial']['name']} on {x_all.shape[0]} latents, {threads} thread(s): train {t1 - t0:.1f}s, "
+            f"sample {t2 - t1:.1f}s ({len(images)} images), eval {t3 - t2:.1f}s ({len(metrics)} metrics)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   help="quickstart.yaml override, e.g. data.datasets[0].limit=2000 (repeatable)")
+    p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
+                   help="a later stage needs the earlier ones' outputs")
+    args = p.parse_args()
+    header("bench_stages", vars(args))
+    root = scratch_dir("stages")
+    fns = {"encode": stage_encode, "embed": stage_embed, "proxy": stage_proxy, "score": stage_score,
+           "trial": stage_trial}
+    rows = []
+    for name in args.stages:
+        r = run_in_child(fns[name], args.overrides, root)
+        if r["status"] != "ok":
+            raise RuntimeError(f"stage {name}: {r['result']}")
+        print(f"{name}: {r['wall_s']:.1f}s, peak RSS {r['peak_rss_mib']:.0f} MiB "
+              f"(+{r['peak_rss_mib'] - r['base_rss_mib']:.0f}); {r['result']}", flush=True)
+        rows.append((name, r))
+    print(f"\nquickstart.yaml{' with ' + ', '.join(args.overrides) if args.overrides else ''}; "
+          "one spawn child per stage, wall = the stage's call, peak RSS = ru_maxrss of the child "
+          "(interpreter + imports + stage), delta = above the bare spawned interpreter\n")
+    print("| stage | wall (s) | peak RSS (MiB) | delta (MiB) | what ran |")
+    print("|---|---:|---:|---:|---|")
+    for name, r in rows:
+        print(f"| {name} | {r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} | "
+              f"{r['peak_rss_mib'] - r['base_rss_mib']:.0f} | {r['result']} |")
+    total = sum(r["wall_s"] for _, r in rows)
+    print(f"\ntotal {total:.0f}s; largest peak {max(r['peak_rss_mib'] for _, r in rows):.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

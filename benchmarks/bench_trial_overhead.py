@@ -1,0 +1,224 @@
+"""Benchmark: per-trial overhead of Tune + Ray Train + MLflow on a ~60 s CPU trial.
+
+The same DiT training work (``models.build_dit`` preset, flow-matching
+``training_loss`` on seeded random latents shaped like the quickstart's, AdamW, EMA,
+``orchestrator.train_loop.EpochBatches`` batches, a state save every
+``--checkpoint-every`` steps) runs
+
+(a) as a plain loop in this process (state saved with ``torch.save``);
+(b) in the orchestrator's trial path: a Tune function trainable
+    (``tune.with_resources(trial, {"CPU": plan.trial_cpus})``) that calls
+    ``orchestrator.ray_utils.fit_torch`` (Ray Train V2 ``TorchTrainer``, gloo,
+    ``TuneReportCallback``, health check 0.2 s), checkpoints via ``ray.train.report``,
+    then the result is logged with ``orchestrator.report.MlflowReporter.log_trial``
+    (sqlite store in a private /tmp dir);
+(c) as (b) with 2 DDP workers (the plan for ``resources.num_workers: 2``).
+
+Overhead = (b - a) / b, b = Tune wall + MLflow logging (target <= 10%). ``ray.init``
+and the MLflow store's creation are once per sweep and are printed apart. Torch
+threads per worker come from the quickstart's resource plan (a plain loop with the
+same threads is the baseline).
+
+    .venv/bin/python -m benchmarks.bench_trial_overhead [--target-s 60] [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from benchmarks._util import REPO, header, private_ray, scratch_dir
+
+
+def train_work(cfg: dict, rank: int = 0, world: int = 1,
+               save: Callable[[dict, int], None] | None = None) -> dict[str, float]:
+    """The trial's training work; returns {"work_s", "loss", "steps"} (work_s: loop only)."""
+    import torch
+
+    from models import build_dit
+    from models.transport import EMA, training_loss
+    from orchestrator.train_loop import EpochBatches
+
+    torch.set_num_threads(int(cfg["threads"]))
+    rng = np.random.default_rng(cfg["seed"])
+    c, h = cfg["latent_shape"][0], cfg["latent_shape"][1]
+    x_all = torch.from_numpy(rng.standard_normal((cfg["n"], *cfg["latent_shape"]), dtype=np.float32))
+    y_all = torch.from_numpy(rng.integers(0, 10, cfg["n"]).astype(np.int64))
+    torch.manual_seed(cfg["seed"])
+    model = build_dit(cfg["model"], input_size=h, in_channels=c, num_classes=10)
+    model.label_generator = torch.Generator().manual_seed(cfg["seed"] * world + rank + 7_919)
+    gen = torch.Generator().manual_seed(cfg["seed"] * world + rank)
+    ema = EMA(model, 0.99)
+    if world > 1:
+        import ray.train.torch
+
+        model = ray.train.torch.prepare_model(model)
+    inner = model.module if hasattr(model, "module") else model
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    batches = EpochBatches(cfg["n"], cfg["batch_size"], cfg["seed"])
+    t0 = time.perf_counter()
+    for step in range(cfg["steps"]):
+        idx = torch.from_numpy(batches.indices(step, rank, world))
+        loss = training_loss(model, x_all[idx], y_all[idx], generator=gen).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema.update(inner)
+        done = step + 1
+        if save is not None and (done % cfg["checkpoint_every"] == 0 or done == cfg["steps"]):
+            save({"model": inner.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                  "step": done}, done)
+    return {"work_s": time.perf_counter() - t0, "loss": float(loss.item()), "steps": cfg["steps"]}
+
+
+def _plain_save(d: str) -> Callable[[dict, int], None]:
+    import torch
+
+    return lambda state, step: torch.save(state, os.path.join(d, "state.pt"))
+
+
+def bench_worker(cfg: dict) -> None:
+    """Ray Train worker: the same work, checkpoints through ``ray.train.report``."""
+    import ray.train
+    import torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+
+    def save(state: dict, step: int) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0:
+                torch.save(state, os.path.join(d, "state.pt"))
+                ckpt = ray.train.Checkpoint.from_directory(d)
+            ray.train.report({"step": step}, checkpoint=ckpt)
+
+    out = train_work({**cfg, "threads": cfg["threads"]}, rank, world, save)
+    ray.train.report({"done": 1, "work_s": out["work_s"], "loss": out["loss"]})
+
+
+def bench_trial(config: dict) -> None:
+    """Tune function trainable, as ``orchestrator.sweep.run_trial`` (returns nothing)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from orchestrator.ray_utils import fit_torch
+    from orchestrator.resources import ResourcePlan
+
+    plan = ResourcePlan(**config["plan"])
+    fit_torch(bench_worker, config["work"], plan, config["name"], config["storage"], 0,
+              callbacks=[TuneReportCallback()])
+
+
+def run_tune_trial(work: dict, plan: Any, storage: str, name: str) -> dict[str, float]:
+    """Wall seconds of one Tune trial and the worker's own loop seconds."""
+    from ray import tune
+
+    t0 = time.perf_counter()
+    tuner = tune.Tuner(
+        tune.with_resources(bench_trial, {"CPU": plan.trial_cpus}),
+        param_space={"work": work, "plan": dataclasses.asdict(plan), "storage": storage, "name": name},
+        tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent_trials),
+        run_config=tune.RunConfig(name=f"tune-{name}", storage_path=storage, verbose=0, log_to_file=False))
+    grid = tuner.fit()
+    wall = time.perf_counter() - t0
+    res = grid[0]
+    if res.error:
+        raise RuntimeError(f"trial {name} failed: {res.error}")
+    return {"wall_s": wall, "work_s": float(res.metrics["work_s"]), "loss": float(res.metrics["loss"])}
+
+
+def log_mlflow(reporter: Any, name: str, out: dict, work: dict) -> float:
+    """Seconds to log one trial's result the way the report stage does."""
+    t0 = time.perf_counter()
+    reporter.log_trial({"key": f"bench/{name}", "trial": {"dataset": "random", "method": "none",
+                                                          "ratio": 0.0, "seed": work["seed"], "name": name},
+                        "params": {"model": work["model"], "train_steps": work["steps"]},
+                        "metrics": {"loss": out["loss"], "work_s": out["work_s"]},
+                        "loss_curve": [[work["steps"], out["loss"]]], "files": {}})
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--target-s", type=float, default=60.0, help="plain-loop seconds to size steps")
+    p.add_argument("--steps", type=int, default=0, help="fixed steps (0 = calibrate to --target-s)")
+    p.add_argument("--model", default="DiT-Micro/2")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--n", type=int, default=3000, help="latents in the training set")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="0 = steps // 3")
+    p.add_argument("--skip-ddp", action="store_true")
+    args = p.parse_args()
+    header("bench_trial_overhead", vars(args))
+    from orchestrator.config import load_config
+    from orchestrator.resources import current_plan, describe, plan_resources
+
+    cfg = load_config("experiments/quickstart.yaml", base_dir=REPO)
+    plan1 = plan_resources(cfg.resources, {"CPU": float(os.cpu_count() or 1)})
+    work = {"model": args.model, "batch_size": args.batch_size, "n": args.n, "seed": 0,
+            "latent_shape": [4, 8, 8], "threads": plan1.torch_threads, "steps": args.steps}
+    if not args.steps:
+        calib = train_work({**work, "steps": 20})
+        work["steps"] = max(30, int(args.target_s / (calib["work_s"] / 20)))
+        print(f"calibration: {calib['work_s'] / 20 * 1000:.0f} ms/step -> {work['steps']} steps", flush=True)
+    work["checkpoint_every"] = args.checkpoint_every or max(1, work["steps"] // 3)
+    tmp = scratch_dir("trial_overhead")
+    t0 = time.perf_counter()
+    plain = train_work(work, save=_plain_save(tmp))
+    plain["wall_s"] = time.perf_counter() - t0
+    print(f"(a) plain loop: wall {plain['wall_s']:.1f}s (loop {plain['work_s']:.1f}s)", flush=True)
+    from orchestrator.report import MlflowReporter
+
+    t0 = time.perf_counter()
+    reporter = MlflowReporter(f"sqlite:///{tmp}/mlflow.db", "bench", f"{tmp}/mlartifacts", "bench", "bench-sweep")
+    t_mlflow_setup = time.perf_counter() - t0
+    res: dict[str, dict] = {}
+    runs = [("1 worker", cfg.resources)]
+    if not args.skip_ddp:
+        runs.append(("2 workers DDP", dataclasses.replace(cfg.resources, num_workers=2)))
+    for label, rcfg in runs:
+        # A fresh Ray per configuration: what one Tune run leaves behind (printed
+        # below) cannot starve the next one.
+        t0 = time.perf_counter()
+        with private_ray(tmp) as ray:
+            t_init = time.perf_counter() - t0
+            plan = current_plan(rcfg)
+            w = {**work, "threads": plan.torch_threads}
+            out = run_tune_trial(w, plan, os.path.join(tmp, "ray_results"), label.split()[0] + "w")
+            out["mlflow_s"] = log_mlflow(reporter, label.replace(" ", "_"), out, w)
+            out["plan"] = describe(plan)
+            res[label] = out
+            print(f"(b) {label}: tune wall {out['wall_s']:.1f}s (worker loop {out['work_s']:.1f}s), "
+                  f"mlflow {out['mlflow_s']:.2f}s; ray.init {t_init:.1f}s; {out['plan']}", flush=True)
+            time.sleep(2.0)
+            print(f"    CPUs free after the trial: {ray.available_resources().get('CPU', 0):.2f} "
+                  f"of {ray.cluster_resources().get('CPU', 0):.2f}", flush=True)
+    steps = work["steps"]
+    print(f"\n{args.model}, {steps} steps x batch {args.batch_size}, latents (4, 8, 8), "
+          f"{plan1.torch_threads} torch thread(s)/worker; ray.init {t_init:.1f}s and MLflow store "
+          f"creation {t_mlflow_setup:.1f}s are per sweep, not counted\n")
+    one = res["1 worker"]
+    b = one["wall_s"] + one["mlflow_s"]
+    print("| path | wall (s) | train loop (s) | steps/s (loop) | overhead (b - a) / b |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| (a) plain in-process loop (baseline) | {plain['wall_s']:.1f} | {plain['work_s']:.1f} | "
+          f"{steps / plain['work_s']:.2f} | - |")
+    for label, out in res.items():
+        wall = out["wall_s"] + out["mlflow_s"]
+        print(f"| (b) Tune + Train ({label}) + MLflow | {wall:.1f} | {out['work_s']:.1f} | "
+              f"{steps / out['work_s']:.2f} | {(wall - plain['wall_s']) / wall:.1%} |")
+    if "2 workers DDP" in res:
+        two = res["2 workers DDP"]
+        print(f"\nDDP 2 workers vs 1 worker: steps/s {one['work_s'] / two['work_s']:.2f}x, "
+              f"wall {one['wall_s'] / two['wall_s']:.2f}x (speed-up, >1 = DDP faster)")
+    print(f"fixed cost of the trial path: {b - plain['wall_s']:.1f}s; Tune wall minus worker loop: "
+          f"{one['wall_s'] - one['work_s']:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
