@@ -76,8 +76,9 @@ def release_placement_group(metrics: dict | None) -> None:
     if state not in (None, "REMOVED"):
         try:
             remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(pg_hex)))
+            log.info("removed the leftover placement group %s (%s)", pg_hex, state)
         except Exception as e:  # already gone, or a race with Ray's own removal
-            log.debug("placement group %s: %s", pg_hex, e)
+            log.warning("could not remove placement group %s: %s", pg_hex, e)
 
 
 def fit_torch(train_fn: Callable[[dict], None], config: dict, plan: ResourcePlan, name: str,

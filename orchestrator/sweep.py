@@ -106,14 +106,23 @@ def _release_callback() -> Any:
     """
     from ray import tune
 
-    from orchestrator.ray_utils import release_placement_group
+    from orchestrator.ray_utils import PG_KEY, release_placement_group
 
     class ReleasePlacementGroups(tune.Callback):
+        # Tune's last result of a function trainable may lack the reported keys:
+        # remember the id from every result.
+        def __init__(self):
+            self.pg_ids: dict[str, str] = {}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get(PG_KEY):
+                self.pg_ids[trial.trial_id] = result[PG_KEY]
+
         def on_trial_complete(self, iteration, trials, trial, **info):
-            release_placement_group(trial.last_result)
+            release_placement_group({PG_KEY: self.pg_ids.pop(trial.trial_id, None)})
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            release_placement_group(trial.last_result)
+            release_placement_group({PG_KEY: self.pg_ids.pop(trial.trial_id, None)})
 
     return ReleasePlacementGroups()
 
