@@ -160,5 +160,8 @@ def run_pipeline(cfg: Config, fresh: bool = False) -> int:
 
     print(f"report: {cfg.experiment.output_dir}/report/results.md (.csv, ratio_*.png)")
     print(f"MLflow: {mlflow_ui_command(cfg.mlflow.tracking_uri)}")
-    _say(f"total {time.time() - t_start:.0f}s; {len(specs) - len(errors)}/{len(specs)} trials done")
-    return 1 if errors else 0
+    from orchestrator.sweep import is_done
+
+    n_done = sum(is_done(cache, s) for s in specs)
+    _say(f"total {time.time() - t_start:.0f}s; {n_done}/{len(specs)} trials done")
+    return 0 if n_done == len(specs) else 1
