@@ -69,12 +69,14 @@ def stage_encode(overrides: list[str], root: str) -> str:
     opt = torch.optim.Adam(model.parameters(), lr=ae.lr)
     rng = np.random.default_rng(ds.seed)
     for _ in range(ae.train_steps):
-        vqvae_train_step(model, _to_model_input(src.images[rng.integers(0, len(src.images), ae.batch_size)]), opt)
+        batch = src.images[rng.integers(0, len(src.images), ae.batch_size)]
+        vqvae_train_step(model, _to_model_input(batch), opt)
     model.eval()
     with torch.no_grad():
         fit_latent_scale(model, _to_model_input(src.images[-512:]))
         bs = ae.batch_size * 4
-        lat = torch.cat([model.encode(_to_model_input(src.images[s:s + bs])) for s in range(0, len(src.images), bs)])
+        lat = torch.cat([model.encode(_to_model_input(src.images[s:s + bs]))
+                         for s in range(0, len(src.images), bs)])
     with tempfile.TemporaryDirectory() as d:
         save_vqvae(model, os.path.join(d, "vqvae.pt"), ae.preset)
         cache.save_bytes(arts.vqvae, open(os.path.join(d, "vqvae.pt"), "rb").read())
@@ -121,7 +123,8 @@ def stage_proxy(overrides: list[str], root: str) -> str:
     model.label_generator = torch.Generator().manual_seed(ds.seed + 7_919)
     gen = torch.Generator().manual_seed(ds.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=pc["lr"])
-    log_at, grad_at = set(checkpoint_steps(pc["steps"], pc["log_points"])), set(checkpoint_steps(pc["steps"], pc["grad_checkpoints"]))
+    log_at = set(checkpoint_steps(pc["steps"], pc["log_points"]))
+    grad_at = set(checkpoint_steps(pc["steps"], pc["grad_checkpoints"]))
     batches = EpochBatches(x.shape[0], pc["batch_size"], ds.seed)
     rec: dict[str, list[np.ndarray]] = {k: [] for k in stats}
     for step in range(pc["steps"]):
@@ -160,9 +163,11 @@ def stage_trial(overrides: list[str], root: str) -> str:
     cfg, _, cache, arts = _setup(overrides, root)
     threads = plan_resources(cfg.resources, {"CPU": float(os.cpu_count() or 1)}).torch_threads
     torch.set_num_threads(threads)
-    spec = build_specs(cache, cfg, {arts.name: arts}, build_subsets(cache, cfg, {arts.name: arts}, False))[-1]
+    subsets = build_subsets(cache, cfg, {arts.name: arts}, False)
+    spec = build_specs(cache, cfg, {arts.name: arts}, subsets)[-1]
     data, tc, seed = _load_inputs(cache, spec), spec["train"], spec["trial"]["seed"]
-    x_all, y_all = torch.from_numpy(data["latents"][data["subset"]]), torch.from_numpy(data["labels"][data["subset"]])
+    x_all = torch.from_numpy(data["latents"][data["subset"]])
+    y_all = torch.from_numpy(data["labels"][data["subset"]])
     model = build_dit(spec["model"]["preset"], input_size=x_all.shape[2], in_channels=x_all.shape[1],
                       num_classes=spec["num_classes"], class_dropout_prob=spec["model"]["class_dropout"])
     model.label_generator = torch.Generator().manual_seed(seed + 7_919)
