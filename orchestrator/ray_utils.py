@@ -21,7 +21,12 @@ log = logging.getLogger(__name__)
 
 # Ray Train V2 polls its workers every 2 s by default; 0.2 s cuts each short run's
 # fixed cost from ~16 s to ~12.6 s (measured on 2 CPUs, DESIGN.md).
-TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+# A worker group that does not start within RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S
+# (60 s) is retried with a new placement group; on a loaded 2-CPU machine worker
+# processes can take longer than that to start, and the retries then starved the
+# cluster (measured). Autoscaling clusters also need minutes to add GPU nodes.
+TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+             "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "900"}
 
 
 def say(fmt: str, *args: Any) -> None:
