@@ -45,9 +45,10 @@ def needed_embedders(cfg: Any) -> list[str]:
 
     names = list(cfg.embed.embedders)
     for m in cfg.pruning.methods:
-        emb = PRUNERS[m.name](**m.params).embedder
-        if emb:
-            names.append(emb)
+        for ds in cfg.data.datasets:
+            emb = PRUNERS[m.name](**m.params_for(ds.name)).embedder
+            if emb:
+                names.append(emb)
     names.append(cfg.eval.embedder)
     return list(dict.fromkeys(names))
 

@@ -41,7 +41,8 @@ def needed_stats(cfg: Any) -> tuple[str, ...]:
 
     want = set()
     for m in cfg.pruning.methods:
-        want.update(PRUNERS[m.name](**m.params).needs_stats)
+        for ds in cfg.data.datasets:
+            want.update(PRUNERS[m.name](**m.params_for(ds.name)).needs_stats)
     unknown = want - set(STAT_KEYS)
     if unknown:
         raise ValueError(f"pruning methods need unknown proxy statistics {sorted(unknown)}")

@@ -53,14 +53,15 @@ def ensure_scores(cache: ArtifactCache, method: Any, seed: int, art: DatasetArti
     """(score key, pruner) after scoring the dataset with one configured method."""
     from pruning import PRUNERS, ScoreContext
 
-    pruner = PRUNERS[method.name](**method.params)
+    params = method.params_for(art.name)  # per-dataset overrides (paper: k=24 vs 1000)
+    pruner = PRUNERS[method.name](**params)
     inputs: dict[str, Any] = {}
     if pruner.embedder:
         inputs["embedding"] = art.embeddings[pruner.embedder]
     if pruner.needs_stats:
         inputs["proxy"] = art.proxy
     key = cache.key("score", SCORE_VERSION, fingerprint=art.fingerprint, method=method.name,
-                    params=method.params, seed=seed, inputs=inputs)
+                    params=params, seed=seed, inputs=inputs)
     if not fresh and cache.has(key, "arrays"):
         return key, pruner
     lat = cache.load_arrays(art.latents)
@@ -82,7 +83,7 @@ def ensure_scores(cache: ArtifactCache, method: Any, seed: int, art: DatasetArti
     if result.groups is not None:
         arrays["groups"] = np.asarray(result.groups, dtype=np.int64)
     cache.save_arrays(key, **arrays)
-    cache.save_json(key, {"method": method.name, "label": method.label, "params": method.params,
+    cache.save_json(key, {"method": method.name, "label": method.label, "params": params,
                           "seed": seed, "meta": result.meta})
     say("score[%s/%s/seed %d]: scored %d samples", art.name, method.label, seed, len(scores))
     return key, pruner

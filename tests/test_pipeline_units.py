@@ -147,3 +147,26 @@ def test_evaluate_renames_fd_and_labels_generated_samples(tmp_path):
     shares = {k: v for k, v in metrics.items() if k.startswith("cov_share_")}
     assert len(shares) == 3 and max(shares.values()) == 1.0    # every sample labelled class 0
     assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_scores_use_per_dataset_params(tmp_path):
+    """paper.yaml clusters CelebA-HQ with k=24 and ImageNet with k=1000 under one label."""
+    from orchestrator.cache import ArtifactCache
+    from orchestrator.config import MethodConfig
+    from orchestrator.score import DatasetArtifacts, ensure_scores
+
+    cache = ArtifactCache(str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    lat_key, emb_key = cache.key("latents", 1, t="x"), cache.key("embed", 1, t="x")
+    cache.save_arrays(lat_key, latents=np.zeros((60, 4, 2, 2), np.float32),
+                      labels=np.zeros(60, np.int64))
+    cache.save_arrays(emb_key, features=rng.normal(size=(60, 8)).astype(np.float32))
+    method = MethodConfig(name="clustering", label="clustering",
+                          params={"embedder": "pixels", "k": 3},
+                          per_dataset={"big": {"k": 7}})
+    for name, k in (("small", 3), ("big", 7)):
+        art = DatasetArtifacts(name, f"fp-{name}", 1, "vq", lat_key, {"pixels": emb_key}, None)
+        key, pruner = ensure_scores(cache, method, 0, art, fresh=False)
+        assert pruner.params["k"] == k
+        assert cache.load_json(key)["params"]["k"] == k
+        assert len(np.unique(cache.load_arrays(key)["groups"])) == k
