@@ -45,9 +45,28 @@ def init_ray() -> bool:
         os.environ.setdefault(k, v)
     if ray.is_initialized():
         return False
-    # Inside `ray job submit`, ray.init() without arguments joins the job's cluster.
-    ray.init(logging_level=logging.WARNING, log_to_driver=True)
+    # Inside `ray job submit` RAY_ADDRESS is set and ray.init() joins the job's
+    # cluster; beside a live `ray start` head it joins that. A head that died left
+    # its address file behind, and ray.init() then waits on the dead address
+    # forever (seen here): start a local instance instead.
+    address = None if os.environ.get("RAY_ADDRESS") or _live_local_head() else "local"
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     return True
+
+
+def _live_local_head() -> bool:
+    """Whether the `ray start` head named in Ray's address file accepts connections."""
+    import socket
+    import tempfile
+
+    root = os.environ.get("RAY_TMPDIR") or os.path.join(tempfile.gettempdir(), "ray")
+    try:
+        with open(os.path.join(root, "ray_current_cluster")) as f:
+            host, port = f.read().strip().rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 PG_KEY = "pg_id"

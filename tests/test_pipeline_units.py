@@ -170,3 +170,20 @@ def test_scores_use_per_dataset_params(tmp_path):
         assert pruner.params["k"] == k
         assert cache.load_json(key)["params"]["k"] == k
         assert len(np.unique(cache.load_arrays(key)["groups"])) == k
+
+
+def test_stale_ray_address_file_is_not_joined(tmp_path, monkeypatch):
+    """A dead `ray start` head's address file must not make init_ray wait forever."""
+    import socket
+
+    from orchestrator.ray_utils import _live_local_head
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert not _live_local_head()                      # no address file
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+        (tmp_path / "ray_current_cluster").write_text(f"127.0.0.1:{port}")
+        assert _live_local_head()                      # a head that answers is joined
+    assert not _live_local_head()                      # the same address once it died
