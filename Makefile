@@ -57,7 +57,7 @@ test: venv data
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: venv data
-	@set -e; for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f; done
+	@set -e; for f in benchmarks/bench_*.py; do m=$$(basename $$f .py); echo "== benchmarks.$$m"; $(BIN)/python -m benchmarks.$$m; done
 
 clean:
 	rm -rf outputs .pytest_cache
