@@ -49,8 +49,17 @@ def init_ray() -> bool:
     # cluster; beside a live `ray start` head it joins that. A head that died left
     # its address file behind, and ray.init() then waits on the dead address
     # forever (seen here): start a local instance instead.
-    address = None if os.environ.get("RAY_ADDRESS") or _live_local_head() else "local"
-    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+    joining = os.environ.get("RAY_ADDRESS", "local") != "local" or _live_local_head()
+    ray.init(address=None if joining else "local", logging_level=logging.WARNING,
+             log_to_driver=True)
+    if not joining:
+        # Ray Train V2's placement-group cleaner finds "the" cluster through Ray's
+        # address file (or a process scan); a stale file made it crash and remove the
+        # running trials' placement groups (seen here). Name this instance there, as
+        # `ray start` does; the next run replaces it once this one is gone.
+        from ray._private.utils import write_ray_address
+
+        write_ray_address(ray.get_runtime_context().gcs_address)
     return True
 
 
