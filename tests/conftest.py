@@ -69,3 +69,15 @@ def write_config(tmp_path: Path):
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
     return _write
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread (tiny models on a shared 2-core machine)."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+

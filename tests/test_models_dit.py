@@ -10,13 +10,8 @@ from models.dit import sincos_pos_embed_2d
 from models.transport import cfg_velocity_fn, per_sample_flow_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; the shared 2-core machine thrashes on 2."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+# Tiny models run fastest on one thread; the shared 2-core machine thrashes on 2.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SIZES = {"XL": (28, 1152), "L": (24, 1024), "B": (12, 768), "S": (12, 384)}
 

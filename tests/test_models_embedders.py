@@ -17,13 +17,8 @@ SHORT = {"effnet_lite0": "effnet", "clip": "clip", "dinov2": "dinov2", "inceptio
          "pixels": "pixels"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: the shared 2-core test machine thrashes with more."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+# Tiny models run fastest on one thread; the shared 2-core machine thrashes on 2.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(n: int = 2, size: int = 40, seed: int = 0) -> np.ndarray:

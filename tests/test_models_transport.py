@@ -9,13 +9,8 @@ from models import EMA, build_dit, per_sample_flow_loss, sample_ode, training_lo
 from models.transport import interpolate
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; the shared 2-core machine thrashes on 2."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+# Tiny models run fastest on one thread; the shared 2-core machine thrashes on 2.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MU = torch.tensor([1.5, -0.5, 0.25], dtype=torch.float64)
 _A = torch.tensor([[1.0, 0.3, 0.0], [0.0, 0.6, -0.2], [0.4, 0.0, 0.8]], dtype=torch.float64)

@@ -16,13 +16,8 @@ from models.vqvae import EMAQuantizer
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convnets run fastest on one thread on the shared 2-core machine."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+# Tiny models run fastest on one thread; the shared 2-core machine thrashes on 2.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def read_idx_images(path: Path, limit: int) -> np.ndarray:
