@@ -29,7 +29,7 @@ import numpy as np
 def _noop_worker(config: dict) -> None:
     import ray.train
 
-    ray.train.report({"done": 1})
+    ray.train.report({"finished": 1})
 
 
 def _noop_trial(config: dict) -> None:

@@ -100,7 +100,7 @@ def bench_worker(cfg: dict) -> None:
             ray.train.report({"step": step}, checkpoint=ckpt)
 
     out = train_work({**cfg, "threads": cfg["threads"]}, rank, world, save)
-    ray.train.report({"done": 1, "work_s": out["work_s"], "loss": out["loss"]})
+    ray.train.report({"finished": 1, "work_s": out["work_s"], "loss": out["loss"]})
 
 
 def bench_trial(config: dict) -> None:

@@ -247,7 +247,9 @@ def train_trial_worker(spec: dict) -> None:
         dist.barrier()
     from orchestrator.ray_utils import worker_pg_marker
 
-    ray.train.report({"done": 1, **metrics, **worker_pg_marker()})
+    # Not "done": Tune reads that key as "stop this trial" and would kill the trainable
+    # while its Train controller still runs (a zombie that then held the CPUs).
+    ray.train.report({"trial_finished": 1, **metrics, **worker_pg_marker()})
 
 
 def _sample_evaluate_save(cache: ArtifactCache, spec: dict, ema_model: Any, data: dict,
