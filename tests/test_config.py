@@ -231,3 +231,33 @@ def test_registry_not_built_yet_is_skipped_with_a_warning(tmp_path: Path, monkey
         cfg = _load(raw, tmp_path)
     assert cfg.pruning.methods[0].name == "not_written_yet"
     assert "no_such_package_xyz.PRUNERS is not available yet" in caplog.text
+
+
+def test_extends_merges_mappings_and_replaces_lists(tmp_path: Path):
+    base = minimal_config(pruning={"ratios": [0.5], "baseline": True,
+                                   "methods": [{"name": "random"}]})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "child.yaml").write_text(
+        "extends: ../base.yaml\nexperiment: {name: child}\npruning: {ratios: [0.25, 0.75]}\n")
+    cfg = load_config(sub / "child.yaml", base_dir=tmp_path)
+    plain = load_config(tmp_path / "base.yaml", base_dir=tmp_path)
+    assert cfg.experiment.name == "child" and plain.experiment.name == base["experiment"]["name"]
+    assert cfg.experiment.seeds == plain.experiment.seeds         # untouched keys inherited
+    assert cfg.pruning.ratios == (0.25, 0.75)                     # lists replace
+    assert [m.name for m in cfg.pruning.methods] == ["random"]    # sibling keys kept
+    assert cfg.data == plain.data
+
+
+def test_extends_errors(tmp_path: Path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends: cycle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: extends: file not found"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("extends: [1]\n")
+    with pytest.raises(ConfigError, match="extends: expected the path"):
+        load_config(tmp_path / "d.yaml")
