@@ -81,7 +81,8 @@ def report(cache: ArtifactCache, cfg: Config, specs: list[dict], errors: dict[st
     out_dir = os.path.join(tempfile.mkdtemp(prefix="prunediff-report-"))
     table = rep.comparison_table(results, [m.label for m in cfg.pruning.methods])
     paths = rep.write_table(table, out_dir)
-    plots = rep.plot_metric_vs_ratio(table, out_dir) if len(table) else []
+    plots = (rep.plot_methods_vs_ratio(table, out_dir) + rep.plot_metric_vs_ratio(table, out_dir)
+             if len(table) else [])
     reporter = rep.MlflowReporter(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name,
                                   cfg.mlflow.artifact_location, cfg.config_hash(),
                                   f"{cfg.experiment.name}-sweep", reuse_parent=not fresh)

@@ -103,48 +103,93 @@ def write_table(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, st
     return {"csv": str(csv), "markdown": str(md)}
 
 
-def plot_metric_vs_ratio(table: pd.DataFrame, out_dir: str | os.PathLike,
-                         metrics: Sequence[str] | None = None) -> list[str]:
-    """One PNG per pruning method: a panel per metric, mean ± std against ratio.
-
-    Lines per dataset; the dataset's full-data baseline is a dashed line.
-    """
+def _plot_metrics() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
+    return plt
+
+
+def _panels(plt: Any, n: int) -> tuple[Any, Any]:
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
+def _shown_metrics(table: pd.DataFrame, metrics: Sequence[str] | None) -> list[str]:
+    return [m for m in (metrics or table_metrics(table)) if not m.startswith(HIDDEN_IN_MARKDOWN)]
+
+
+def _with_full(table: pd.DataFrame, ds: str, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows of (ds, method) with the full-data baseline prepended as ratio 0."""
+    sub = table[(table["dataset"] == ds) & (table["method"] == method)]
+    base = table[(table["dataset"] == ds) & (table["method"] == FULL)]
+    return (pd.concat([base, sub]) if len(base) else sub), base
+
+
+def _save(plt: Any, fig: Any, axes: Any, title: str, path: Path) -> str:
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_metric_vs_ratio(table: pd.DataFrame, out_dir: str | os.PathLike,
+                         metrics: Sequence[str] | None = None) -> list[str]:
+    """One PNG per pruning method (``ratio_<method>.png``): a panel per metric, mean ± std
+    against ratio; a line per dataset, its full-data baseline dashed (and at ratio 0)."""
+    plt, out = _plot_metrics(), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = [m for m in (metrics or table_metrics(table)) if not m.startswith(HIDDEN_IN_MARKDOWN)]
+    metrics = _shown_metrics(table, metrics)
     paths = []
     for method in [m for m in dict.fromkeys(table["method"]) if m != FULL]:
-        cols = min(4, len(metrics))
-        rows = math.ceil(len(metrics) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+        fig, axes = _panels(plt, len(metrics))
         for ax, metric in zip(axes.flat, metrics):
             for i, ds in enumerate(dict.fromkeys(table["dataset"])):
-                color = f"C{i}"
-                sub = table[(table["dataset"] == ds) & (table["method"] == method)]
-                base = table[(table["dataset"] == ds) & (table["method"] == FULL)]
-                if len(base):  # the full data is ratio 0 of every method
-                    sub = pd.concat([base, sub])
+                sub, base = _with_full(table, ds, method)
                 ax.errorbar(sub["ratio"], sub[f"{metric}_mean"], yerr=sub[f"{metric}_std"].fillna(0),
-                            marker="o", color=color, label=ds, capsize=3)
+                            marker="o", color=f"C{i}", label=ds, capsize=3)
                 if len(base):
-                    ax.axhline(float(base[f"{metric}_mean"].iloc[0]), ls="--", color=color, lw=1,
+                    ax.axhline(float(base[f"{metric}_mean"].iloc[0]), ls="--", color=f"C{i}", lw=1,
                                label=f"{ds} full")
             ax.set_title(metric)
             ax.set_xlabel("pruning ratio")
-        for ax in list(axes.flat)[len(metrics):]:
-            ax.axis("off")
-        axes.flat[0].legend(fontsize=7)
-        fig.suptitle(f"{method}: metric vs pruning ratio")
-        fig.tight_layout()
-        path = out / f"ratio_{method}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        paths.append(str(path))
+        paths.append(_save(plt, fig, axes, f"{method}: metric vs pruning ratio",
+                           out / f"ratio_{method}.png"))
+    return paths
+
+
+def plot_methods_vs_ratio(table: pd.DataFrame, out_dir: str | os.PathLike,
+                          metrics: Sequence[str] | None = None) -> list[str]:
+    """The paper's figure: one PNG per dataset (``methods_<dataset>.png``), a panel per
+    metric, a line per method (mean ± std against ratio), the full data dashed."""
+    plt, out = _plot_metrics(), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = _shown_metrics(table, metrics)
+    methods = [m for m in dict.fromkeys(table["method"]) if m != FULL]
+    paths = []
+    for ds in dict.fromkeys(table["dataset"]):
+        fig, axes = _panels(plt, len(metrics))
+        for ax, metric in zip(axes.flat, metrics):
+            for i, method in enumerate(methods):
+                sub, _ = _with_full(table, ds, method)
+                ax.errorbar(sub["ratio"], sub[f"{metric}_mean"], yerr=sub[f"{metric}_std"].fillna(0),
+                            marker="o", ms=3, color=f"C{i}", label=method, capsize=2, lw=1)
+            base = table[(table["dataset"] == ds) & (table["method"] == FULL)]
+            if len(base):
+                ax.axhline(float(base[f"{metric}_mean"].iloc[0]), ls="--", color="k", lw=1,
+                           label="full data")
+            ax.set_title(metric)
+            ax.set_xlabel("pruning ratio")
+        paths.append(_save(plt, fig, axes, f"{ds}: metric vs pruning ratio, all methods",
+                           out / f"methods_{ds}.png"))
     return paths
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from orchestrator.report import comparison_table, plot_metric_vs_ratio, to_markdown, write_table
+from orchestrator.report import (comparison_table, plot_methods_vs_ratio, plot_metric_vs_ratio,
+                                 to_markdown, write_table)
 from orchestrator.resources import plan_resources
 from orchestrator.train_loop import EpochBatches
 
@@ -40,6 +42,9 @@ def test_table_mean_std_and_order(tmp_path):
     assert paths["markdown"].endswith("results.md")
     plots = plot_metric_vs_ratio(table, tmp_path)
     assert sorted(p.rsplit("/", 1)[1] for p in plots) == ["ratio_clustering.png", "ratio_random.png"]
+    figs = plot_methods_vs_ratio(table, tmp_path)
+    assert [p.rsplit("/", 1)[1] for p in figs] == ["methods_a.png"]
+    assert all(Path(p).stat().st_size > 1000 for p in plots + figs)
 
 
 def _rc(**kw):
