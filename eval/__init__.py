@@ -5,7 +5,7 @@ plus the ``METRICS`` registry keyed by the YAML metric names.
 """
 
 from eval.base import METRICS, MetricInputs
-from eval.coverage import compute_cluster_coverage, nearest_neighbour_labels
+from eval.coverage import balanced_indices, compute_cluster_coverage, nearest_neighbour_labels
 from eval.frechet import MissingWeightsError, compute_fd, compute_fid_from_images, frechet_distance
 from eval.grid import save_sample_grid
 from eval.memorization import compute_memorization
@@ -24,6 +24,7 @@ __all__ = [
     "compute_vendi",
     "frechet_distance",
     "nearest_neighbour_labels",
+    "balanced_indices",
     "save_sample_grid",
     "vendi_score",
 ]

@@ -35,6 +35,22 @@ def nearest_neighbour_labels(ref_feats: np.ndarray, ref_labels: np.ndarray, quer
     return labels[knn_indices(ref, query, 1)[:, 0]]
 
 
+def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of a class-balanced subset: every label >= 0 present in ``labels``
+    (N,) keeps the smallest class's count, drawn without replacement from ``rng``.
+
+    A nearest-neighbour labeller over a skewed reference set would favour its large
+    classes; labelling against this subset removes that prior.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    classes, counts = np.unique(labels[labels >= 0], return_counts=True)
+    if classes.size == 0:
+        raise ValueError("balanced_indices needs at least one label >= 0")
+    per = int(counts.min())
+    picks = [rng.choice(np.flatnonzero(labels == c), size=per, replace=False) for c in classes]
+    return np.sort(np.concatenate(picks))
+
+
 def nearest_centroid_labels(feats: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """(M,) int64 index of the nearest centroid (Euclidean) for each row of feats (M, D)."""
     cents = as_features(centroids, "centroids")

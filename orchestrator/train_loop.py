@@ -198,7 +198,7 @@ def generate(cache: ArtifactCache, spec: dict, ema_model: Any, latent_shape: tup
 def evaluate(cache: ArtifactCache, spec: dict, images: np.ndarray, data: dict[str, np.ndarray],
              device: str) -> dict[str, float]:
     """Configured metrics of generated images against the full data's features."""
-    from eval import METRICS, MetricInputs, nearest_neighbour_labels
+    from eval import METRICS, MetricInputs, balanced_indices, nearest_neighbour_labels
     from models import build_embedder
 
     ec, seed = spec["eval"], spec["trial"]["seed"]
@@ -213,9 +213,13 @@ def evaluate(cache: ArtifactCache, spec: dict, images: np.ndarray, data: dict[st
     if "cluster_coverage" in ec["metrics"]:
         if (real_labels < 0).any():
             raise ValueError("metric 'cluster_coverage' needs a labelled dataset")
+        # label each sample by its nearest neighbour in a class-balanced labelled set, so a
+        # skewed dataset's large classes get no head start
+        bal = balanced_indices(data["labels"], np.random.default_rng(seed))
         inputs = MetricInputs(real=real, fake=fake, train=inputs.train, reference_labels=real_labels,
                               num_classes=spec["num_classes"],
-                              fake_labels=nearest_neighbour_labels(real, real_labels, fake))
+                              fake_labels=nearest_neighbour_labels(feats[bal], data["labels"][bal],
+                                                                   fake))
     metrics: dict[str, float] = {}
     for name in ec["metrics"]:
         for key, value in METRICS[name](inputs).items():

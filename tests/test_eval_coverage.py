@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from eval import METRICS, MetricInputs
-from eval.coverage import compute_cluster_coverage, nearest_neighbour_labels
+from eval.coverage import balanced_indices, compute_cluster_coverage, nearest_neighbour_labels
 
 EXPECTED_KEYS = {
     "fd": {"fd"},
@@ -90,3 +90,27 @@ def test_registry_names_missing_inputs(name, missing, inputs):
     bare = MetricInputs(real=inputs.real, fake=inputs.fake)
     with pytest.raises(ValueError, match=missing):
         METRICS[name](bare)
+
+
+def test_balanced_indices_keep_the_smallest_class_count():
+    labels = np.array([0] * 50 + [1] * 7 + [2] * 12 + [-1] * 5)
+    idx = balanced_indices(labels, np.random.default_rng(0))
+    assert np.all(np.diff(idx) > 0)                                  # sorted, no repeats
+    assert np.bincount(labels[idx], minlength=3).tolist() == [7, 7, 7]   # -1 never drawn
+    again = balanced_indices(labels, np.random.default_rng(0))
+    assert np.array_equal(idx, again)
+    with pytest.raises(ValueError, match="label >= 0"):
+        balanced_indices(np.full(4, -1), np.random.default_rng(0))
+
+
+def test_balanced_reference_removes_the_majority_prior():
+    # class 0 is ten times larger; queries sit on the midline between the two classes: a
+    # skewed reference labels few of them 1, the balanced one a far larger share
+    rng = np.random.default_rng(1)
+    ref = np.concatenate([rng.normal(0, 1, (2000, 2)), rng.normal((3, 0), 1, (200, 2))])
+    labels = np.array([0] * 2000 + [1] * 200)
+    query = np.stack([np.full(1000, 1.5), rng.normal(0, 1, 1000)], 1)
+    skewed = nearest_neighbour_labels(ref, labels, query).mean()
+    bal = balanced_indices(labels, np.random.default_rng(1))
+    balanced = nearest_neighbour_labels(ref[bal], labels[bal], query).mean()
+    assert skewed < 0.25 and 0.3 < balanced < 0.7 and balanced > 2 * skewed
