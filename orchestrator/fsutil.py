@@ -53,3 +53,14 @@ def filesystem(uri: str) -> tuple[Any, str]:
 def join(root: str, *parts: str) -> str:
     """Join path parts with '/', for local paths and URIs alike."""
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+def remove_dir(uri: str) -> bool:
+    """Delete a folder and everything in it, locally or in a bucket; False if it was absent."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return False
+    fs.delete_dir(path)
+    return True

@@ -129,14 +129,10 @@ def _release_callback() -> Any:
 
 def clear_trial_runs(cfg: Any, specs: list[dict]) -> None:
     """Delete the trials' Ray Train run folders (checkpoints) for ``--fresh``."""
-    from orchestrator import fsutil
-
-    import pyarrow.fs as pafs
+    from orchestrator.fsutil import remove_dir
 
     for spec in specs:
-        fs, path = fsutil.filesystem(join(cfg.storage.ray_storage, TRIALS_DIR, spec["run_name"]))
-        if fs.get_file_info(path).type != pafs.FileType.NotFound:
-            fs.delete_dir(path)
+        remove_dir(join(cfg.storage.ray_storage, TRIALS_DIR, spec["run_name"]))
 
 
 def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[dict], plan: ResourcePlan,
