@@ -1,4 +1,5 @@
-"""smoke.yaml end to end in-process: table, MLflow runs and artifacts, cache reuse."""
+"""smoke.yaml end to end in-process: table, MLflow runs and artifacts, cache reuse,
+and no CPUs left reserved in Ray after the run (placement groups, Train controllers)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,31 @@ def _mlflow_runs(tracking_uri: str, experiment: str):
     return client, runs
 
 
+def _leaked_cpus(wait_s: float = 60.0) -> str:
+    """'' once every CPU of the cluster is free again (placement groups of the VQ-VAE,
+    proxy and trial runs removed, no Train controller left holding workers), else what
+    still holds CPUs after ``wait_s`` (Ray removes finished runs' groups asynchronously)."""
+    import time
+
+    import ray
+    from ray.util import placement_group_table
+
+    deadline = time.time() + wait_s
+    while True:
+        total = ray.cluster_resources().get("CPU", 0.0)
+        free = ray.available_resources().get("CPU", 0.0)
+        if total > 0 and abs(free - total) < 1e-6:
+            return ""
+        if time.time() > deadline:
+            groups = {pid: (pg.get("name"), pg["state"], pg.get("bundles"))
+                      for pid, pg in placement_group_table().items() if pg["state"] != "REMOVED"}
+            actors = [a["ActorClassName"] for a in ray._private.state.actors().values()
+                      if a["State"] == "ALIVE"]
+            return (f"{free} of {total} CPUs available; placement groups {groups}; "
+                    f"live actors {actors}")
+        time.sleep(1.0)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 @needs_fmnist
@@ -29,15 +55,20 @@ def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeyp
     monkeypatch.setenv("RAY_ADDRESS", "local")   # our own Ray, not another session's head
     from orchestrator.config import load_config
     from orchestrator.pipeline import run_pipeline
+    from orchestrator.ray_utils import init_ray
 
     cache = shared_cache(tmp_path_factory)
     cfg = load_config(SMOKE, smoke_overrides(tmp_path / "out", cache))
+    # Ray started here (as run_pipeline would) stays up after the run: check for leaks.
+    init_ray()
     try:
         rc = run_pipeline(cfg, fresh=False)
+        leaked = _leaked_cpus()
     finally:
         ray.shutdown()
     out = capsys.readouterr().out
     assert rc == 0, out[-3000:]
+    assert not leaked, f"after the run: {leaked}"
     assert_complete_table(out)
     assert f"mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri} --host 127.0.0.1" in out
     report = tmp_path / "out" / "report"
