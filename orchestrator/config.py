@@ -290,40 +290,8 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (),
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {path}")
-    raw = _read_yaml(p, ())
+    raw = _schema.read_yaml(p, ConfigError)
     return config_from_dict(raw, overrides, base_dir=base_dir, check=check)
-
-
-def _read_yaml(p: Path, chain: tuple[Path, ...]) -> Any:
-    """Parse ``p``; a top-level ``extends: base.yaml`` (relative to ``p``) is loaded first
-    and ``p`` merged over it: mappings merge key by key, lists and scalars replace."""
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" (line {where.line + 1})" if where is not None else ""
-        raise ConfigError(f"{p}: invalid YAML{at}: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict) or "extends" not in raw:
-        return raw
-    base = raw.pop("extends")
-    if not isinstance(base, str) or not base:
-        raise ConfigError(f"{p}: extends: expected the path of a YAML file, got {base!r}")
-    base_path = (p.parent / base).resolve()
-    if base_path in chain or base_path == p.resolve():
-        raise ConfigError(f"{p}: extends: cycle through {base_path}")
-    if not base_path.is_file():
-        raise ConfigError(f"{p}: extends: file not found: {base_path}")
-    return _merge(_read_yaml(base_path, chain + (p.resolve(),)), raw)
-
-
-def _merge(base: Any, over: Any) -> Any:
-    """``over`` merged onto ``base``: dicts recursively, anything else replaced."""
-    if isinstance(base, dict) and isinstance(over, dict):
-        out = dict(base)
-        for key, value in over.items():
-            out[key] = _merge(base[key], value) if key in base else value
-        return out
-    return over
 
 
 def config_from_dict(raw: Any, overrides: Iterable[str] = (),

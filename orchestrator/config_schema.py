@@ -13,6 +13,7 @@ import dataclasses
 import re
 import types
 import typing
+from pathlib import Path
 from typing import Any, Union
 
 import yaml
@@ -294,3 +295,35 @@ def apply_override(raw: dict, override: str, err: type[Exception]) -> None:
             if isinstance(step, str) and node.get(step) is None:
                 node[step] = [] if isinstance(steps[i + 1], int) else {}
             node = node[step]
+
+
+def read_yaml(p: Path, err: type[Exception], chain: tuple[Path, ...] = ()) -> Any:
+    """Parse ``p``; a top-level ``extends: base.yaml`` (relative to ``p``) is loaded first
+    and ``p`` merged over it: mappings merge key by key, lists and scalars replace."""
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise err(f"{p}: invalid YAML{at}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict) or "extends" not in raw:
+        return raw
+    base = raw.pop("extends")
+    if not isinstance(base, str) or not base:
+        raise err(f"{p}: extends: expected the path of a YAML file, got {base!r}")
+    base_path = (p.parent / base).resolve()
+    if base_path in chain or base_path == p.resolve():
+        raise err(f"{p}: extends: cycle through {base_path}")
+    if not base_path.is_file():
+        raise err(f"{p}: extends: file not found: {base_path}")
+    return _merge(read_yaml(base_path, err, chain + (p.resolve(),)), raw)
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """``over`` merged onto ``base``: dicts recursively, anything else replaced."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = _merge(base[key], value) if key in base else value
+        return out
+    return over
