@@ -60,8 +60,8 @@ def claim_a(t: pd.DataFrame, metric: str) -> tuple[str, bool]:
 
 
 def claim_b(t: pd.DataFrame, metric: str) -> tuple[str, bool]:
-    lines = [f"| ratio | best clustering | best other | t (clust - other) | t (clust - random) | "
-             f"verdict |", "|---|---|---|---|---|---|"]
+    lines = ["| ratio | best clustering | best other | t (clust - other) | t (clust - random) | "
+             "verdict |", "|---|---|---|---|---|---|"]
     wins = []
     for ratio in sorted(r for r in t["ratio"].unique() if r >= HIGH):
         at = t[t["ratio"] == ratio]

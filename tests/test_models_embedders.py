@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from models import EMBEDDERS, MissingWeightsError, build_embedder
-from models.embedders import FIDInceptionFeatures
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 DIMS = {"effnet_lite0": 1280, "clip": 512, "dinov2": 384, "inception": 2048, "pixels": 3072}
