@@ -50,16 +50,21 @@ def init_ray() -> bool:
     # its address file behind, and ray.init() then waits on the dead address
     # forever (seen here): start a local instance instead.
     joining = os.environ.get("RAY_ADDRESS", "local") != "local" or _live_local_head()
+    if not joining and "RAY_TMPDIR" not in os.environ:
+        # Ray Train V2's placement-group cleaner finds "the" cluster through Ray's
+        # address file under the temp dir (or a process scan); a stale file, or another
+        # sweep's instance on the same machine, made it act on the wrong cluster (seen
+        # here). A private temp dir, inherited by this instance's processes alone,
+        # gives the instance an address file no other run reads or writes.
+        import tempfile
+
+        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="pdray-", dir="/tmp")
     ray.init(address=None if joining else "local", logging_level=logging.WARNING,
              log_to_driver=True)
     if not joining:
-        # Ray Train V2's placement-group cleaner finds "the" cluster through Ray's
-        # address file (or a process scan); a stale file made it crash and remove the
-        # running trials' placement groups (seen here). Name this instance there, as
-        # `ray start` does; the next run replaces it once this one is gone.
         from ray._private.utils import write_ray_address
 
-        write_ray_address(ray.get_runtime_context().gcs_address)
+        write_ray_address(ray.get_runtime_context().gcs_address)   # as `ray start` does
     return True
 
 
@@ -68,7 +73,7 @@ def _live_local_head() -> bool:
     import socket
     import tempfile
 
-    root = os.environ.get("RAY_TMPDIR") or os.path.join(tempfile.gettempdir(), "ray")
+    root = os.path.join(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir(), "ray")
     try:
         with open(os.path.join(root, "ray_current_cluster")) as f:
             host, port = f.read().strip().rsplit(":", 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -189,6 +190,29 @@ def test_stale_ray_address_file_is_not_joined(tmp_path, monkeypatch):
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
         port = srv.getsockname()[1]
-        (tmp_path / "ray_current_cluster").write_text(f"127.0.0.1:{port}")
+        (tmp_path / "ray").mkdir()
+        (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}")
         assert _live_local_head()                      # a head that answers is joined
     assert not _live_local_head()                      # the same address once it died
+
+
+@pytest.mark.timeout(300)
+def test_a_local_instance_gets_a_private_address_file(monkeypatch):
+    """Another run's Ray on the machine must never see (or be seen by) this instance."""
+    import ray
+
+    from orchestrator.ray_utils import init_ray
+
+    shared = Path("/tmp/ray/ray_current_cluster")
+    before = shared.read_text() if shared.exists() else None
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    assert init_ray() is True
+    try:
+        private = Path(os.environ["RAY_TMPDIR"])
+        assert private.name.startswith("pdray-")
+        address = ray.get_runtime_context().gcs_address
+        assert (private / "ray" / "ray_current_cluster").read_text().strip() == address
+        assert (shared.read_text() if shared.exists() else None) == before
+    finally:
+        ray.shutdown()
