@@ -7,8 +7,8 @@ process and without Ray, calling what the stage's Ray code calls:
   batch) + latent scale + encoding every image (``VQVAE.encode``);
 * embed: every embedder the config needs (``orchestrator.embed.needed_embedders``)
   over all images, in ``embed.batch_size`` batches;
-* proxy: the proxy DiT's training loop as ``orchestrator.proxy.proxy_worker`` runs
-  it (world 1) with its statistics from ``orchestrator.proxy._measure``;
+* proxy: ``orchestrator.proxy.train_proxy`` (the proxy stage's own loop and
+  statistics, world 1, no checkpoints);
 * score: ``orchestrator.score.build_subsets`` (every method scored, every ratio
   selected; no Ray in it);
 * trial: one sweep trial: the DiT loop of ``orchestrator.train_loop.train_dit`` (no
@@ -104,41 +104,18 @@ def stage_proxy(overrides: list[str], root: str) -> str:
     import torch
     from dataclasses import asdict
 
-    from models import build_dit
-    from models.transport import training_loss
-    from orchestrator.proxy import _measure, checkpoint_steps, needed_stats
-    from orchestrator.train_loop import EpochBatches
+    from orchestrator.proxy import needed_stats, train_proxy
 
     torch.set_num_threads(2)
     cfg, ds, cache, arts = _setup(overrides, root)
     pc, stats = asdict(cfg.proxy), needed_stats(cfg)
-    arr = cache.load_arrays(arts.latents)
-    x = torch.from_numpy(arr["latents"].astype(np.float32))
-    y = torch.from_numpy(arr["labels"].astype(np.int64)) if ds.conditional else None
-    ids = torch.from_numpy(arr["ids"].astype(np.int64))
-    mcfg = {**pc, "seed": ds.seed, "n": x.shape[0]}
-    torch.manual_seed(ds.seed)
-    model = build_dit(pc["model"], input_size=x.shape[2], in_channels=x.shape[1],
-                      num_classes=10 if ds.conditional else 0)
-    model.label_generator = torch.Generator().manual_seed(ds.seed + 7_919)
-    gen = torch.Generator().manual_seed(ds.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=pc["lr"])
-    log_at = set(checkpoint_steps(pc["steps"], pc["log_points"]))
-    grad_at = set(checkpoint_steps(pc["steps"], pc["grad_checkpoints"]))
-    batches = EpochBatches(x.shape[0], pc["batch_size"], ds.seed)
-    rec: dict[str, list[np.ndarray]] = {k: [] for k in stats}
-    for step in range(pc["steps"]):
-        idx = torch.from_numpy(batches.indices(step))
-        loss = training_loss(model, x[idx], None if y is None else y[idx], generator=gen).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        for which, at in (("log", log_at), ("grad", grad_at)):
-            if step + 1 in at:
-                for k, v in _measure(mcfg, model, x, y, ids, stats, which, 1).items():
-                    rec[k].append(np.asarray(v, dtype=np.float64))
-    cache.save_arrays(arts.proxy, **{k: np.stack(v, axis=1) for k, v in rec.items()})
-    return f"{pc['steps']} proxy steps on {x.shape[0]} latents, stats {', '.join(stats)}"
+    data = cache.load_arrays(arts.latents)
+    wcfg = {**pc, "stats": list(stats), "n": int(data["ids"].shape[0]), "seed": ds.seed,
+            "conditional": ds.conditional, "num_classes": 10}
+    rec, _ = train_proxy(wcfg, data, 0, 1, torch.device("cpu"), lambda m: m, None,
+                         lambda *_: None)   # the pipeline's loop, without Ray or checkpoints
+    cache.save_arrays(arts.proxy, **rec)
+    return f"{pc['steps']} proxy steps on {wcfg['n']} latents, stats {', '.join(stats)}"
 
 
 def stage_score(overrides: list[str], root: str) -> str:
