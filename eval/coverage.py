@@ -36,11 +36,17 @@ def nearest_neighbour_labels(ref_feats: np.ndarray, ref_labels: np.ndarray, quer
 
 
 def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Sorted indices of a class-balanced subset: every label >= 0 present in ``labels``
-    (N,) keeps the smallest class's count, drawn without replacement from ``rng``.
+    """Indices of a class-balanced subset of a labelled set.
 
     A nearest-neighbour labeller over a skewed reference set would favour its large
     classes; labelling against this subset removes that prior.
+
+    Args:
+        labels: (N,) integer labels; -1 (unlabelled) is never drawn.
+        rng: draws, without replacement, the smallest class's count from every class.
+
+    Returns:
+        (C * min count,) int64 indices into ``labels``, sorted.
     """
     labels = np.asarray(labels).astype(np.int64)
     classes, counts = np.unique(labels[labels >= 0], return_counts=True)

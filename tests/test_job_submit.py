@@ -38,7 +38,8 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _wait_dashboard(url: str, head: subprocess.Popen, timeout: float = 180) -> None:
+def _wait_dashboard(url: str, head: subprocess.Popen, timeout: float = 420) -> None:
+    # 180 s was too short once on a 2-core machine at load 20 (three Ray runs beside it)
     deadline = time.time() + timeout
     while time.time() < deadline:
         if head.poll() is not None:
