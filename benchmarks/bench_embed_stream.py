@@ -1,9 +1,9 @@
 """Benchmark: the embed stage's Ray Data actor pool vs a plain in-process torch loop.
 
 Same model (``models.build_embedder("effnet_lite0")``), same images (Fashion-MNIST
-at 32x32 through ``orchestrator.sources``), same batch size and torch threads. The
-Ray side is the pipeline's own path: ``orchestrator.sources.load_dataset`` ->
-``orchestrator.ray_utils.map_actor_pool(..., orchestrator.embed.EmbedActor, ...)`` with
+at 32x32 through ``orchestrator.data.sources``), same batch size and torch threads. The
+Ray side is the pipeline's own path: ``orchestrator.data.sources.load_dataset`` ->
+``orchestrator.runtime.cluster.map_actor_pool(..., orchestrator.stages.embed.EmbedActor, ...)`` with
 the resource plan of ``experiments/quickstart.yaml`` -> ``collect_by_id``.
 
 Reported (images/s, and the ratio Ray / plain loop; target >= 0.9x):
@@ -45,7 +45,7 @@ def plain_loop(ds_cfg: Any, batch_size: int, threads: int) -> dict[str, float]:
     import torch
 
     from models import build_embedder
-    from orchestrator.sources import load_arrays
+    from orchestrator.data.sources import load_arrays
 
     torch.set_num_threads(threads)
     images = load_arrays(ds_cfg).images
@@ -60,8 +60,8 @@ def plain_loop(ds_cfg: Any, batch_size: int, threads: int) -> dict[str, float]:
 
 def _ray_pass(ds: Any, plan: Any, batch_size: int, n: int) -> float:
     """Seconds of one pipeline embed pass (map_actor_pool + collect_by_id)."""
-    from orchestrator.embed import EmbedActor
-    from orchestrator.ray_utils import collect_by_id, map_actor_pool
+    from orchestrator.stages.embed import EmbedActor
+    from orchestrator.runtime.cluster import collect_by_id, map_actor_pool
 
     t0 = time.perf_counter()
     out = map_actor_pool(ds.select_columns(["id", "image"]), EmbedActor,
@@ -76,8 +76,8 @@ def _ray_pass(ds: Any, plan: Any, batch_size: int, n: int) -> float:
 
 def ray_stream(cfg: Any, ds_cfg: Any, batch_size: int, tiny: int) -> dict[str, Any]:
     """Cold pass (with Ray start), tiny pass and warm pass of the pipeline's embed path."""
-    from orchestrator.resources import current_plan, describe
-    from orchestrator.sources import load_dataset
+    from orchestrator.runtime.resources import current_plan, describe
+    from orchestrator.data.sources import load_dataset
 
     t0 = time.perf_counter()
     with private_ray(scratch_dir("embed_ray")) as ray:
@@ -105,7 +105,7 @@ def main() -> None:
     args = p.parse_args()
     header("bench_embed_stream", vars(args))
     cfg, ds_cfg = _dataset_cfg(args.config, args.images)
-    from orchestrator.resources import plan_resources
+    from orchestrator.runtime.resources import plan_resources
 
     import os
 

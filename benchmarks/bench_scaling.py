@@ -48,7 +48,7 @@ def measure(step: str, n: int, d: int, k: int, repeats: int) -> dict[str, float]
 
         from models import build_embedder
         from orchestrator.config import load_config
-        from orchestrator.sources import load_arrays
+        from orchestrator.data.sources import load_arrays
 
         ds = load_config("experiments/quickstart.yaml", base_dir=REPO).data.datasets[0]
         images = load_arrays(dataclasses.replace(ds, limit=n)).images

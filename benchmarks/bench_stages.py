@@ -5,13 +5,13 @@ process and without Ray, calling what the stage's Ray code calls:
 
 * encode: VQ-VAE training (``models.vqvae.vqvae_train_step``, the config's steps and
   batch) + latent scale + encoding every image (``VQVAE.encode``);
-* embed: every embedder the config needs (``orchestrator.embed.needed_embedders``)
+* embed: every embedder the config needs (``orchestrator.stages.embed.needed_embedders``)
   over all images, in ``embed.batch_size`` batches;
-* proxy: ``orchestrator.proxy.train_proxy`` (the proxy stage's own loop and
+* proxy: ``orchestrator.stages.proxy.train_proxy`` (the proxy stage's own loop and
   statistics, world 1, no checkpoints);
-* score: ``orchestrator.score.build_subsets`` (every method scored, every ratio
+* score: ``orchestrator.stages.score.build_subsets`` (every method scored, every ratio
   selected; no Ray in it);
-* trial: one sweep trial: the DiT loop of ``orchestrator.train_loop.train_dit`` (no
+* trial: one sweep trial: the DiT loop of ``orchestrator.training.trial.train_dit`` (no
   Ray Train, no checkpoints), then ``train_loop.generate`` and ``train_loop.evaluate``.
 
 Stages hand their outputs on through an ``ArtifactCache`` in a private /tmp dir.
@@ -37,10 +37,10 @@ STAGES = ("encode", "embed", "proxy", "score", "trial")
 
 def _setup(overrides: list[str], root: str) -> tuple[Any, Any, Any, Any]:
     """(config, dataset entry, cache, DatasetArtifacts keys) shared by the stages."""
-    from orchestrator.cache import ArtifactCache
+    from orchestrator.storage.cache import ArtifactCache
     from orchestrator.config import load_config
-    from orchestrator.embed import needed_embedders
-    from orchestrator.score import DatasetArtifacts
+    from orchestrator.stages.embed import needed_embedders
+    from orchestrator.stages.score import DatasetArtifacts
 
     cfg = load_config("experiments/quickstart.yaml", [*overrides, f"experiment.output_dir={root}/out"],
                       base_dir=REPO)
@@ -58,8 +58,8 @@ def stage_encode(overrides: list[str], root: str) -> str:
     import torch
 
     from models.vqvae import build_vqvae, fit_latent_scale, save_vqvae, vqvae_train_step
-    from orchestrator.encode import _to_model_input
-    from orchestrator.sources import load_arrays
+    from orchestrator.stages.encode import _to_model_input
+    from orchestrator.data.sources import load_arrays
 
     torch.set_num_threads(2)
     cfg, ds, cache, arts = _setup(overrides, root)
@@ -88,7 +88,7 @@ def stage_embed(overrides: list[str], root: str) -> str:
     import torch
 
     from models import build_embedder
-    from orchestrator.sources import load_arrays
+    from orchestrator.data.sources import load_arrays
 
     torch.set_num_threads(2)
     cfg, ds, cache, arts = _setup(overrides, root)
@@ -104,7 +104,7 @@ def stage_proxy(overrides: list[str], root: str) -> str:
     import torch
     from dataclasses import asdict
 
-    from orchestrator.proxy import needed_stats, train_proxy
+    from orchestrator.stages.proxy import needed_stats, train_proxy
 
     torch.set_num_threads(2)
     cfg, ds, cache, arts = _setup(overrides, root)
@@ -119,7 +119,7 @@ def stage_proxy(overrides: list[str], root: str) -> str:
 
 
 def stage_score(overrides: list[str], root: str) -> str:
-    from orchestrator.score import build_subsets
+    from orchestrator.stages.score import build_subsets
 
     cfg, _, cache, arts = _setup(overrides, root)
     subsets = build_subsets(cache, cfg, {arts.name: arts}, fresh=True)
@@ -132,10 +132,10 @@ def stage_trial(overrides: list[str], root: str) -> str:
 
     from models import build_dit
     from models.transport import EMA, training_loss
-    from orchestrator.resources import plan_resources
-    from orchestrator.score import build_subsets
-    from orchestrator.sweep import build_specs
-    from orchestrator.train_loop import EpochBatches, _load_inputs, evaluate, generate
+    from orchestrator.runtime.resources import plan_resources
+    from orchestrator.stages.score import build_subsets
+    from orchestrator.stages.sweep import build_specs
+    from orchestrator.training.trial import EpochBatches, _load_inputs, evaluate, generate
 
     cfg, _, cache, arts = _setup(overrides, root)
     threads = plan_resources(cfg.resources, {"CPU": float(os.cpu_count() or 1)}).torch_threads

@@ -2,15 +2,15 @@
 
 The same DiT training work (``models.build_dit`` preset, flow-matching
 ``training_loss`` on seeded random latents shaped like the quickstart's, AdamW, EMA,
-``orchestrator.train_loop.EpochBatches`` batches, a state save every
+``orchestrator.training.trial.EpochBatches`` batches, a state save every
 ``--checkpoint-every`` steps) runs
 
 (a) as a plain loop in this process (state saved with ``torch.save``);
 (b) in the orchestrator's trial path: a Tune function trainable
     (``tune.with_resources(trial, {"CPU": plan.trial_cpus})``) that calls
-    ``orchestrator.ray_utils.fit_torch`` (Ray Train V2 ``TorchTrainer``, gloo,
+    ``orchestrator.runtime.train.fit_torch`` (Ray Train V2 ``TorchTrainer``, gloo,
     ``TuneReportCallback``, health check 0.2 s), checkpoints via ``ray.train.report``,
-    then the result is logged with ``orchestrator.report.MlflowReporter.log_trial``
+    then the result is logged with ``orchestrator.stages.report.MlflowReporter.log_trial``
     (sqlite store in a private /tmp dir);
 (c) as (b) with 2 DDP workers (the plan for ``resources.num_workers: 2``).
 
@@ -43,7 +43,7 @@ def train_work(cfg: dict, rank: int = 0, world: int = 1,
 
     from models import build_dit
     from models.transport import EMA, training_loss
-    from orchestrator.train_loop import EpochBatches
+    from orchestrator.training.trial import EpochBatches
 
     torch.set_num_threads(int(cfg["threads"]))
     rng = np.random.default_rng(cfg["seed"])
@@ -104,11 +104,11 @@ def bench_worker(cfg: dict) -> None:
 
 
 def bench_trial(config: dict) -> None:
-    """Tune function trainable, as ``orchestrator.sweep.run_trial`` (returns nothing)."""
+    """Tune function trainable, as ``orchestrator.stages.sweep.run_trial`` (returns nothing)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.ray_utils import fit_torch
-    from orchestrator.resources import ResourcePlan
+    from orchestrator.runtime.train import fit_torch
+    from orchestrator.runtime.resources import ResourcePlan
 
     plan = ResourcePlan(**config["plan"])
     fit_torch(bench_worker, config["work"], plan, config["name"], config["storage"], 0,
@@ -156,7 +156,7 @@ def main() -> None:
     args = p.parse_args()
     header("bench_trial_overhead", vars(args))
     from orchestrator.config import load_config
-    from orchestrator.resources import current_plan, describe, plan_resources
+    from orchestrator.runtime.resources import current_plan, describe, plan_resources
 
     cfg = load_config("experiments/quickstart.yaml", base_dir=REPO)
     plan1 = plan_resources(cfg.resources, {"CPU": float(os.cpu_count() or 1)})
@@ -172,7 +172,7 @@ def main() -> None:
     plain = train_work(work, save=_plain_save(tmp))
     plain["wall_s"] = time.perf_counter() - t0
     print(f"(a) plain loop: wall {plain['wall_s']:.1f}s (loop {plain['work_s']:.1f}s)", flush=True)
-    from orchestrator.report import MlflowReporter
+    from orchestrator.stages.report import MlflowReporter
 
     t0 = time.perf_counter()
     reporter = MlflowReporter(f"sqlite:///{tmp}/mlflow.db", "bench", f"{tmp}/mlartifacts", "bench",

@@ -24,7 +24,7 @@ from eval.prdc import compute_prdc
 from models import build_embedder, build_vqvae
 from models.vqvae import fit_latent_scale, psnr, vqvae_train_step
 from orchestrator.config import DatasetConfig
-from orchestrator.sources import load_arrays
+from orchestrator.data.sources import load_arrays
 
 
 def to_input(images: np.ndarray) -> torch.Tensor:

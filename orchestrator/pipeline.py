@@ -16,22 +16,20 @@ import tempfile
 import time
 from typing import Any
 
-from orchestrator.cache import ArtifactCache
 from orchestrator.config import Config, dump_yaml
+from orchestrator.progress import say as _say
+from orchestrator.storage.cache import ArtifactCache
 
 log = logging.getLogger(__name__)
 
 
-from orchestrator.ray_utils import say as _say
-
-
 def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) -> dict:
     """Run encode, embed and proxy for every dataset; returns DatasetArtifacts by name."""
-    from orchestrator.embed import ensure_embeddings
-    from orchestrator.encode import ensure_latents, ensure_vqvae
-    from orchestrator.proxy import ensure_proxy_stats
-    from orchestrator.score import DatasetArtifacts
-    from orchestrator.sources import load_dataset
+    from orchestrator.stages.embed import ensure_embeddings
+    from orchestrator.stages.encode import ensure_latents, ensure_vqvae
+    from orchestrator.stages.proxy import ensure_proxy_stats
+    from orchestrator.stages.score import DatasetArtifacts
+    from orchestrator.data.sources import load_dataset
 
     arts = {}
     for ds in cfg.data.datasets:
@@ -61,8 +59,8 @@ def check_embedders(cfg: Config) -> None:
     """Build every needed embedder once on the driver: a missing weight file is a
     one-line config error now, not a failure in each Ray actor and trial later."""
     from models import MissingWeightsError, build_embedder
-    from orchestrator.config import ConfigError
-    from orchestrator.embed import needed_embedders
+    from orchestrator.errors import ConfigError
+    from orchestrator.stages.embed import needed_embedders
 
     for name in needed_embedders(cfg):
         try:
@@ -74,8 +72,8 @@ def check_embedders(cfg: Config) -> None:
 def report(cache: ArtifactCache, cfg: Config, specs: list[dict], errors: dict[str, str],
            fresh: bool = False) -> str:
     """Table (CSV + Markdown, printed), plots and MLflow logging; returns the Markdown."""
-    from orchestrator import report as rep
-    from orchestrator.sweep import fetch_files, load_results
+    from orchestrator.stages import report as rep
+    from orchestrator.stages.sweep import fetch_files, load_results
 
     results = load_results(cache, specs)
     out_dir = os.path.join(tempfile.mkdtemp(prefix="prunediff-report-"))
@@ -112,7 +110,7 @@ def report(cache: ArtifactCache, cfg: Config, specs: list[dict], errors: dict[st
 
 def _copy_outputs(cfg: Config, files: list[str]) -> None:
     """Table and plots also land in <output_dir>/report/ (local dir or bucket)."""
-    from orchestrator import fsutil
+    from orchestrator.storage import fsutil
 
     fs, base = fsutil.filesystem(fsutil.join(cfg.experiment.output_dir, "report"))
     fs.create_dir(base, recursive=True)
@@ -123,10 +121,10 @@ def _copy_outputs(cfg: Config, files: list[str]) -> None:
 
 def run_pipeline(cfg: Config, fresh: bool = False) -> int:
     """Run every stage; returns 0 when every trial finished, 1 otherwise."""
-    from orchestrator.ray_utils import init_ray
-    from orchestrator.resources import current_plan, describe
-    from orchestrator.score import build_subsets
-    from orchestrator.sweep import build_specs, run_sweep
+    from orchestrator.runtime.cluster import init_ray
+    from orchestrator.runtime.resources import current_plan, describe
+    from orchestrator.stages.score import build_subsets
+    from orchestrator.stages.sweep import build_specs, run_sweep
 
     t_start = time.time()
     check_embedders(cfg)
@@ -157,11 +155,11 @@ def run_pipeline(cfg: Config, fresh: bool = False) -> int:
         by_key = {s["key"]: s["trial"]["name"] for s in specs}
         for key, err in errors.items():
             print(f"error: trial {by_key.get(key, key)} failed: {err}", file=sys.stderr)
-    from orchestrator.report import mlflow_ui_command
+    from orchestrator.stages.report import mlflow_ui_command
 
     print(f"report: {cfg.experiment.output_dir}/report/results.md (.csv, ratio_*.png)")
     print(f"MLflow: {mlflow_ui_command(cfg.mlflow.tracking_uri)}")
-    from orchestrator.sweep import is_done
+    from orchestrator.stages.sweep import is_done
 
     n_done = sum(is_done(cache, s) for s in specs)
     _say(f"total {time.time() - t_start:.0f}s; {n_done}/{len(specs)} trials done")

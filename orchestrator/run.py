@@ -17,7 +17,8 @@ import logging
 import sys
 from typing import Sequence
 
-from orchestrator.config import Config, ConfigError, dump_yaml, load_config
+from orchestrator.config import Config, dump_yaml, load_config
+from orchestrator.errors import ConfigError
 
 STAGES = ("encode", "embed", "proxy", "score", "sweep", "report")
 
@@ -51,9 +52,10 @@ def format_grid(cfg: Config) -> str:
 
 
 def missing_stages() -> list[str]:
-    """Pipeline stage modules (orchestrator.<stage>) that do not exist yet."""
-    return [s for s in ("pipeline",) + STAGES
-            if importlib.util.find_spec(f"orchestrator.{s}") is None]
+    """Pipeline modules (orchestrator.pipeline, orchestrator.stages.<stage>) that do not exist."""
+    modules = {"pipeline": "orchestrator.pipeline",
+               **{s: f"orchestrator.stages.{s}" for s in STAGES}}
+    return [s for s, mod in modules.items() if importlib.util.find_spec(mod) is None]
 
 
 def _error(message: str) -> int:

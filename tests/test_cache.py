@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator import fsutil
-from orchestrator.cache import ArtifactCache, CacheMiss
+from orchestrator.storage import fsutil
+from orchestrator.storage.cache import ArtifactCache, CacheMiss
 from orchestrator.config import DatasetConfig
 
 

@@ -222,7 +222,7 @@ def test_file_errors(tmp_path: Path):
 
 
 def test_registry_not_built_yet_is_skipped_with_a_warning(tmp_path: Path, monkeypatch, caplog):
-    from orchestrator import config_checks
+    from orchestrator.config import checks as config_checks
 
     monkeypatch.setitem(config_checks.REGISTRIES, "pruners", ("no_such_package_xyz", "PRUNERS"))
     monkeypatch.setattr(config_checks, "_warned", set())

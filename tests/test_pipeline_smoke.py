@@ -55,7 +55,7 @@ def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeyp
     monkeypatch.setenv("RAY_ADDRESS", "local")   # our own Ray, not another session's head
     from orchestrator.config import load_config
     from orchestrator.pipeline import run_pipeline
-    from orchestrator.ray_utils import init_ray
+    from orchestrator.runtime.cluster import init_ray
 
     cache = shared_cache(tmp_path_factory)
     cfg = load_config(SMOKE, smoke_overrides(tmp_path / "out", cache))

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from orchestrator.report import (comparison_table, plot_methods_vs_ratio, plot_metric_vs_ratio,
+from orchestrator.stages.report import (comparison_table, plot_methods_vs_ratio, plot_metric_vs_ratio,
                                  to_markdown, write_table)
-from orchestrator.resources import plan_resources
-from orchestrator.train_loop import EpochBatches
+from orchestrator.runtime.resources import plan_resources
+from orchestrator.training.trial import EpochBatches
 
 
 def _res(dataset, method, ratio, seed, **metrics):
@@ -93,7 +93,7 @@ def test_epoch_batches_disjoint_ranks_and_deterministic():
 
 
 def test_proxy_checkpoint_steps():
-    from orchestrator.proxy import checkpoint_steps
+    from orchestrator.stages.proxy import checkpoint_steps
 
     assert checkpoint_steps(400, 8) == [50, 100, 150, 200, 250, 300, 350, 400]
     assert checkpoint_steps(20, 1) == [20]
@@ -103,10 +103,10 @@ def test_proxy_checkpoint_steps():
 def test_trial_keys_depend_on_training_config():
     from dataclasses import replace
 
-    from orchestrator.cache import ArtifactCache
+    from orchestrator.storage.cache import ArtifactCache
     from orchestrator.config import load_config
-    from orchestrator.score import DatasetArtifacts
-    from orchestrator.sweep import run_name, trial_key
+    from orchestrator.stages.score import DatasetArtifacts
+    from orchestrator.stages.sweep import run_name, trial_key
     from tests.pipeline_helpers import SMOKE
 
     cfg = load_config(SMOKE, check=False)
@@ -127,8 +127,8 @@ def test_trial_keys_depend_on_training_config():
 
 def test_evaluate_renames_fd_and_labels_generated_samples(tmp_path):
     """Metrics of a trial: fd -> fd_<short>, cluster_coverage from nearest labelled neighbours."""
-    from orchestrator.cache import ArtifactCache
-    from orchestrator.train_loop import evaluate
+    from orchestrator.storage.cache import ArtifactCache
+    from orchestrator.training.trial import evaluate
 
     rng = np.random.default_rng(0)
     n = 120
@@ -157,9 +157,9 @@ def test_evaluate_renames_fd_and_labels_generated_samples(tmp_path):
 
 def test_scores_use_per_dataset_params(tmp_path):
     """paper.yaml clusters CelebA-HQ with k=24 and ImageNet with k=1000 under one label."""
-    from orchestrator.cache import ArtifactCache
+    from orchestrator.storage.cache import ArtifactCache
     from orchestrator.config import MethodConfig
-    from orchestrator.score import DatasetArtifacts, ensure_scores
+    from orchestrator.stages.score import DatasetArtifacts, ensure_scores
 
     cache = ArtifactCache(str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
@@ -182,7 +182,7 @@ def test_stale_ray_address_file_is_not_joined(tmp_path, monkeypatch):
     """A dead `ray start` head's address file must not make init_ray wait forever."""
     import socket
 
-    from orchestrator.ray_utils import _live_local_head
+    from orchestrator.runtime.workarounds import live_local_head as _live_local_head
 
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     assert not _live_local_head()                      # no address file
@@ -201,7 +201,7 @@ def test_a_local_instance_gets_a_private_address_file(monkeypatch):
     """Another run's Ray on the machine must never see (or be seen by) this instance."""
     import ray
 
-    from orchestrator.ray_utils import init_ray
+    from orchestrator.runtime.cluster import init_ray
 
     shared = Path("/tmp/ray/ray_current_cluster")
     before = shared.read_text() if shared.exists() else None

@@ -12,8 +12,8 @@ import pytest
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the dev extras")
 
-from orchestrator import fsutil  # noqa: E402
-from orchestrator.cache import ArtifactCache, CacheMiss  # noqa: E402
+from orchestrator.storage import fsutil  # noqa: E402
+from orchestrator.storage.cache import ArtifactCache, CacheMiss  # noqa: E402
 from tests.s3_helpers import bucket_keys, local_s3  # noqa: E402
 
 BUCKET = "prunediff-test"

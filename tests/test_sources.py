@@ -11,8 +11,8 @@ from PIL import Image
 
 from conftest import make_fmnist, write_idx
 from orchestrator.config import DatasetConfig
-from orchestrator.images import read_idx, resize_batch
-from orchestrator.sources import (FASHION_MNIST_DIR, SourceError, check_dataset, load_arrays,
+from orchestrator.data.images import read_idx, resize_batch
+from orchestrator.data.sources import (FASHION_MNIST_DIR, SourceError, check_dataset, load_arrays,
                                   select_subset)
 
 

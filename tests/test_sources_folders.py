@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from orchestrator.config import DatasetConfig
-from orchestrator.images import decode_image
-from orchestrator.sources import SOURCES, load_arrays, load_dataset
+from orchestrator.data.images import decode_image
+from orchestrator.data.sources import SOURCES, load_arrays, load_dataset
 
 
 def _png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:

@@ -5,7 +5,7 @@ start-up error cannot hide behind a logger callback). Reruns reuse the parent ru
 of the same config (tag ``prunediff.config_hash``) and skip trial runs already
 logged (tag ``prunediff.trial_key``), so a resumed sweep logs each trial once.
 
-A trial result (what :mod:`orchestrator.train_loop` writes and this module reads) is
+A trial result (what :mod:`orchestrator.training.trial` writes and this module reads) is
 a dict: ``trial`` {dataset, method, ratio, seed, name}, ``key``, ``params``,
 ``metrics`` {name: float}, ``loss_curve`` [[step, loss], ...] and ``files``
 {artifact name: local path}.

@@ -2,7 +2,7 @@
 
 Each Tune trial is a function trainable with a sliver of CPU that builds a
 ``TorchTrainer`` (Ray Train V2: ``Tuner(trainer)`` is gone) running
-:func:`orchestrator.train_loop.train_trial_worker`, with ``TuneReportCallback`` so
+:func:`orchestrator.training.trial.train_trial_worker`, with ``TuneReportCallback`` so
 Tune's status table shows the workers' loss and final metrics. Trials receive
 cache keys, never arrays.
 
@@ -19,10 +19,11 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from orchestrator.cache import ArtifactCache
-from orchestrator.fsutil import join
-from orchestrator.resources import ResourcePlan, describe
-from orchestrator.score import DatasetArtifacts
+from orchestrator.progress import say
+from orchestrator.storage.cache import ArtifactCache
+from orchestrator.storage.fsutil import join
+from orchestrator.runtime.resources import ResourcePlan, describe
+from orchestrator.stages.score import DatasetArtifacts
 
 log = logging.getLogger(__name__)
 TRIAL_VERSION = 1
@@ -87,9 +88,10 @@ def run_trial(config: dict) -> None:
     """
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.ray_utils import fit_torch, say
-    from orchestrator.resources import ResourcePlan
-    from orchestrator.train_loop import train_trial_worker
+    from orchestrator.progress import say
+    from orchestrator.runtime.train import fit_torch
+    from orchestrator.runtime.resources import ResourcePlan
+    from orchestrator.training.trial import train_trial_worker
 
     spec = ArtifactCache(config["cache_root"]).load_json(config["trial"]["spec"])
     plan = ResourcePlan(**config["plan"])
@@ -98,38 +100,9 @@ def run_trial(config: dict) -> None:
     say("trial %s: training run finished", spec["run_name"])
 
 
-def _release_callback() -> Any:
-    """A Tune callback removing a finished trial's worker placement group.
-
-    The group id comes with the trial's reports (``pg_id``); see
-    :func:`orchestrator.ray_utils.release_placement_group` for why.
-    """
-    from ray import tune
-
-    from orchestrator.ray_utils import PG_KEY, release_placement_group
-
-    class ReleasePlacementGroups(tune.Callback):
-        # Tune's last result of a function trainable may lack the reported keys:
-        # remember the id from every result.
-        def __init__(self):
-            self.pg_ids: dict[str, str] = {}
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if result.get(PG_KEY):
-                self.pg_ids[trial.trial_id] = result[PG_KEY]
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            release_placement_group({PG_KEY: self.pg_ids.pop(trial.trial_id, None)})
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            release_placement_group({PG_KEY: self.pg_ids.pop(trial.trial_id, None)})
-
-    return ReleasePlacementGroups()
-
-
 def clear_trial_runs(cfg: Any, specs: list[dict]) -> None:
     """Delete the trials' Ray Train run folders (checkpoints) for ``--fresh``."""
-    from orchestrator.fsutil import remove_dir
+    from orchestrator.storage.fsutil import remove_dir
 
     for spec in specs:
         remove_dir(join(cfg.storage.ray_storage, TRIALS_DIR, spec["run_name"]))
@@ -140,14 +113,16 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[dict], plan: ResourceP
     """Train every trial whose result is missing; returns ``{trial key: error}`` of failures."""
     from ray import tune
 
+    from orchestrator.runtime.workarounds import release_callback
+
     if fresh:
         clear_trial_runs(cfg, specs)
         for spec in specs:
             cache.invalidate(spec["key"], "json")
     pending = [s for s in specs if not is_done(cache, s)]
     done = len(specs) - len(pending)
-    print(f"sweep: {len(specs)} trial(s), {done} already done, {len(pending)} to run; {describe(plan)}",
-          flush=True)
+    say("sweep: %d trial(s), %d already done, %d to run; %s", len(specs), done, len(pending),
+        describe(plan))
     if not pending:
         return {}
     storage = join(cfg.storage.ray_storage, TRIALS_DIR)
@@ -166,7 +141,7 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[dict], plan: ResourceP
                                     trial_name_creator=lambda t: t.config["trial"]["name"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["name"]),
         run_config=tune.RunConfig(name=f"sweep-{cfg.experiment.name}-{stamp}", storage_path=cfg.storage.ray_storage,
-                                  verbose=1, log_to_file=False, callbacks=[_release_callback()],
+                                  verbose=1, log_to_file=False, callbacks=[release_callback()],
                                   progress_reporter=tune.CLIReporter(
                                       metric_columns=["step", "loss"], parameter_columns=[],
                                       max_report_frequency=30)),

@@ -1,6 +1,6 @@
 """Shared pieces of the data sources: result types, subset selection, fingerprints.
 
-See ``orchestrator.sources`` for the registry and the user-facing description.
+See ``orchestrator.data.sources`` for the registry and the user-facing description.
 """
 
 from __future__ import annotations
@@ -12,14 +12,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from orchestrator.config import ConfigError, DatasetConfig
-from orchestrator.images import gray_to_rgb, resize_batch
+from orchestrator.config.schema import DatasetConfig
+from orchestrator.errors import ConfigError, SourceError
+from orchestrator.data.images import gray_to_rgb, resize_batch
 
 FINGERPRINT_SAMPLES = 32
-
-
-class SourceError(ConfigError):
-    """The data a config points at is missing or unreadable (a user-fixable problem)."""
 
 
 @dataclass(frozen=True)

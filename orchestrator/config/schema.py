@@ -1,18 +1,9 @@
-"""YAML experiment config -> frozen dataclasses (one per section), with validation.
+"""The config's shape: one frozen dataclass per YAML section, and the trial grid.
 
-``load_config(path, overrides)`` reads the YAML with ``yaml.safe_load`` (following a
-top-level ``extends: base.yaml``), applies
-``--set a.b[0].c=value`` overrides (values are YAML-typed), builds the dataclasses,
-resolves defaults (absolute output paths, MLflow URI, cache and Ray storage), and
-checks everything a user can get wrong: unknown keys, wrong types, registry names,
-ratios, step and batch sizes, data paths, cluster counts. Every problem is raised
-as :class:`ConfigError` whose message starts with the key path, e.g.
-``pruning.methods[2].k: k=50 exceeds the 40 images of dataset 'fmnist'``.
-
-Relative paths (``experiment.output_dir``, ``data.datasets[i].path``) are resolved
-against the directory the CLI was started in (``base_dir``). Under ``ray job
-submit`` that directory is the job's temporary working dir, so cluster configs
-should use absolute paths or ``s3://`` / ``gs://`` URIs.
+Field defaults here are the defaults of the YAML keys. Nothing in this module reads
+files or checks values: :mod:`orchestrator.config.loader` builds these classes from
+YAML and :mod:`orchestrator.config.checks` validates them. It imports nothing of ours,
+so every other module may import it.
 """
 
 from __future__ import annotations
@@ -20,19 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Mapping
-
-import yaml
-
-from orchestrator import config_schema as _schema
-
-
-class ConfigError(ValueError):
-    """A mistake in the user's config or command line (exit code 2 in the CLI)."""
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -44,7 +24,7 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """One dataset entry; ``source`` is an ``orchestrator.sources.SOURCES`` key."""
+    """One dataset entry; ``source`` is an ``orchestrator.data.sources.SOURCES`` key."""
 
     name: str
     source: str
@@ -272,105 +252,6 @@ SECTIONS: dict[str, type] = {
     "sample": SampleConfig, "eval": EvalConfig, "resources": ResourcesConfig,
     "mlflow": MlflowConfig, "storage": StorageConfig,
 }
-
-
-def load_config(path: str | os.PathLike, overrides: Iterable[str] = (),
-                base_dir: str | os.PathLike | None = None, check: bool = True) -> Config:
-    """Load, override, build, resolve and validate a config file.
-
-    Args:
-        path: the YAML file.
-        overrides: ``"a.b=value"`` strings (``--set``); list indices as ``a[0].b``.
-        base_dir: directory relative paths are resolved against (default: cwd).
-        check: also run the checks that touch registries and the filesystem.
-
-    Raises:
-        ConfigError: the file is missing or not valid YAML, or a key is wrong.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    raw = _schema.read_yaml(p, ConfigError)
-    return config_from_dict(raw, overrides, base_dir=base_dir, check=check)
-
-
-def config_from_dict(raw: Any, overrides: Iterable[str] = (),
-                     base_dir: str | os.PathLike | None = None, check: bool = True) -> Config:
-    """Same as :func:`load_config` for an already parsed YAML document."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"<root>: expected a mapping of sections, got {type(raw).__name__}")
-    raw = json.loads(json.dumps(raw, default=str))  # deep copy; overrides mutate it
-    for ov in overrides:
-        _schema.apply_override(raw, ov, ConfigError)
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown section (valid: {', '.join(SECTIONS)})")
-    for req in ("experiment", "data"):
-        if req not in raw:
-            raise ConfigError(f"{req}: required section is missing")
-    cfg = _schema.build(raw, SECTIONS, ConfigError, DatasetConfig, DataConfig,
-                        MethodConfig, PruningConfig, Config)
-    cfg = _resolve(cfg, Path(base_dir) if base_dir is not None else Path.cwd())
-    _schema.check_values(cfg, ConfigError)
-    if check:
-        from orchestrator import config_checks
-        config_checks.check_registries_and_data(cfg)
-    return cfg
-
-
-def _is_remote(uri: str) -> bool:
-    return bool(re.match(r"^[a-z][a-z0-9+.-]*://", uri)) and not uri.startswith("file://")
-
-
-def _abs(path: str, base: Path) -> str:
-    """Absolute local path (relative to base) or the remote URI unchanged."""
-    if _is_remote(path):
-        return path
-    if path.startswith("file://"):
-        path = path[len("file://"):]
-    p = Path(path).expanduser()
-    return str((p if p.is_absolute() else base / p).resolve())
-
-
-def _resolve(cfg: Config, base: Path) -> Config:
-    """Fill path defaults: absolute output dir, MLflow store, cache and Ray storage."""
-    out = _abs(cfg.experiment.output_dir, base)
-    remote = _is_remote(out)
-    datasets = tuple(
-        dataclasses.replace(d, path=_abs(d.path, base)) if d.path else d
-        for d in cfg.data.datasets)
-    tracking = cfg.mlflow.tracking_uri
-    if tracking is None:
-        if remote:
-            raise ConfigError("mlflow.tracking_uri: required when experiment.output_dir is "
-                              f"remote ({out}); e.g. http://mlflow-server:5000")
-        tracking = f"sqlite:///{out}/mlflow.db"   # sqlite:////abs/... = absolute path
-    elif tracking.startswith("sqlite:///") and not tracking.startswith("sqlite:////"):
-        tracking = "sqlite:///" + _abs(tracking[len("sqlite:///"):], base)
-    return dataclasses.replace(
-        cfg,
-        experiment=dataclasses.replace(cfg.experiment, output_dir=out),
-        data=DataConfig(datasets),
-        mlflow=MlflowConfig(
-            tracking_uri=tracking,
-            experiment_name=cfg.mlflow.experiment_name or cfg.experiment.name,
-            artifact_location=_abs(cfg.mlflow.artifact_location or f"{out}/mlartifacts", base)),
-        storage=StorageConfig(
-            cache_dir=_abs(cfg.storage.cache_dir or f"{out}/cache", base),
-            ray_storage=_abs(cfg.storage.ray_storage or f"{out}/ray_results", base)),
-    )
-
-
-def apply_override(raw: dict, override: str) -> None:
-    """Apply one ``a.b[0].c=value`` override (``--set``) to a raw config dict in place."""
-    _schema.apply_override(raw, override, ConfigError)
-
-
-def dump_yaml(cfg: Config) -> str:
-    """The resolved config as YAML (what ``--dry-run`` prints and runs log)."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
 
 
 def as_mapping(cfg: Any) -> Mapping[str, Any]:

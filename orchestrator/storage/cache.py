@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from orchestrator import fsutil
+from orchestrator.storage import fsutil
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ class ArtifactCache:
 
     def __init__(self, root: str):
         self.root = root
-        self.remote = fsutil.is_remote(root)  # raises ValueError for unknown schemes
+        fsutil.split_uri(root)  # raises ValueError for unknown schemes
+        self.remote = fsutil.is_remote(root)
         self._fs: Any = None
         self._base = ""
 

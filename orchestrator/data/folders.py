@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator import fsutil
-from orchestrator.config import ConfigError, DatasetConfig
-from orchestrator.images import decode_image
-from orchestrator.source_base import (SkippedFile, Source, SourceArrays, SourceData,
+from orchestrator.storage import fsutil
+from orchestrator.config.schema import DatasetConfig
+from orchestrator.errors import ConfigError, SourceError
+from orchestrator.data.images import decode_image
+from orchestrator.data.base import (SkippedFile, Source, SourceArrays, SourceData,
                                       fingerprint, sample_positions, select_subset)
 
 log = logging.getLogger(__name__)

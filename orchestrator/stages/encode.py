@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.cache import ArtifactCache
-from orchestrator.ray_utils import say
-from orchestrator.ray_utils import call_isolated, collect_by_id, fit_torch, map_actor_pool
-from orchestrator.resources import ResourcePlan
+from orchestrator.storage.cache import ArtifactCache
+from orchestrator.progress import say
+from orchestrator.runtime.cluster import collect_by_id, map_actor_pool
+from orchestrator.runtime.train import call_isolated, fit_torch
+from orchestrator.runtime.resources import ResourcePlan
 
 VQVAE_VERSION = 1
 LATENTS_VERSION = 1
@@ -87,7 +88,7 @@ def train_vqvae_worker(config: dict) -> None:
                 fit_latent_scale(inner, _to_model_input(np.concatenate(recent)).to(device))
             save_vqvae(inner.cpu(), os.path.join(d, VQVAE_FILE), config["preset"])
             ckpt = ray.train.Checkpoint.from_directory(d)
-        from orchestrator.ray_utils import worker_pg_marker
+        from orchestrator.runtime.workarounds import worker_pg_marker
 
         ray.train.report({"step": step, **{k: float(v) for k, v in logs.items()}, **worker_pg_marker()},
                          checkpoint=ckpt)
@@ -127,7 +128,7 @@ def ensure_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan:
         return key
     ae = cfg.autoencoder
     if ae.checkpoint:
-        from orchestrator import fsutil
+        from orchestrator.storage import fsutil
 
         fs, path = fsutil.filesystem(ae.checkpoint)
         with fs.open_input_stream(path) as f:

@@ -8,7 +8,7 @@ EMA model (ODE + CFG), decodes with the VQ-VAE, extracts features with the eval
 embedder, computes the metrics and writes the trial's result files. The result
 record (``result.json``) is written last: its presence means the trial is done.
 
-``spec`` (JSON-able, built by :mod:`orchestrator.sweep`) names every input by URI.
+``spec`` (JSON-able, built by :mod:`orchestrator.stages.sweep`) names every input by URI.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from orchestrator.cache import ArtifactCache
+from orchestrator.storage.cache import ArtifactCache
 
 GRID_VERSION = 1
 
@@ -88,7 +88,7 @@ def _save_checkpoint(state: dict, step: int, loss: float, rank: int) -> None:
         if rank == 0:
             torch.save(state, os.path.join(d, "state.pt"))
             ckpt = ray.train.Checkpoint.from_directory(d)
-        from orchestrator.ray_utils import worker_pg_marker
+        from orchestrator.runtime.workarounds import worker_pg_marker
 
         # fit()'s Result carries the latest checkpoint's metrics: the group id rides here.
         ray.train.report({"step": step, "loss": loss, **worker_pg_marker()}, checkpoint=ckpt)
@@ -174,7 +174,7 @@ def generate(cache: ArtifactCache, spec: dict, ema_model: Any, latent_shape: tup
              device: Any) -> np.ndarray:
     """Sample ``num_samples`` latents with the EMA model and decode them to uint8 images."""
     from models.transport import cfg_velocity_fn, sample_ode
-    from orchestrator.encode import vqvae_from_cache
+    from orchestrator.stages.encode import vqvae_from_cache
 
     sc, seed = spec["sample"], spec["trial"]["seed"]
     vq = vqvae_from_cache(cache, spec["inputs"]["vqvae"]).to(device).eval()
@@ -249,7 +249,7 @@ def train_trial_worker(spec: dict) -> None:
         import torch.distributed as dist
 
         dist.barrier()
-    from orchestrator.ray_utils import worker_pg_marker
+    from orchestrator.runtime.workarounds import worker_pg_marker
 
     # Not "done": Tune reads that key as "stop this trial" and would kill the trainable
     # while its Train controller still runs (a zombie that then held the CPUs).

@@ -35,8 +35,13 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 
 def is_remote(uri: str) -> bool:
-    """True for URIs that need a network filesystem (s3://, gs://, ...)."""
-    return split_uri(uri)[0] != "file"
+    """True for a URI with a scheme other than ``file://`` (``s3://``, ``gs://``, ...).
+
+    The one remote check of the orchestrator (config paths, data folders, the cache);
+    it never raises: :func:`split_uri` is where unsupported schemes are rejected.
+    """
+    m = _SCHEME.match(uri)
+    return bool(m) and m.group(1).lower() != "file"
 
 
 def filesystem(uri: str) -> tuple[Any, str]:

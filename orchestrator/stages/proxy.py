@@ -30,10 +30,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from orchestrator import fsutil
-from orchestrator.cache import ArtifactCache
-from orchestrator.ray_utils import call_isolated, fit_only, say
-from orchestrator.resources import ResourcePlan
+from orchestrator.storage import fsutil
+from orchestrator.storage.cache import ArtifactCache
+from orchestrator.progress import say
+from orchestrator.runtime.train import call_isolated, fit_only
+from orchestrator.runtime.resources import ResourcePlan
 
 log = logging.getLogger(__name__)
 PROXY_VERSION = 1
@@ -131,7 +132,7 @@ def train_proxy(cfg: dict, data: dict[str, np.ndarray], rank: int, world: int, d
 
     from models import build_dit
     from models.transport import training_loss
-    from orchestrator.train_loop import EpochBatches
+    from orchestrator.training.trial import EpochBatches
 
     x_all = torch.from_numpy(data["latents"].astype(np.float32))
     y_all = torch.from_numpy(data["labels"].astype(np.int64)) if cfg["conditional"] else None
@@ -251,7 +252,7 @@ def proxy_worker(cfg: dict) -> None:
             state = read_rank_state(d, rank, world)
 
     def save(st: dict, step: int, loss: float) -> None:
-        from orchestrator.ray_utils import worker_pg_marker
+        from orchestrator.runtime.workarounds import worker_pg_marker
 
         with tempfile.TemporaryDirectory() as d:
             write_rank_state(st, d, rank)

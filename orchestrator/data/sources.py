@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.config import ConfigError, DatasetConfig
-from orchestrator.folders import CelebAHQ, ImageFolder, ImageNet
-from orchestrator.images import read_idx
-from orchestrator.source_base import (LabelledArraySource, SkippedFile, Source, SourceArrays,
-                                      SourceData, SourceError, arrays_to_ray, fingerprint,
+from orchestrator.config.schema import DatasetConfig
+from orchestrator.errors import ConfigError, SourceError
+from orchestrator.data.folders import CelebAHQ, ImageFolder, ImageNet
+from orchestrator.data.images import read_idx
+from orchestrator.data.base import (LabelledArraySource, SkippedFile, Source, SourceArrays,
+                                      SourceData, arrays_to_ray, fingerprint,
                                       select_subset)
 
 __all__ = ["SOURCES", "SkippedFile", "Source", "SourceArrays", "SourceData", "SourceError",

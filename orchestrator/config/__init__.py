@@ -1,0 +1,19 @@
+"""The experiment config: YAML -> frozen dataclasses, validated.
+
+``schema`` holds the dataclasses, ``loader`` reads YAML (``extends``, ``--set``,
+types, resolved paths), ``checks`` validates values, registry names and data.
+"""
+
+from orchestrator.config.loader import config_from_dict, dump_yaml, load_config
+from orchestrator.config.schema import (FULL_METHOD, AutoencoderConfig, Config, DataConfig,
+                                        DatasetConfig, EmbedConfig, EvalConfig, ExperimentConfig,
+                                        MethodConfig, MlflowConfig, ModelConfig, ProxyConfig,
+                                        PruningConfig, ResourcesConfig, SampleConfig,
+                                        StorageConfig, TrainConfig, Trial, as_mapping)
+from orchestrator.errors import ConfigError
+
+__all__ = ["FULL_METHOD", "AutoencoderConfig", "Config", "ConfigError", "DataConfig",
+           "DatasetConfig", "EmbedConfig", "EvalConfig", "ExperimentConfig", "MethodConfig",
+           "MlflowConfig", "ModelConfig", "ProxyConfig", "PruningConfig", "ResourcesConfig",
+           "SampleConfig", "StorageConfig", "TrainConfig", "Trial", "as_mapping",
+           "config_from_dict", "dump_yaml", "load_config"]

@@ -1,0 +1,227 @@
+"""Config checks: plain values (ranges, uniqueness, choices), then the registries
+(models, pruning, eval, sources) and the disk.
+
+The registries live in packages that may import torch; they are imported here,
+lazily, so a plain ``import orchestrator.config`` stays cheap. A registry whose
+package is not importable yet (packages are built independently) is skipped with
+a warning instead of failing every config: the check comes back by itself once
+the package exports its registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import re
+from typing import Any
+
+from orchestrator.config.schema import Config
+from orchestrator.errors import ConfigError
+from orchestrator.storage.fsutil import is_remote
+
+log = logging.getLogger(__name__)
+
+# (module, registry attribute) for each name a config can hold
+REGISTRIES = {
+    "models": ("models", "MODELS"),
+    "vqvae": ("models", "VQVAE_PRESETS"),
+    "embedders": ("models", "EMBEDDERS"),
+    "pruners": ("pruning", "PRUNERS"),
+    "metrics": ("eval", "METRICS"),
+    "sources": ("orchestrator.data.sources", "SOURCES"),
+}
+_warned: set[str] = set()
+
+
+def registry(kind: str) -> dict[str, Any] | None:
+    """The registry dict for ``kind`` (a REGISTRIES key), or None if not built yet."""
+    module, attr = REGISTRIES[kind]
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is None or not module.startswith(e.name):
+            raise  # the package exists but one of its own imports is broken
+        mod = None
+    reg = getattr(mod, attr, None) if mod is not None else None
+    if reg is None and kind not in _warned:
+        _warned.add(kind)
+        log.warning("%s.%s is not available yet: %s names are not checked", module, attr, kind)
+    return reg
+
+
+def _check_name(value: str, kind: str, path: str) -> None:
+    reg = registry(kind)
+    if reg is not None and value not in reg:
+        raise ConfigError(f"{path}: unknown name {value!r} (valid: {', '.join(sorted(reg))})")
+
+
+def _check_file(path: str | None, key: str) -> None:
+    local = path[len("file://"):] if path and path.startswith("file://") else path
+    if local and not is_remote(local) and not os.path.exists(local):
+        raise ConfigError(f"{key}: file not found: {path}")
+
+
+def _param_key(message: str, params: dict[str, Any]) -> str | None:
+    """The param a pruner's error message is about (it names it), if any."""
+    for name in sorted(params, key=len, reverse=True):
+        if re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", message):
+            return name
+    return None
+
+
+def _positive(value: float, path: str, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        want = "non-negative" if allow_zero else "positive"
+        raise ConfigError(f"{path}: must be {want}, got {value}")
+
+
+def _fraction(value: float, path: str) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"{path}: must be in [0, 1), got {value}")
+
+
+def _choice(value: Any, allowed: tuple, path: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def check_values(cfg: Config) -> None:
+    """Value checks that need no registry: ranges, uniqueness, enumerations."""
+    exp = cfg.experiment
+    if not exp.name or "/" in exp.name:
+        raise ConfigError(f"experiment.name: must be a non-empty name without '/', got {exp.name!r}")
+    if not exp.seeds:
+        raise ConfigError("experiment.seeds: needs at least one seed")
+    if len(set(exp.seeds)) != len(exp.seeds):
+        raise ConfigError(f"experiment.seeds: duplicate seeds in {list(exp.seeds)}")
+    names = set()
+    for i, ds in enumerate(cfg.data.datasets):
+        p = f"data.datasets[{i}]"
+        if ds.name in names:
+            raise ConfigError(f"{p}.name: duplicate dataset name {ds.name!r}")
+        names.add(ds.name)
+        _positive(ds.resolution, f"{p}.resolution")
+        if ds.limit is not None:
+            _positive(ds.limit, f"{p}.limit")
+        for label, frac in (ds.skew or {}).items():
+            if label != "*" and not label.lstrip("-").isdigit():
+                raise ConfigError(f"{p}.skew.{label}: keys are integer labels or '*'")
+            if not 0.0 <= frac <= 1.0:
+                raise ConfigError(f"{p}.skew.{label}: keep fraction must be in [0, 1], got {frac}")
+    pr = cfg.pruning
+    for i, r in enumerate(pr.ratios):
+        _fraction(r, f"pruning.ratios[{i}]")
+    if len(set(pr.ratios)) != len(pr.ratios):
+        raise ConfigError(f"pruning.ratios: duplicate ratios in {list(pr.ratios)}")
+    labels = set()
+    for i, m in enumerate(pr.methods):
+        if m.label == "full":
+            raise ConfigError(f"pruning.methods[{i}].label: 'full' is reserved for the baseline")
+        if m.label in labels:
+            raise ConfigError(f"pruning.methods[{i}].label: duplicate label {m.label!r} "
+                      "(give each entry of the same method its own label)")
+        labels.add(m.label)
+        for ds_name in m.per_dataset:
+            if ds_name not in names:
+                raise ConfigError(f"pruning.methods[{i}].per_dataset.{ds_name}: no dataset of that "
+                          f"name (datasets: {', '.join(sorted(names))})")
+    if pr.methods and not pr.ratios:
+        raise ConfigError("pruning.ratios: needs at least one ratio when methods are listed")
+    if not pr.methods and not pr.baseline:
+        raise ConfigError("pruning: no methods and baseline: false leaves no trial to run")
+    positives = {
+        "autoencoder": ("batch_size", "lr"), "embed": ("batch_size",),
+        "proxy": ("steps", "batch_size", "lr", "log_points", "grad_checkpoints", "draws",
+                  "chunk"),
+        "train": ("steps", "batch_size", "lr", "checkpoint_every", "log_every"),
+        "sample": ("num_samples", "steps", "batch_size"),
+        "eval": ("num_real", "prdc_k"),
+        "resources": ("num_workers", "actor_pool_size"),
+    }
+    for section, keys in positives.items():
+        for key in keys:
+            _positive(getattr(getattr(cfg, section), key), f"{section}.{key}")
+    ae = cfg.autoencoder
+    _positive(ae.train_steps, "autoencoder.train_steps", allow_zero=ae.checkpoint is not None)
+    _positive(cfg.train.weight_decay, "train.weight_decay", allow_zero=True)
+    _fraction(cfg.train.ema_decay, "train.ema_decay")
+    _fraction(cfg.model.class_dropout, "model.class_dropout")
+    _choice(cfg.train.precision, ("fp32", "bf16", "fp16"), "train.precision")
+    _choice(cfg.sample.method, ("euler", "heun"), "sample.method")
+    _positive(cfg.sample.cfg_scale, "sample.cfg_scale", allow_zero=True)
+    res = cfg.resources
+    _positive(res.gpus_per_actor, "resources.gpus_per_actor", allow_zero=True)
+    _positive(res.max_failures, "resources.max_failures", allow_zero=True)
+    if isinstance(res.cpus_per_worker, str):
+        _choice(res.cpus_per_worker, ("auto",), "resources.cpus_per_worker")
+    else:
+        _positive(res.cpus_per_worker, "resources.cpus_per_worker")
+    if isinstance(res.max_concurrent_trials, str):
+        _choice(res.max_concurrent_trials, ("auto",), "resources.max_concurrent_trials")
+    else:
+        _positive(res.max_concurrent_trials, "resources.max_concurrent_trials")
+    if not cfg.embed.embedders:
+        raise ConfigError("embed.embedders: needs at least one embedder")
+    if not cfg.eval.metrics:
+        raise ConfigError("eval.metrics: needs at least one metric")
+
+
+def check_registries_and_data(cfg: Config) -> None:
+    """Every registry name, data path, weight file and cluster count in ``cfg``."""
+    from orchestrator.data import sources
+
+    counts: dict[str, int | None] = {}
+    for i, ds in enumerate(cfg.data.datasets):
+        p = f"data.datasets[{i}]"
+        _check_name(ds.source, "sources", f"{p}.source")
+        counts[ds.name] = sources.check_dataset(ds, p)
+
+    _check_name(cfg.autoencoder.preset, "vqvae", "autoencoder.preset")
+    _check_file(cfg.autoencoder.checkpoint, "autoencoder.checkpoint")
+    _check_name(cfg.model.preset, "models", "model.preset")
+    _check_name(cfg.proxy.model, "models", "proxy.model")
+    for i, name in enumerate(cfg.embed.embedders):
+        _check_name(name, "embedders", f"embed.embedders[{i}]")
+    for name, path in cfg.embed.weights.items():
+        _check_name(name, "embedders", f"embed.weights.{name}")
+        _check_file(path, f"embed.weights.{name}")
+    _check_name(cfg.eval.embedder, "embedders", "eval.embedder")
+    if cfg.eval.embedder not in cfg.embed.embedders:
+        raise ConfigError(f"eval.embedder: {cfg.eval.embedder!r} must also be listed in "
+                          f"embed.embedders {list(cfg.embed.embedders)}")
+    for i, name in enumerate(cfg.eval.metrics):
+        _check_name(name, "metrics", f"eval.metrics[{i}]")
+    for i, m in enumerate(cfg.pruning.methods):
+        _check_method(cfg, i, m, counts)
+
+
+def _check_method(cfg: Config, i: int, m: Any, counts: dict[str, int | None]) -> None:
+    """Name, params (per dataset), embedder and cluster count of one method entry."""
+    p = f"pruning.methods[{i}]"
+    _check_name(m.name, "pruners", f"{p}.name")
+    pruners = registry("pruners")
+    for ds_name, n in counts.items():
+        raw = m.params_for(ds_name)
+        params, emb = dict(raw), raw.get("embedder")
+        if pruners is not None:
+            try:
+                pruner = pruners[m.name](**raw)  # the pruner validates its own params
+            except (TypeError, ValueError) as e:
+                key = _param_key(str(e), raw)
+                if key in m.per_dataset.get(ds_name, {}):
+                    key = f"per_dataset.{ds_name}.{key}"
+                raise ConfigError(f"{p}{'.' + key if key else ''}: {e}") from None
+            # defaults filled in by the pruner (clustering's embedder and k) count too
+            emb = getattr(pruner, "embedder", emb)
+            params = {**getattr(pruner, "params", {}), **raw}
+        if isinstance(emb, str):
+            _check_name(emb, "embedders", f"{p}.embedder")
+            if emb not in cfg.embed.embedders:
+                raise ConfigError(f"{p}.embedder: {emb!r} must also be listed in "
+                                  f"embed.embedders {list(cfg.embed.embedders)}")
+        k = params.get("k")
+        if isinstance(k, int) and not isinstance(k, bool) and n is not None and k > n:
+            key = f"per_dataset.{ds_name}.k" if "k" in m.per_dataset.get(ds_name, {}) else "k"
+            raise ConfigError(f"{p}.{key}: k={k} clusters exceeds the {n} images of "
+                              f"dataset {ds_name!r}")

@@ -1,0 +1,86 @@
+"""Ray Train runs: one ``TorchTrainer`` per run, isolated from the driver, and the
+:class:`TrainRuntime` that gives :mod:`orchestrator.training` its rank, device and checkpoints.
+
+The stages call :func:`fit_torch` for every Ray Train run (VQ-VAE, proxy, each sweep
+trial) so the scaling, failure and storage settings are the same everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from orchestrator.runtime import workarounds
+from orchestrator.runtime.resources import ResourcePlan
+
+
+def fit_torch(train_fn: Callable[[dict], None], config: dict, plan: ResourcePlan, name: str,
+              storage_path: str, max_failures: int, callbacks: list | None = None,
+              num_workers: int | None = None, datasets: dict | None = None,
+              solo: bool = False) -> Any:
+    """Run one ``TorchTrainer`` (DDP: gloo on CPU, NCCL on GPU) and return its Result.
+
+    ``name`` is fixed per run, so a rerun with the same name and storage resumes from
+    the last reported checkpoint (``ray.train.get_checkpoint()`` in the workers).
+    ``solo`` runs (nothing else scheduled beside them) get ``plan.solo_threads``.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    workarounds.set_train_env()
+    nw = num_workers or plan.num_workers
+    trainer = TorchTrainer(
+        train_fn,
+        train_loop_config={**config, "threads": plan.solo_threads if solo else plan.torch_threads,
+                           "use_gpu": bool(plan.worker_gpus)},
+        torch_config=TorchConfig(backend="nccl" if plan.worker_gpus else "gloo"),
+        scaling_config=ScalingConfig(num_workers=nw, use_gpu=bool(plan.worker_gpus),
+                                     resources_per_worker=plan.worker_resources()),
+        run_config=RunConfig(name=name, storage_path=storage_path, callbacks=callbacks or [],
+                             # Worker-group start failures (e.g. no resources) retry
+                             # forever by default: bound them so a stuck run fails.
+                             failure_config=FailureConfig(max_failures=max_failures,
+                                                          controller_failure_limit=3),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    workarounds.release_placement_group(result.metrics)
+    return result
+
+
+class _Runner:
+    """Owner of one stage's Ray Train run (see :func:`call_isolated`)."""
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        workarounds.set_train_env()
+        return fn(*args, **kwargs)
+
+
+def fit_only(*args: Any, **kwargs: Any) -> None:
+    """:func:`fit_torch` without returning its Result (for :func:`call_isolated`)."""
+    fit_torch(*args, **kwargs)
+
+
+def call_isolated(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn`` in a throw-away zero-CPU actor, then kill the actor.
+
+    A TorchTrainer started from the driver leaves its controller (and, with
+    datasets, the placement group Ray Data reserved) alive as long as the driver
+    holds a handle, which starves the next stage on a small cluster (measured on 2
+    CPUs). Everything the trainer creates is owned by this actor, so killing it
+    releases every actor and placement group of the run.
+    """
+    import ray
+
+    runner = ray.remote(num_cpus=0)(_Runner).remote()
+    try:
+        return ray.get(runner.call.remote(fn, *args, **kwargs))
+    finally:
+        ray.kill(runner)
+
+
+def torch_threads(n: int) -> None:
+    """Intra-op threads of this process (a fractional CPU request still gets >= 1)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))

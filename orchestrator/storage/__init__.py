@@ -1,0 +1,1 @@
+"""Where artifacts live: the content-addressed cache (``cache``) and paths/URIs (``fsutil``)."""
