@@ -7,12 +7,13 @@ process and without Ray, calling what the stage's Ray code calls:
   batch) + latent scale + encoding every image (``VQVAE.encode``);
 * embed: every embedder the config needs (``orchestrator.stages.embed.needed_embedders``)
   over all images, in ``embed.batch_size`` batches;
-* proxy: ``orchestrator.stages.proxy.train_proxy`` (the proxy stage's own loop and
-  statistics, world 1, no checkpoints);
+* proxy: ``orchestrator.training.proxy_stats.train_proxy`` (the proxy stage's own loop
+  and statistics, world 1, no checkpoints);
 * score: ``orchestrator.stages.score.build_subsets`` (every method scored, every ratio
   selected; no Ray in it);
-* trial: one sweep trial: the DiT loop of ``orchestrator.training.trial.train_dit`` (no
-  Ray Train, no checkpoints), then ``train_loop.generate`` and ``train_loop.evaluate``.
+* trial: one sweep trial: ``orchestrator.training.trial.train_model`` (the one DiT loop,
+  on a ``LocalRuntime``: no Ray Train, checkpoints built but not kept), then
+  ``orchestrator.training.evaluate.generate`` and ``evaluate``.
 
 Stages hand their outputs on through an ``ArtifactCache`` in a private /tmp dir.
 Threads: 2 for the stages that run alone in the pipeline (solo / actor threads on 2
@@ -57,8 +58,8 @@ def stage_encode(overrides: list[str], root: str) -> str:
 
     import torch
 
-    from models.vqvae import build_vqvae, fit_latent_scale, save_vqvae, vqvae_train_step
-    from orchestrator.stages.encode import _to_model_input
+    from models.vqvae import (build_vqvae, fit_latent_scale, images_to_model, save_vqvae,
+                              vqvae_train_step)
     from orchestrator.data.sources import load_arrays
 
     torch.set_num_threads(2)
@@ -70,12 +71,12 @@ def stage_encode(overrides: list[str], root: str) -> str:
     rng = np.random.default_rng(ds.seed)
     for _ in range(ae.train_steps):
         batch = src.images[rng.integers(0, len(src.images), ae.batch_size)]
-        vqvae_train_step(model, _to_model_input(batch), opt)
+        vqvae_train_step(model, images_to_model(batch), opt)
     model.eval()
     with torch.no_grad():
-        fit_latent_scale(model, _to_model_input(src.images[-512:]))
+        fit_latent_scale(model, images_to_model(src.images[-512:]))
         bs = ae.batch_size * 4
-        lat = torch.cat([model.encode(_to_model_input(src.images[s:s + bs]))
+        lat = torch.cat([model.encode(images_to_model(src.images[s:s + bs]))
                          for s in range(0, len(src.images), bs)])
     with tempfile.TemporaryDirectory() as d:
         save_vqvae(model, os.path.join(d, "vqvae.pt"), ae.preset)
@@ -104,7 +105,8 @@ def stage_proxy(overrides: list[str], root: str) -> str:
     import torch
     from dataclasses import asdict
 
-    from orchestrator.stages.proxy import needed_stats, train_proxy
+    from orchestrator.stages.proxy import needed_stats
+    from orchestrator.training.proxy_stats import train_proxy
 
     torch.set_num_threads(2)
     cfg, ds, cache, arts = _setup(overrides, root)
@@ -130,41 +132,33 @@ def stage_trial(overrides: list[str], root: str) -> str:
     import ray  # noqa: F401  (imported by the trial worker too; part of its footprint)
     import torch
 
-    from models import build_dit
-    from models.transport import EMA, training_loss
     from orchestrator.runtime.resources import plan_resources
     from orchestrator.stages.score import build_subsets
     from orchestrator.stages.sweep import build_specs
-    from orchestrator.training.trial import EpochBatches, _load_inputs, evaluate, generate
+    from orchestrator.training.evaluate import evaluate, generate, vqvae_from_cache
+    from orchestrator.training.loop import LocalRuntime
+    from orchestrator.training.trial import load_inputs, train_model
 
     cfg, _, cache, arts = _setup(overrides, root)
     threads = plan_resources(cfg.resources, {"CPU": float(os.cpu_count() or 1)}).torch_threads
     torch.set_num_threads(threads)
     subsets = build_subsets(cache, cfg, {arts.name: arts}, False)
     spec = build_specs(cache, cfg, {arts.name: arts}, subsets)[-1]
-    data, tc, seed = _load_inputs(cache, spec), spec["train"], spec["trial"]["seed"]
-    x_all = torch.from_numpy(data["latents"][data["subset"]])
-    y_all = torch.from_numpy(data["labels"][data["subset"]])
-    model = build_dit(spec["model"]["preset"], input_size=x_all.shape[2], in_channels=x_all.shape[1],
-                      num_classes=spec["num_classes"], class_dropout_prob=spec["model"]["class_dropout"])
-    model.label_generator = torch.Generator().manual_seed(seed + 7_919)
-    gen, ema = torch.Generator().manual_seed(seed), EMA(model, tc["ema_decay"])
-    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
-    batches = EpochBatches(x_all.shape[0], tc["batch_size"], seed)
+    data, seed, cpu = load_inputs(cache, spec), spec.trial.seed, torch.device("cpu")
     t0 = time.perf_counter()
-    for step in range(tc["steps"]):
-        idx = torch.from_numpy(batches.indices(step))
-        loss = training_loss(model, x_all[idx], y_all[idx], generator=gen).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ema.update(model)
+    # the trial's own loop (training/trial.py), on an in-process runtime: no Ray, and its
+    # checkpoints are built but not kept
+    ema_model, _, _ = train_model(spec, data, LocalRuntime(keep=False))
     t1 = time.perf_counter()
-    images = generate(cache, spec, ema.module.eval(), tuple(data["latents"].shape[1:]), torch.device("cpu"))
+    images = generate(vqvae_from_cache(cache, spec.inputs.vqvae), ema_model, spec.sample, seed,
+                      spec.conditional, spec.num_classes, tuple(data["latents"].shape[1:]), cpu)
     t2 = time.perf_counter()
-    metrics = evaluate(cache, spec, images, data, "cpu")
+    metrics = evaluate(images, cache.load_arrays(spec.inputs.features)["features"], data["labels"],
+                       data["subset"], spec.eval, seed, spec.num_classes, "cpu",
+                       weights=spec.eval_weights)
     t3 = time.perf_counter()
-    return (f"{spec['trial']['name']} on {x_all.shape[0]} latents, {threads} thread(s): train {t1 - t0:.1f}s, "
+    n_train = len(data["subset"])
+    return (f"{spec.trial.name} on {n_train} latents, {threads} thread(s): train {t1 - t0:.1f}s, "
             f"sample {t2 - t1:.1f}s ({len(images)} images), eval {t3 - t2:.1f}s ({len(metrics)} metrics)")
 
 

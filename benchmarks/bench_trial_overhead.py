@@ -2,7 +2,7 @@
 
 The same DiT training work (``models.build_dit`` preset, flow-matching
 ``training_loss`` on seeded random latents shaped like the quickstart's, AdamW, EMA,
-``orchestrator.training.trial.EpochBatches`` batches, a state save every
+through the one DiT loop ``orchestrator.training.loop.train_steps``), a state save every
 ``--checkpoint-every`` steps) runs
 
 (a) as a plain loop in this process (state saved with ``torch.save``);
@@ -27,84 +27,77 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import tempfile
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from benchmarks._util import REPO, header, private_ray, scratch_dir
 
 
-def train_work(cfg: dict, rank: int = 0, world: int = 1,
-               save: Callable[[dict, int], None] | None = None) -> dict[str, float]:
-    """The trial's training work; returns {"work_s", "loss", "steps"} (work_s: loop only)."""
+def train_work(cfg: dict, runtime: Any = None) -> dict[str, float]:
+    """The trial's training work through the one DiT loop (``training.loop.train_steps``),
+    checkpointing through ``runtime`` every ``checkpoint_every`` steps (none without one);
+    returns {"work_s", "loss", "steps"} (work_s: loop only)."""
     import torch
 
-    from models import build_dit
-    from models.transport import EMA, training_loss
-    from orchestrator.training.trial import EpochBatches
+    from models.transport import EMA
+    from orchestrator.training.loop import LocalRuntime, LoopSpec, build_model, train_steps, unwrap
 
     torch.set_num_threads(int(cfg["threads"]))
+    rt = runtime or LocalRuntime(keep=False)
     rng = np.random.default_rng(cfg["seed"])
-    c, h = cfg["latent_shape"][0], cfg["latent_shape"][1]
     x_all = torch.from_numpy(rng.standard_normal((cfg["n"], *cfg["latent_shape"]), dtype=np.float32))
     y_all = torch.from_numpy(rng.integers(0, 10, cfg["n"]).astype(np.int64))
-    torch.manual_seed(cfg["seed"])
-    model = build_dit(cfg["model"], input_size=h, in_channels=c, num_classes=10)
-    model.label_generator = torch.Generator().manual_seed(cfg["seed"] * world + rank + 7_919)
-    gen = torch.Generator().manual_seed(cfg["seed"] * world + rank)
+    model, gen = build_model(cfg["model"], tuple(cfg["latent_shape"]), 10, cfg["seed"], rt.rank,
+                             rt.world, init_seed=cfg["seed"])
     ema = EMA(model, 0.99)
-    if world > 1:
-        import ray.train.torch
-
-        model = ray.train.torch.prepare_model(model)
-    inner = model.module if hasattr(model, "module") else model
+    model = rt.prepare_model(model) if rt.world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
-    batches = EpochBatches(cfg["n"], cfg["batch_size"], cfg["seed"])
+    last = {"loss": float("nan")}
+
+    def checkpoint(done: int, loss: float) -> None:
+        last["loss"] = loss
+        if runtime is not None and (done % cfg["checkpoint_every"] == 0 or done == cfg["steps"]):
+            inner = unwrap(model)
+            files = {"state.pt": {"model": inner.state_dict(), "ema": ema.state_dict(),
+                                  "opt": opt.state_dict(), "step": done}} if rt.rank == 0 else {}
+            rt.save_checkpoint({"step": done}, files)
+
     t0 = time.perf_counter()
-    for step in range(cfg["steps"]):
-        idx = torch.from_numpy(batches.indices(step, rank, world))
-        loss = training_loss(model, x_all[idx], y_all[idx], generator=gen).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ema.update(inner)
-        done = step + 1
-        if save is not None and (done % cfg["checkpoint_every"] == 0 or done == cfg["steps"]):
-            save({"model": inner.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                  "step": done}, done)
-    return {"work_s": time.perf_counter() - t0, "loss": float(loss.item()), "steps": cfg["steps"]}
+    train_steps(model, opt, x_all, y_all, gen, LoopSpec(cfg["steps"], cfg["batch_size"], cfg["seed"]),
+                rt, ema=ema, hooks=[checkpoint])
+    return {"work_s": time.perf_counter() - t0, "loss": last["loss"], "steps": cfg["steps"]}
 
 
-def _plain_save(d: str) -> Callable[[dict, int], None]:
-    import torch
+class _DirRuntime:
+    """Plain loop's runtime: rank 0 of 1, checkpoints written to ``directory`` (torch.save)."""
 
-    return lambda state, step: torch.save(state, os.path.join(d, "state.pt"))
+    def __init__(self, directory: str):
+        import torch
+
+        self.rank, self.world, self.device, self.dir = 0, 1, torch.device("cpu"), directory
+
+    def prepare_model(self, model: Any) -> Any:
+        return model
+
+    def save_checkpoint(self, metrics: dict, files: dict) -> None:
+        from orchestrator.training.loop import write_checkpoint_files
+
+        write_checkpoint_files(self.dir, files)
 
 
 def bench_worker(cfg: dict) -> None:
-    """Ray Train worker: the same work, checkpoints through ``ray.train.report``."""
-    import ray.train
-    import torch
+    """Ray Train worker: the same work, checkpoints through the trials' ``TrainRuntime``."""
+    from orchestrator.runtime.train import TrainRuntime
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-
-    def save(state: dict, step: int) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            ckpt = None
-            if rank == 0:
-                torch.save(state, os.path.join(d, "state.pt"))
-                ckpt = ray.train.Checkpoint.from_directory(d)
-            ray.train.report({"step": step}, checkpoint=ckpt)
-
-    out = train_work({**cfg, "threads": cfg["threads"]}, rank, world, save)
-    ray.train.report({"finished": 1, "work_s": out["work_s"], "loss": out["loss"]})
+    rt = TrainRuntime()
+    out = train_work(cfg, rt)
+    rt.finish({"work_s": out["work_s"], "loss": out["loss"]})
 
 
 def bench_trial(config: dict) -> None:
-    """Tune function trainable, as ``orchestrator.stages.sweep.run_trial`` (returns nothing)."""
+    """Tune function trainable, as ``orchestrator.stages.sweep.tune_trial`` (returns nothing)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from orchestrator.runtime.train import fit_torch
@@ -136,11 +129,15 @@ def run_tune_trial(work: dict, plan: Any, storage: str, name: str) -> dict[str, 
 def log_mlflow(reporter: Any, name: str, out: dict, work: dict) -> float:
     """Seconds to log one trial's result the way the report stage does."""
     t0 = time.perf_counter()
-    reporter.log_trial({"key": f"bench/{name}", "trial": {"dataset": "random", "method": "none",
-                                                          "ratio": 0.0, "seed": work["seed"], "name": name},
-                        "params": {"model": work["model"], "train_steps": work["steps"]},
-                        "metrics": {"loss": out["loss"], "work_s": out["work_s"]},
-                        "loss_curve": [[work["steps"], out["loss"]]], "files": {}})
+    from orchestrator.config import Trial
+    from orchestrator.training.records import TrialFiles, TrialResult
+
+    reporter.log_trial(TrialResult(
+        key=f"bench/{name}", trial=Trial("random", name, 0.0, work["seed"]),
+        params={"model": work["model"], "train_steps": work["steps"]},
+        metrics={"loss": out["loss"], "work_s": out["work_s"]},
+        loss_curve=[[work["steps"], out["loss"]]], timing={}, resumed_from_step=0, world_size=1,
+        finished_at=time.time(), files=TrialFiles(grid="", manifest="")), files={})
     return time.perf_counter() - t0
 
 
@@ -169,7 +166,7 @@ def main() -> None:
     work["checkpoint_every"] = args.checkpoint_every or max(1, work["steps"] // 3)
     tmp = scratch_dir("trial_overhead")
     t0 = time.perf_counter()
-    plain = train_work(work, save=_plain_save(tmp))
+    plain = train_work(work, _DirRuntime(tmp))
     plain["wall_s"] = time.perf_counter() - t0
     print(f"(a) plain loop: wall {plain['wall_s']:.1f}s (loop {plain['work_s']:.1f}s)", flush=True)
     from orchestrator.stages.report import MlflowReporter

@@ -22,26 +22,17 @@ from benchmarks._util import header
 from eval.frechet import compute_fd
 from eval.prdc import compute_prdc
 from models import build_embedder, build_vqvae
-from models.vqvae import fit_latent_scale, psnr, vqvae_train_step
+from models.vqvae import (fit_latent_scale, images_to_model, model_to_images, psnr,
+                          vqvae_train_step)
 from orchestrator.config import DatasetConfig
 from orchestrator.data.sources import load_arrays
-
-
-def to_input(images: np.ndarray) -> torch.Tensor:
-    """(B, R, R, 3) uint8 -> (B, 3, R, R) float32 in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def to_images(x: torch.Tensor) -> np.ndarray:
-    """(B, 3, R, R) in [-1, 1] -> (B, R, R, 3) uint8."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 @torch.no_grad()
 def reconstruct(model: torch.nn.Module, images: np.ndarray, batch: int = 250) -> np.ndarray:
     """Encode and decode (through the codebook) ``images``: uint8 in, uint8 out."""
     model.eval()
-    out = [to_images(model.decode(model.encode(to_input(images[i:i + batch]))))
+    out = [model_to_images(model.decode(model.encode(images_to_model(images[i:i + batch]))))
            for i in range(0, len(images), batch)]
     return np.concatenate(out)
 
@@ -76,7 +67,7 @@ def main() -> None:
     model = build_vqvae(args.preset)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(0)
-    x_train = to_input(train)
+    x_train = images_to_model(train)
     done, t0 = 0, time.perf_counter()
     for target in sorted(args.steps):
         while done < target:
@@ -88,7 +79,7 @@ def main() -> None:
         rec = reconstruct(model, held)
         rec_f = embed(rec)
         m = {**compute_fd(ref_f, rec_f), **compute_prdc(ref_f, rec_f)}
-        p = psnr(to_input(rec), to_input(held))
+        p = psnr(images_to_model(rec), images_to_model(held))
         print(f"{target:6d} {per_step:7.3f} {p:6.2f} {m['fd']:8.2f} {m['precision']:6.3f} "
               f"{m['recall']:6.3f}", flush=True)
         t0 = time.perf_counter() - per_step * done   # exclude evaluation from s/step

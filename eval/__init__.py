@@ -6,7 +6,7 @@ plus the ``METRICS`` registry keyed by the YAML metric names.
 
 from eval.base import METRICS, MetricInputs
 from eval.coverage import balanced_indices, compute_cluster_coverage, nearest_neighbour_labels
-from eval.frechet import MissingWeightsError, compute_fd, compute_fid_from_images, frechet_distance
+from eval.frechet import compute_fd, compute_fid_from_images, frechet_distance
 from eval.grid import save_sample_grid
 from eval.memorization import compute_memorization
 from eval.prdc import compute_prdc
@@ -15,7 +15,6 @@ from eval.vendi import compute_vendi, vendi_score
 __all__ = [
     "METRICS",
     "MetricInputs",
-    "MissingWeightsError",
     "compute_cluster_coverage",
     "compute_fd",
     "compute_fid_from_images",

@@ -1,34 +1,19 @@
 """Frechet distance between Gaussian fits of two feature sets, and clean-fid FID.
 
 ``compute_fd`` works in any embedder space (the orchestrator renames ``fd`` to
-``fd_<embedder.short>``, ``fid`` for Inception). ``compute_fid_from_images`` runs
-clean-fid's own Inception feature extractor (mode "clean": PIL bicubic resize to 299)
-for callers that hold images rather than features.
+``fd_<embedder.short>``, ``fid`` for Inception). ``compute_fid_from_images`` is FID
+for callers that hold images: it takes the feature function (the project's one
+Inception path is ``models.build_embedder("inception")``, clean-fid's network and
+"clean" resize), so ``eval`` never loads a network itself.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import tempfile
-import urllib.error
-import urllib.request
+from typing import Callable
 
 import numpy as np
 
 from eval.knn import as_features
-
-INCEPTION_FILENAME = "inception-2015-12-05.pt"
-# Where clean-fid itself caches the file (Linux); a copy there is found without config.
-INCEPTION_DEFAULT_PATH = os.path.join("/tmp", INCEPTION_FILENAME)
-INCEPTION_URL = (
-    "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + INCEPTION_FILENAME
-)
-
-
-class MissingWeightsError(FileNotFoundError):
-    """The Inception TorchScript file is absent and could not be downloaded."""
 
 
 def _sqrt_psd(s: np.ndarray) -> np.ndarray:
@@ -140,110 +125,24 @@ def compute_fd(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
     return {"fd": frechet_distance(mu1, s1, mu2, s2)}
 
 
-def resolve_inception_weights(weights_path: str | None = None, download: bool = True, timeout_s: float = 20.0) -> str:
-    """Path of clean-fid's Inception TorchScript file, downloading it when missing.
-
-    Args:
-        weights_path: explicit file path (from the config); must exist.
-        download: when no file is found, fetch it to ``INCEPTION_DEFAULT_PATH`` with a
-            single request bounded by ``timeout_s`` (clean-fid's own download has no
-            timeout; offline machines should fail fast with a usable message).
-        timeout_s: socket timeout for that request.
-
-    Returns:
-        Path of an existing weight file.
-
-    Raises:
-        MissingWeightsError: naming where to put the file.
-    """
-    hint = (
-        f"download {INCEPTION_URL} and either place it at {INCEPTION_DEFAULT_PATH} "
-        "(clean-fid's cache) or give its path as the Inception weights in the config"
-    )
-    if weights_path is not None:
-        if not os.path.isfile(weights_path):
-            raise MissingWeightsError(f"Inception weights not found at {weights_path!r}: {hint}")
-        return weights_path
-    if os.path.isfile(INCEPTION_DEFAULT_PATH):
-        return INCEPTION_DEFAULT_PATH
-    if not download:
-        raise MissingWeightsError(f"Inception weights not found and download disabled: {hint}")
-    tmp = INCEPTION_DEFAULT_PATH + f".part{os.getpid()}"
-    try:
-        with urllib.request.urlopen(INCEPTION_URL, timeout=timeout_s) as resp, open(tmp, "wb") as f:
-            shutil.copyfileobj(resp, f)
-        os.replace(tmp, INCEPTION_DEFAULT_PATH)  # atomic: no half file in the cache
-    except (urllib.error.URLError, socket.timeout, OSError) as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise MissingWeightsError(f"could not download Inception weights ({err}): {hint}") from err
-    return INCEPTION_DEFAULT_PATH
-
-
-def inception_features(
-    images: np.ndarray, weights_path: str, device: str = "cpu", batch_size: int = 32
-) -> np.ndarray:
-    """clean-fid Inception pool features of uint8 images (mode "clean").
-
-    Args:
-        images: (B, H, W, 3) uint8 RGB.
-        weights_path: existing TorchScript file (see ``resolve_inception_weights``).
-        device: torch device string.
-        batch_size: images per forward pass.
-
-    Returns:
-        (B, 2048) float64 features.
-    """
-    import torch
-    from cleanfid.inception_torchscript import InceptionV3W
-    from cleanfid.resize import build_resizer
-
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be uint8 (B, H, W, 3), got {images.dtype} {images.shape}")
-    # InceptionV3W only loads <dir>/inception-2015-12-05.pt; link other names into a temp dir.
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = os.path.dirname(os.path.abspath(weights_path))
-        if os.path.basename(weights_path) != INCEPTION_FILENAME:
-            os.symlink(os.path.abspath(weights_path), os.path.join(tmp, INCEPTION_FILENAME))
-            folder = tmp
-        model = InceptionV3W(folder, download=False, resize_inside=False).to(device).eval()
-    resize = build_resizer("clean")  # float32 (299, 299, 3) in [0, 255]
-    feats = []
-    with torch.no_grad():
-        for start in range(0, images.shape[0], batch_size):
-            batch = np.stack([resize(img) for img in images[start : start + batch_size]])
-            x = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().to(device)
-            feats.append(model(x).double().cpu().numpy())
-    return np.concatenate(feats)
-
-
-def compute_fid_from_images(
-    real_images: np.ndarray,
-    fake_images: np.ndarray,
-    weights_path: str | None = None,
-    device: str = "cpu",
-    download: bool = True,
-) -> dict[str, float]:
-    """clean-fid FID (mode "clean") between two image sets.
-
-    The orchestrator normally computes FID as ``fd`` on the ``inception`` embedder's
-    features; this entry point is for callers holding images.
+def compute_fid_from_images(real_images: np.ndarray, fake_images: np.ndarray,
+                            features: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
+    """FID between two image sets: the Frechet distance of their Inception features.
 
     Args:
         real_images: (N, H, W, 3) uint8 RGB reference images.
         fake_images: (M, H', W', 3) uint8 RGB generated images.
-        weights_path: local Inception TorchScript file; default: clean-fid's cache.
-        device: torch device ("cpu" by default, unlike clean-fid's "cuda").
-        download: make one bounded download attempt when no file is found.
+        features: images (B, H, W, 3) uint8 -> (B, 2048) Inception pool features, e.g.
+            ``models.build_embedder("inception", weights=...)`` (clean-fid "clean" mode).
 
     Returns:
         {"fid": float}.
 
     Raises:
-        MissingWeightsError: no weight file (message says where to put it).
+        ValueError: images that are not uint8 (B, H, W, 3).
     """
-    path = resolve_inception_weights(weights_path, download=download)
-    real = inception_features(real_images, path, device)
-    fake = inception_features(fake_images, path, device)
-    return {"fid": compute_fd(real, fake)["fd"]}
+    for images in (real_images, fake_images):
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 (B, H, W, 3), got {images.dtype} {images.shape}")
+    return {"fid": compute_fd(features(real_images), features(fake_images))["fd"]}

@@ -27,13 +27,44 @@ def hub_reachable(host: str, timeout: float = 3.0) -> bool:
     Checked before any download so offline machines fail in seconds with a clear
     MissingWeightsError instead of retrying a hub for a minute.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get("PRUNEDIFF_OFFLINE"):
+    if offline():
         return False
     try:
         with socket.create_connection((host, 443), timeout=timeout):
             return True
     except OSError:
         return False
+
+
+def offline() -> bool:
+    """Whether downloads are switched off ($HF_HUB_OFFLINE or $PRUNEDIFF_OFFLINE)."""
+    return (os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+            or bool(os.environ.get("PRUNEDIFF_OFFLINE")))
+
+
+def fetch_weights(url: str, path: Path, hint: str, timeout_s: float = 20.0) -> Path:
+    """Download ``url`` to ``path`` with one request bounded by ``timeout_s``.
+
+    The file appears atomically (no half file is left behind); offline machines fail
+    fast with a usable message instead of retrying.
+
+    Raises:
+        MissingWeightsError: the download failed; the message ends with ``hint``.
+    """
+    import shutil
+    import urllib.error
+    import urllib.request
+
+    tmp = f"{path}.part{os.getpid()}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(tmp, "wb") as f:
+            shutil.copyfileobj(resp, f)
+        os.replace(tmp, path)
+    except (urllib.error.URLError, socket.timeout, OSError) as err:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise MissingWeightsError(f"could not download {url} ({err}): {hint}") from err
+    return path
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:

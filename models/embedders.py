@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.embed_base import (Embedder, MissingWeightsError, hub_reachable, load_state_dict_file,
-                               resize_center_crop, to_tensor, weights_dir)
+from models.embed_base import (Embedder, MissingWeightsError, fetch_weights, hub_reachable,
+                               load_state_dict_file, offline, resize_center_crop, to_tensor,
+                               weights_dir)
 
 __all__ = ["EMBEDDERS", "Embedder", "MissingWeightsError", "build_embedder"]
 
@@ -198,14 +199,14 @@ class InceptionEmbedder(Embedder):
 
         self._resize = build_resizer("clean")  # PIL bicubic on float32, per channel
         path = Path(weights) if weights else (self.default_path if pretrained else None)
-        if path is not None and not path.is_file() and weights is None:
-            if not hub_reachable("nvlabs-fi-cdn.nvidia.com"):
-                raise MissingWeightsError(
-                    f"inception: {path} is missing. Download {self.source} to {path} "
-                    f"(clean-fid's cache) or pass weights=<path>.")
-            from cleanfid.downloads_helper import check_download_inception
-
-            check_download_inception(fpath=str(path.parent))
+        hint = (f"download {self.source} and either place it at {self.default_path} (clean-fid's "
+                "cache) or give its path as the Inception weights in the config (weights=<path>)")
+        if weights is not None and not path.is_file():
+            raise MissingWeightsError(f"inception: weights not found at {weights!r}: {hint}")
+        if path is not None and not path.is_file():
+            if offline():
+                raise MissingWeightsError(f"inception: {path} is missing (offline): {hint}")
+            fetch_weights(self.source, path, hint)
         if path is None:
             net = FIDInceptionFeatures()
         elif _is_torchscript(path):

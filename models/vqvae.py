@@ -316,3 +316,28 @@ def psnr(x: Tensor, y: Tensor) -> float:
     """Mean per-image PSNR (dB) of images in [-1, 1] (peak-to-peak range 2)."""
     mse = (x.double() - y.double()).pow(2).flatten(1).mean(1).clamp_min(1e-12)
     return (10 * torch.log10(4.0 / mse)).mean().item()
+
+
+def images_to_model(images) -> Tensor:
+    """The one uint8 -> model-input conversion (VQ-VAE encoder input, [-1, 1]).
+
+    Args:
+        images: (B, H, W, 3) uint8 array or tensor, RGB.
+
+    Returns:
+        (B, 3, H, W) float32 in [-1, 1] (``x / 127.5 - 1``).
+    """
+    x = torch.as_tensor(images)
+    return x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def model_to_images(x: Tensor):
+    """The one model-output -> uint8 conversion (inverse of :func:`images_to_model`).
+
+    Args:
+        x: (B, 3, H, W) float in about [-1, 1] (clamped here), any device.
+
+    Returns:
+        (B, H, W, 3) uint8 numpy array, RGB, rounded.
+    """
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -12,11 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 import time
 from typing import Any
 
-from orchestrator.config import Config, dump_yaml
+from orchestrator.config import Config
 from orchestrator.progress import say as _say
 from orchestrator.storage.cache import ArtifactCache
 
@@ -55,75 +54,13 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) 
     return arts
 
 
-def check_embedders(cfg: Config) -> None:
-    """Build every needed embedder once on the driver: a missing weight file is a
-    one-line config error now, not a failure in each Ray actor and trial later."""
-    from models import MissingWeightsError, build_embedder
-    from orchestrator.errors import ConfigError
-    from orchestrator.stages.embed import needed_embedders
-
-    for name in needed_embedders(cfg):
-        try:
-            build_embedder(name, device="cpu", weights=cfg.embed.weights.get(name))
-        except MissingWeightsError as e:
-            raise ConfigError(f"embed.weights.{name}: {e}") from None
-
-
-def report(cache: ArtifactCache, cfg: Config, specs: list[dict], errors: dict[str, str],
-           fresh: bool = False) -> str:
-    """Table (CSV + Markdown, printed), plots and MLflow logging; returns the Markdown."""
-    from orchestrator.stages import report as rep
-    from orchestrator.stages.sweep import fetch_files, load_results
-
-    results = load_results(cache, specs)
-    out_dir = os.path.join(tempfile.mkdtemp(prefix="prunediff-report-"))
-    table = rep.comparison_table(results, [m.label for m in cfg.pruning.methods])
-    paths = rep.write_table(table, out_dir)
-    plots = (rep.plot_methods_vs_ratio(table, out_dir) + rep.plot_metric_vs_ratio(table, out_dir)
-             if len(table) else [])
-    reporter = rep.MlflowReporter(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name,
-                                  cfg.mlflow.artifact_location, cfg.config_hash(),
-                                  f"{cfg.experiment.name}-sweep", reuse_parent=not fresh)
-    logged = reporter.logged_trials()
-    for res in results:
-        if res["key"] in logged:
-            continue
-        tdir = os.path.join(out_dir, res["trial"]["name"])
-        files = fetch_files(cache, res, tdir)
-        if res.get("loss_curve"):
-            files["loss_curve"] = rep.plot_loss_curve(res["loss_curve"], os.path.join(tdir, "loss_curve.png"),
-                                                      res["trial"]["name"])
-        reporter.log_trial({**res, "files": files})
-    cfg_path = os.path.join(out_dir, "config.yaml")
-    with open(cfg_path, "w") as f:
-        f.write(dump_yaml(cfg))
-    params = {"config_hash": cfg.config_hash(), "n_trials": len(specs),
-              "datasets": ",".join(d.name for d in cfg.data.datasets),
-              "methods": ",".join(m.label for m in cfg.pruning.methods),
-              "ratios": ",".join(str(r) for r in cfg.pruning.ratios),
-              "seeds": ",".join(str(s) for s in cfg.experiment.seeds)}
-    reporter.log_parent(params, [paths["csv"], paths["markdown"], cfg_path, *plots],
-                        "FINISHED" if not errors else "FAILED")
-    _copy_outputs(cfg, [paths["csv"], paths["markdown"], *plots])
-    return open(paths["markdown"]).read()
-
-
-def _copy_outputs(cfg: Config, files: list[str]) -> None:
-    """Table and plots also land in <output_dir>/report/ (local dir or bucket)."""
-    from orchestrator.storage import fsutil
-
-    fs, base = fsutil.filesystem(fsutil.join(cfg.experiment.output_dir, "report"))
-    fs.create_dir(base, recursive=True)
-    for path in files:
-        with open(path, "rb") as src, fs.open_output_stream(f"{base}/{os.path.basename(path)}") as dst:
-            dst.write(src.read())
-
-
 def run_pipeline(cfg: Config, fresh: bool = False) -> int:
     """Run every stage; returns 0 when every trial finished, 1 otherwise."""
     from orchestrator.runtime.cluster import init_ray
+    from orchestrator.stages.embed import check_embedders
     from orchestrator.runtime.resources import current_plan, describe
     from orchestrator.stages.score import build_subsets
+    from orchestrator.stages.report import run_report
     from orchestrator.stages.sweep import build_specs, run_sweep
 
     t_start = time.time()
@@ -145,14 +82,14 @@ def run_pipeline(cfg: Config, fresh: bool = False) -> int:
         t1 = time.time()
         errors = run_sweep(cache, cfg, specs, plan, fresh)
         _say(f"sweep done ({time.time() - t1:.0f}s)")
-        markdown = report(cache, cfg, specs, errors, fresh)
+        markdown = run_report(cache, cfg, specs, errors, fresh)
     finally:
         if started:
             ray.shutdown()
     print(f"\nResults ({cfg.experiment.name}, mean ± std over seeds):\n")
     print(markdown, flush=True)
     if errors:
-        by_key = {s["key"]: s["trial"]["name"] for s in specs}
+        by_key = {s.key: s.trial.name for s in specs}
         for key, err in errors.items():
             print(f"error: trial {by_key.get(key, key)} failed: {err}", file=sys.stderr)
     from orchestrator.stages.report import mlflow_ui_command

@@ -13,12 +13,16 @@ import pytest
 from orchestrator.stages.report import (comparison_table, plot_methods_vs_ratio, plot_metric_vs_ratio,
                                  to_markdown, write_table)
 from orchestrator.runtime.resources import plan_resources
-from orchestrator.training.trial import EpochBatches
+from orchestrator.training.loop import EpochBatches
+from orchestrator.training.records import TrialResult
 
 
 def _res(dataset, method, ratio, seed, **metrics):
-    return {"trial": {"dataset": dataset, "method": method, "ratio": ratio, "seed": seed},
-            "metrics": metrics}
+    """A result record as a finished trial caches it (result.json), read back typed."""
+    return TrialResult.from_json(
+        {"key": f"trial/{dataset}{method}{ratio}{seed}", "params": {}, "metrics": metrics,
+         "trial": {"dataset": dataset, "method": method, "ratio": ratio, "seed": seed},
+         "files": {"grid": "trialgrid/x", "manifest": "subset/x"}})
 
 
 def test_table_mean_std_and_order(tmp_path):
@@ -93,7 +97,7 @@ def test_epoch_batches_disjoint_ranks_and_deterministic():
 
 
 def test_proxy_checkpoint_steps():
-    from orchestrator.stages.proxy import checkpoint_steps
+    from orchestrator.training.proxy_stats import checkpoint_steps
 
     assert checkpoint_steps(400, 8) == [50, 100, 150, 200, 250, 300, 350, 400]
     assert checkpoint_steps(20, 1) == [20]
@@ -128,7 +132,8 @@ def test_trial_keys_depend_on_training_config():
 def test_evaluate_renames_fd_and_labels_generated_samples(tmp_path):
     """Metrics of a trial: fd -> fd_<short>, cluster_coverage from nearest labelled neighbours."""
     from orchestrator.storage.cache import ArtifactCache
-    from orchestrator.training.trial import evaluate
+    from orchestrator.config import EvalConfig
+    from orchestrator.training.evaluate import evaluate
 
     rng = np.random.default_rng(0)
     n = 120
@@ -142,12 +147,11 @@ def test_evaluate_renames_fd_and_labels_generated_samples(tmp_path):
     cache = ArtifactCache(str(tmp_path))
     fkey = cache.key("embed", 1, t="features")
     cache.save_arrays(fkey, ids=np.arange(n), features=feats)
-    spec = {"trial": {"seed": 0}, "num_classes": 3, "inputs": {"features": fkey},
-            "eval": {"embedder": "pixels", "num_real": 90,
-                     "metrics": ["fd", "prdc", "vendi", "memorization", "cluster_coverage"]}}
-    data = {"labels": labels, "subset": np.arange(0, n, 2)}
+    ec = EvalConfig(embedder="pixels", num_real=90,
+                    metrics=("fd", "prdc", "vendi", "memorization", "cluster_coverage"))
     fake = images[labels == 0][:30]                             # generated: only class 0
-    metrics = evaluate(cache, spec, fake, data, "cpu")
+    metrics = evaluate(fake, cache.load_arrays(fkey)["features"], labels, np.arange(0, n, 2), ec,
+                       seed=0, num_classes=3, device="cpu")
     assert "fd_pixels" in metrics and "fd" not in metrics
     assert {"f_score", "vendi", "mem_nn_mean", "cov_kl_uniform"} <= set(metrics)
     shares = {k: v for k, v in metrics.items() if k.startswith("cov_share_")}

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.stages.proxy import read_rank_state, save_steps, train_proxy, write_rank_state
+from orchestrator.training.proxy_stats import read_rank_state, save_steps, train_proxy, write_rank_state
 
 N = 24
 

@@ -206,7 +206,7 @@ def _check_method(cfg: Config, i: int, m: Any, counts: dict[str, int | None]) ->
         params, emb = dict(raw), raw.get("embedder")
         if pruners is not None:
             try:
-                pruner = pruners[m.name](**raw)  # the pruner validates its own params
+                pruner = m.build_pruner(ds_name)  # the pruner validates its own params
             except (TypeError, ValueError) as e:
                 key = _param_key(str(e), raw)
                 if key in m.per_dataset.get(ds_name, {}):

@@ -89,6 +89,16 @@ class MethodConfig:
         """The params for ``dataset``: ``params`` updated by ``per_dataset[dataset]``."""
         return {**self.params, **self.per_dataset.get(dataset, {})}
 
+    def build_pruner(self, dataset: str) -> Any:
+        """The ``pruning.PRUNERS`` instance for ``dataset`` (the one place pruners are built).
+
+        Raises:
+            TypeError, ValueError: the pruner rejects a param (its message names it).
+        """
+        from pruning import PRUNERS
+
+        return PRUNERS[self.name](**self.params_for(dataset))
+
 
 @dataclass(frozen=True)
 class PruningConfig:

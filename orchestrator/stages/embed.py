@@ -41,12 +41,10 @@ def embed_key(cache: ArtifactCache, fingerprint: str, name: str, weights: str | 
 
 def needed_embedders(cfg: Any) -> list[str]:
     """Configured embedders plus those pruning methods and the evaluation ask for."""
-    from pruning import PRUNERS
-
     names = list(cfg.embed.embedders)
     for m in cfg.pruning.methods:
         for ds in cfg.data.datasets:
-            emb = PRUNERS[m.name](**m.params_for(ds.name)).embedder
+            emb = m.build_pruner(ds.name).embedder
             if emb:
                 names.append(emb)
     names.append(cfg.eval.embedder)
@@ -77,3 +75,16 @@ def ensure_embeddings(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
                           features=cols["features"].astype(np.float32))
         say("embed[%s/%s]: %s features", ds_cfg.name, name, cols["features"].shape)
     return keys
+
+
+def check_embedders(cfg: Any) -> None:
+    """Build every needed embedder once on the driver: a missing weight file is a
+    one-line config error now, not a failure in each Ray actor and trial later."""
+    from models import MissingWeightsError, build_embedder
+    from orchestrator.errors import ConfigError
+
+    for name in needed_embedders(cfg):
+        try:
+            build_embedder(name, device="cpu", weights=cfg.embed.weights.get(name))
+        except MissingWeightsError as e:
+            raise ConfigError(f"embed.weights.{name}: {e}") from None

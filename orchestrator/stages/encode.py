@@ -21,29 +21,10 @@ from orchestrator.progress import say
 from orchestrator.runtime.cluster import collect_by_id, map_actor_pool
 from orchestrator.runtime.train import call_isolated, fit_torch
 from orchestrator.runtime.resources import ResourcePlan
+from orchestrator.training.evaluate import VQVAE_FILE, vqvae_from_cache
 
 VQVAE_VERSION = 1
 LATENTS_VERSION = 1
-VQVAE_FILE = "vqvae.pt"
-
-
-def _to_model_input(images: Any) -> Any:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [-1, 1]."""
-    import torch
-
-    x = torch.as_tensor(np.asarray(images))
-    return x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def vqvae_from_cache(cache: ArtifactCache, key: str) -> Any:
-    """Load the VQ-VAE artifact (bytes of ``save_vqvae``) as a model on CPU."""
-    from models.vqvae import load_vqvae
-
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, VQVAE_FILE)
-        with open(path, "wb") as f:
-            f.write(cache.load_bytes(key))
-        return load_vqvae(path)
 
 
 def train_vqvae_worker(config: dict) -> None:
@@ -53,7 +34,8 @@ def train_vqvae_worker(config: dict) -> None:
     import torch
     from tqdm import tqdm
 
-    from models.vqvae import build_vqvae, fit_latent_scale, save_vqvae, vqvae_train_step
+    from models.vqvae import (build_vqvae, fit_latent_scale, images_to_model, save_vqvae,
+                              vqvae_train_step)
 
     torch.set_num_threads(int(config["threads"]))
     ctx = ray.train.get_context()
@@ -75,7 +57,7 @@ def train_vqvae_worker(config: dict) -> None:
         for batch in shard.iter_batches(batch_size=local_bs, batch_format="numpy",
                                         local_shuffle_buffer_size=4 * local_bs,
                                         local_shuffle_seed=config["seed"] + step):
-            logs = vqvae_train_step(model, _to_model_input(batch["image"]).to(device), opt)
+            logs = vqvae_train_step(model, images_to_model(batch["image"]).to(device), opt)
             recent = (recent + [batch["image"]])[-max(1, 512 // local_bs):]
             step += 1
             bar.update(1)
@@ -85,7 +67,7 @@ def train_vqvae_worker(config: dict) -> None:
         ckpt = None
         if rank == 0:
             with torch.no_grad():
-                fit_latent_scale(inner, _to_model_input(np.concatenate(recent)).to(device))
+                fit_latent_scale(inner, images_to_model(np.concatenate(recent)).to(device))
             save_vqvae(inner.cpu(), os.path.join(d, VQVAE_FILE), config["preset"])
             ckpt = ray.train.Checkpoint.from_directory(d)
         from orchestrator.runtime.workarounds import worker_pg_marker
@@ -107,8 +89,10 @@ class EncodeActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
+        from models.vqvae import images_to_model
+
         with torch.no_grad():
-            z = self.model.encode(_to_model_input(batch["image"]).to(self.device))
+            z = self.model.encode(images_to_model(batch["image"]).to(self.device))
         return {"id": batch["id"], "label": batch["label"], "latent": z.float().cpu().numpy()}
 
 

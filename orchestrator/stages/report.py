@@ -5,22 +5,25 @@ start-up error cannot hide behind a logger callback). Reruns reuse the parent ru
 of the same config (tag ``prunediff.config_hash``) and skip trial runs already
 logged (tag ``prunediff.trial_key``), so a resumed sweep logs each trial once.
 
-A trial result (what :mod:`orchestrator.training.trial` writes and this module reads) is
-a dict: ``trial`` {dataset, method, ratio, seed, name}, ``key``, ``params``,
-``metrics`` {name: float}, ``loss_curve`` [[step, loss], ...] and ``files``
-{artifact name: local path}.
+The stage reads :class:`~orchestrator.training.records.TrialResult` records (written by
+:mod:`orchestrator.training.trial`); their ``files`` are cache keys, copied to local
+paths here for MLflow (:func:`run_report`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+
+from orchestrator.storage import fsutil
+from orchestrator.training.records import TrialResult, TrialSpec
 
 FULL = "full"
 KEY_COLS = ["dataset", "method", "ratio"]
@@ -38,15 +41,13 @@ def _metric_rank(name: str) -> tuple[int, str]:
     return len(METRIC_ORDER), name
 
 
-def comparison_table(results: Sequence[dict], method_order: Sequence[str] = ()) -> pd.DataFrame:
+def comparison_table(results: Sequence[TrialResult], method_order: Sequence[str] = ()) -> pd.DataFrame:
     """Rows dataset/method/ratio; per metric ``<m>_mean``, ``<m>_std`` over seeds, ``n_seeds``.
 
     The full-data baseline comes first within each dataset, then methods in
     ``method_order`` (config order), ratios ascending.
     """
-    rows = [{"dataset": r["trial"]["dataset"], "method": r["trial"]["method"],
-             "ratio": float(r["trial"]["ratio"]), "seed": r["trial"]["seed"], **r["metrics"]}
-            for r in results]
+    rows = [r.row() for r in results]
     if not rows:
         return pd.DataFrame(columns=KEY_COLS + ["n_seeds"])
     df = pd.DataFrame(rows)
@@ -262,27 +263,27 @@ class MlflowReporter:
             max_results=5000)
         return {r.data.tags.get("prunediff.trial_key") for r in runs}
 
-    def log_trial(self, result: dict) -> str:
-        """One nested run: params, final metrics, loss curve steps, artifact files."""
+    def log_trial(self, result: TrialResult, files: dict[str, str]) -> str:
+        """One nested run: params, final metrics, loss curve steps, artifact files (local paths)."""
         from mlflow.entities import Metric, Param
 
-        trial = result["trial"]
+        trial = result.trial
         run = self.client.create_run(
-            self.experiment_id, run_name=trial["name"],
+            self.experiment_id, run_name=trial.name,
             tags={"mlflow.parentRunId": self.parent_id, "prunediff.role": "trial",
-                  "prunediff.trial_key": result["key"], "prunediff.config_hash": self.config_hash})
+                  "prunediff.trial_key": result.key, "prunediff.config_hash": self.config_hash})
         rid = run.info.run_id
         now = int(time.time() * 1000)
-        params = {k: trial[k] for k in ("dataset", "method", "ratio", "seed")}
-        params.update(result.get("params", {}))
-        metrics = [Metric(k, float(v), now, 0) for k, v in result["metrics"].items()
+        params = {"dataset": trial.dataset, "method": trial.method, "ratio": trial.ratio,
+                  "seed": trial.seed, **result.params}
+        metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()
                    if v is not None and np.isfinite(v)]
         metrics += [Metric("train_loss", float(loss), now, int(step))
-                    for step, loss in result.get("loss_curve", [])]
+                    for step, loss in result.loss_curve]
         for i in range(0, len(metrics), 900):
             self.client.log_batch(rid, metrics=metrics[i:i + 900],
                                   params=[Param(k, str(v)) for k, v in params.items()] if i == 0 else [])
-        for name, path in result.get("files", {}).items():
+        for path in files.values():
             if path and os.path.exists(path):
                 self.client.log_artifact(rid, path)
         self.client.set_terminated(rid, "FINISHED")
@@ -299,3 +300,51 @@ class MlflowReporter:
         for path in files:
             self.client.log_artifact(self.parent_id, path)
         self.client.set_terminated(self.parent_id, status)
+
+
+def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, str],
+               fresh: bool = False) -> str:
+    """Table (CSV + Markdown, printed), plots and MLflow logging; returns the Markdown."""
+    from orchestrator.config.loader import dump_yaml
+    from orchestrator.stages.sweep import fetch_files, load_results
+
+    results = load_results(cache, specs)
+    out_dir = os.path.join(tempfile.mkdtemp(prefix="prunediff-report-"))
+    table = comparison_table(results, [m.label for m in cfg.pruning.methods])
+    paths = write_table(table, out_dir)
+    plots = (plot_methods_vs_ratio(table, out_dir) + plot_metric_vs_ratio(table, out_dir)
+             if len(table) else [])
+    reporter = MlflowReporter(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name,
+                                  cfg.mlflow.artifact_location, cfg.config_hash(),
+                                  f"{cfg.experiment.name}-sweep", reuse_parent=not fresh)
+    logged = reporter.logged_trials()
+    for res in results:
+        if res.key in logged:
+            continue
+        tdir = os.path.join(out_dir, res.trial.name)
+        files = fetch_files(cache, res, tdir)
+        if res.loss_curve:
+            files["loss_curve"] = plot_loss_curve(res.loss_curve, os.path.join(tdir, "loss_curve.png"),
+                                                  res.trial.name)
+        reporter.log_trial(res, files)
+    cfg_path = os.path.join(out_dir, "config.yaml")
+    with open(cfg_path, "w") as f:
+        f.write(dump_yaml(cfg))
+    params = {"config_hash": cfg.config_hash(), "n_trials": len(specs),
+              "datasets": ",".join(d.name for d in cfg.data.datasets),
+              "methods": ",".join(m.label for m in cfg.pruning.methods),
+              "ratios": ",".join(str(r) for r in cfg.pruning.ratios),
+              "seeds": ",".join(str(s) for s in cfg.experiment.seeds)}
+    reporter.log_parent(params, [paths["csv"], paths["markdown"], cfg_path, *plots],
+                        "FINISHED" if not errors else "FAILED")
+    _copy_outputs(cfg, [paths["csv"], paths["markdown"], *plots])
+    return open(paths["markdown"]).read()
+
+
+def _copy_outputs(cfg: Any, files: list[str]) -> None:
+    """Table and plots also land in <output_dir>/report/ (local dir or bucket)."""
+    fs, base = fsutil.filesystem(fsutil.join(cfg.experiment.output_dir, "report"))
+    fs.create_dir(base, recursive=True)
+    for path in files:
+        with open(path, "rb") as src, fs.open_output_stream(f"{base}/{os.path.basename(path)}") as dst:
+            dst.write(src.read())

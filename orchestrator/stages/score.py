@@ -51,10 +51,10 @@ def ratio_rng(seed: int, ratio: float) -> np.random.Generator:
 def ensure_scores(cache: ArtifactCache, method: Any, seed: int, art: DatasetArtifacts,
                   fresh: bool) -> tuple[str, Any]:
     """(score key, pruner) after scoring the dataset with one configured method."""
-    from pruning import PRUNERS, ScoreContext
+    from pruning import ScoreContext
 
     params = method.params_for(art.name)  # per-dataset overrides (paper: k=24 vs 1000)
-    pruner = PRUNERS[method.name](**params)
+    pruner = method.build_pruner(art.name)
     inputs: dict[str, Any] = {}
     if pruner.embedder:
         inputs["embedding"] = art.embeddings[pruner.embedder]

@@ -2,9 +2,11 @@
 
 Each Tune trial is a function trainable with a sliver of CPU that builds a
 ``TorchTrainer`` (Ray Train V2: ``Tuner(trainer)`` is gone) running
-:func:`orchestrator.training.trial.train_trial_worker`, with ``TuneReportCallback`` so
-Tune's status table shows the workers' loss and final metrics. Trials receive
-cache keys, never arrays.
+:func:`trial_worker` (:func:`orchestrator.training.trial.run_trial` on a
+``TrainRuntime``), with ``TuneReportCallback`` so Tune's status table shows the
+workers' loss and final metrics. A trial is given a
+:class:`~orchestrator.training.records.TrialSpec` (cache keys, never arrays) and
+returns a :class:`~orchestrator.training.records.TrialResult` (cached under the trial key).
 
 Resume: a trial is done when its result record is in the cache; only missing
 trials are launched. Each trial's TorchTrainer has a fixed name and storage path,
@@ -24,6 +26,7 @@ from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.fsutil import join
 from orchestrator.runtime.resources import ResourcePlan, describe
 from orchestrator.stages.score import DatasetArtifacts
+from orchestrator.training.records import TrialInputs, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)
 TRIAL_VERSION = 1
@@ -47,8 +50,8 @@ def run_name(trial: Any, key: str) -> str:
 
 
 def build_specs(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts],
-                subsets: dict[tuple, str]) -> list[dict]:
-    """One JSON-able spec per trial of the grid, in grid order."""
+                subsets: dict[tuple, str]) -> list[TrialSpec]:
+    """One :class:`TrialSpec` per trial of the grid, in grid order."""
     specs = []
     for trial in cfg.trial_grid():
         art = arts[trial.dataset]
@@ -56,59 +59,65 @@ def build_specs(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts
         sub_key = subsets[(trial.dataset, trial.method, float(trial.ratio), trial.seed)]
         key = trial_key(cache, cfg, trial, art, sub_key)
         manifest = cache.load_json(sub_key)
-        specs.append({
-            "key": key, "cache_root": cache.root, "run_name": run_name(trial, key),
-            "trial": {"dataset": trial.dataset, "method": trial.method, "ratio": float(trial.ratio),
-                      "seed": trial.seed, "name": trial.name},
-            "params": {"n_train": manifest["n_train"], "subset_hash": manifest["subset_hash"],
-                       "n_total": manifest["n_total"], "model": cfg.model.preset,
-                       "train_steps": cfg.train.steps, "trial_key": key},
-            "inputs": {"latents": art.latents, "subset": sub_key, "vqvae": art.vqvae,
-                       "features": art.embeddings[cfg.eval.embedder]},
-            "conditional": ds.conditional, "num_classes": art.num_classes,
-            "model": asdict(cfg.model), "train": asdict(cfg.train), "sample": asdict(cfg.sample),
-            "eval": asdict(cfg.eval), "eval_weights": cfg.embed.weights.get(cfg.eval.embedder),
-        })
+        specs.append(TrialSpec(
+            key=key, cache_root=cache.root, run_name=run_name(trial, key), trial=trial,
+            params={"n_train": manifest["n_train"], "subset_hash": manifest["subset_hash"],
+                    "n_total": manifest["n_total"], "model": cfg.model.preset,
+                    "train_steps": cfg.train.steps, "trial_key": key},
+            inputs=TrialInputs(latents=art.latents, subset=sub_key, vqvae=art.vqvae,
+                               features=art.embeddings[cfg.eval.embedder]),
+            conditional=ds.conditional, num_classes=art.num_classes, model=cfg.model,
+            train=cfg.train, sample=cfg.sample, eval=cfg.eval,
+            eval_weights=cfg.embed.weights.get(cfg.eval.embedder)))
     return specs
 
 
-def spec_key(spec: dict) -> str:
+def spec_key(spec: TrialSpec) -> str:
     """Cache key of a trial's spec (what the Tune trial loads)."""
-    return ArtifactCache.key("trialspec", TRIAL_VERSION, trial=spec["key"])
+    return ArtifactCache.key("trialspec", TRIAL_VERSION, trial=spec.key)
 
 
-def is_done(cache: ArtifactCache, spec: dict) -> bool:
-    return cache.has(spec["key"], "json")
+def is_done(cache: ArtifactCache, spec: TrialSpec) -> bool:
+    """Whether the trial's result is in the cache."""
+    return cache.has(spec.key, "json")
 
 
-def run_trial(config: dict) -> None:
+def trial_worker(config: dict) -> None:
+    """Ray Train loop of one trial: :func:`orchestrator.training.trial.run_trial`."""
+    import torch
+
+    from orchestrator.runtime.train import TrainRuntime
+    from orchestrator.training.trial import run_trial
+
+    torch.set_num_threads(int(config.get("threads", 1)))
+    run_trial(TrialSpec.from_json(config["spec"]), TrainRuntime())
+
+
+def tune_trial(config: dict) -> None:
     """Tune function trainable: one TorchTrainer; its metrics reach Tune via the callback.
 
     Returns nothing (returning fit()'s Result breaks Tune's bookkeeping).
     """
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.progress import say
     from orchestrator.runtime.train import fit_torch
-    from orchestrator.runtime.resources import ResourcePlan
-    from orchestrator.training.trial import train_trial_worker
 
     spec = ArtifactCache(config["cache_root"]).load_json(config["trial"]["spec"])
     plan = ResourcePlan(**config["plan"])
-    fit_torch(train_trial_worker, spec, plan, spec["run_name"], config["storage"],
+    fit_torch(trial_worker, {"spec": spec}, plan, spec["run_name"], config["storage"],
               config["max_failures"], callbacks=[TuneReportCallback()])
     say("trial %s: training run finished", spec["run_name"])
 
 
-def clear_trial_runs(cfg: Any, specs: list[dict]) -> None:
+def clear_trial_runs(cfg: Any, specs: list[TrialSpec]) -> None:
     """Delete the trials' Ray Train run folders (checkpoints) for ``--fresh``."""
     from orchestrator.storage.fsutil import remove_dir
 
     for spec in specs:
-        remove_dir(join(cfg.storage.ray_storage, TRIALS_DIR, spec["run_name"]))
+        remove_dir(join(cfg.storage.ray_storage, TRIALS_DIR, spec.run_name))
 
 
-def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[dict], plan: ResourcePlan,
+def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[TrialSpec], plan: ResourcePlan,
               fresh: bool) -> dict[str, str]:
     """Train every trial whose result is missing; returns ``{trial key: error}`` of failures."""
     from ray import tune
@@ -118,7 +127,7 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[dict], plan: ResourceP
     if fresh:
         clear_trial_runs(cfg, specs)
         for spec in specs:
-            cache.invalidate(spec["key"], "json")
+            cache.invalidate(spec.key, "json")
     pending = [s for s in specs if not is_done(cache, s)]
     done = len(specs) - len(pending)
     say("sweep: %d trial(s), %d already done, %d to run; %s", len(specs), done, len(pending),
@@ -128,12 +137,12 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[dict], plan: ResourceP
     storage = join(cfg.storage.ray_storage, TRIALS_DIR)
     # Trials get the run name and the cache key of their spec (Tune prints configs).
     for s in pending:
-        cache.save_json(spec_key(s), s)
-    param_space = {"trial": tune.grid_search([{"name": s["run_name"], "spec": spec_key(s)}
+        cache.save_json(spec_key(s), s.to_json())
+    param_space = {"trial": tune.grid_search([{"name": s.run_name, "spec": spec_key(s)}
                                               for s in pending]),
                    "cache_root": cache.root, "plan": asdict(plan), "storage": storage,
                    "max_failures": cfg.resources.max_failures}
-    trainable = tune.with_resources(run_trial, {"CPU": plan.trial_cpus})
+    trainable = tune.with_resources(tune_trial, {"CPU": plan.trial_cpus})
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tuner = tune.Tuner(
         trainable, param_space=param_space,
@@ -146,35 +155,33 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[dict], plan: ResourceP
                                       metric_columns=["step", "loss"], parameter_columns=[],
                                       max_report_frequency=30)),
     )
-    grid = tuner.fit()
+    outcomes = tuner.fit()
     errors: dict[str, str] = {}
-    for res in grid:
-        spec = cache.load_json(res.config["trial"]["spec"]) if res.config else None
+    for res in outcomes:
+        spec = TrialSpec.from_json(cache.load_json(res.config["trial"]["spec"])) if res.config else None
         if spec is None:
             continue
         if not is_done(cache, spec):
-            errors[spec["key"]] = (str(res.error).strip().splitlines() or ["no result written"])[-1] \
+            errors[spec.key] = (str(res.error).strip().splitlines() or ["no result written"])[-1] \
                 if res.error else "no result written"
     return errors
 
 
-def load_results(cache: ArtifactCache, specs: list[dict]) -> list[dict]:
-    """Result records of the finished trials, in grid order."""
-    return [cache.load_json(s["key"]) for s in specs if is_done(cache, s)]
+def load_results(cache: ArtifactCache, specs: list[TrialSpec]) -> list[TrialResult]:
+    """Results of the finished trials, in grid order."""
+    return [TrialResult.from_json(cache.load_json(s.key)) for s in specs if is_done(cache, s)]
 
 
-def fetch_files(cache: ArtifactCache, result: dict, out_dir: str) -> dict[str, str]:
-    """Local copies of a result's artifacts (for MLflow): grid PNG, manifest JSON."""
+def fetch_files(cache: ArtifactCache, result: TrialResult, out_dir: str) -> dict[str, str]:
+    """Local copies of a result's files (for MLflow): ``{"grid": png path, "manifest": json path}``."""
     os.makedirs(out_dir, exist_ok=True)
     files = {}
-    grid_key = result["files"].get("grid")
-    if grid_key and cache.has(grid_key, "bytes"):
+    if result.files.grid and cache.has(result.files.grid, "bytes"):
         files["grid"] = os.path.join(out_dir, "samples.png")
         with open(files["grid"], "wb") as f:
-            f.write(cache.load_bytes(grid_key))
-    man_key = result["files"].get("manifest")
-    if man_key and cache.has(man_key, "json"):
+            f.write(cache.load_bytes(result.files.grid))
+    if result.files.manifest and cache.has(result.files.manifest, "json"):
         files["manifest"] = os.path.join(out_dir, "subset_manifest.json")
         with open(files["manifest"], "wb") as f:
-            f.write(cache.get(man_key, "json"))
+            f.write(cache.get(result.files.manifest, "json"))
     return files

@@ -1,0 +1,226 @@
+"""The proxy's per-sample statistics, recorded by a step hook of the one DiT loop.
+
+Only the statistics asked for are recorded (GraNd / MoSo gradient passes are the
+expensive ones):
+
+- ``loss_traj`` (N, T): per-sample flow loss at ``log_points`` evenly spaced steps;
+- ``grad_norm`` (N, G): per-sample gradient norm at ``grad_checkpoints`` steps;
+- ``moso`` (N, G): MoSo score at the same steps (mean gradient all-reduced).
+
+Each rank measures its stride of the dataset (positions ``rank::world``).
+
+Resume: the proxy checkpoints at every step where it records statistics (the union
+of the log and gradient points, the last step included). Each rank writes
+``rank<r>.pt`` into the checkpoint (its recorded columns and its random streams;
+rank 0 also the model and optimizer), so a rerun continues from the last checkpoint
+and records exactly the statistics of an uninterrupted run. No Ray here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from orchestrator.training.loop import (LoopSpec, build_model, train_steps, unwrap,
+                                        write_checkpoint_files)
+
+log = logging.getLogger(__name__)
+STAT_KEYS = ("loss_traj", "grad_norm", "moso")
+SaveFn = Callable[[dict, int, float], None]   # (state, step, loss) at a checkpoint step
+
+
+def checkpoint_steps(steps: int, points: int) -> list[int]:
+    """``points`` evenly spaced steps in (0, steps], the last one == steps."""
+    return sorted({max(1, int(round(steps * (i + 1) / points))) for i in range(points)})
+
+
+def _measure(cfg: dict, model: Any, x: Any, y: Any, ids: Any, stats: tuple[str, ...],
+             which: str, world: int) -> dict[str, np.ndarray]:
+    """One checkpoint's statistics for this rank's shard (batched)."""
+    import torch
+
+    from models.transport import per_sample_flow_loss as loss_fn
+    from pruning import stats as st
+
+    k, seed, chunk, n_total = cfg["draws"], cfg["seed"], cfg["chunk"], cfg["n"]
+    bs = max(chunk, 256)
+    parts = [(x[s:s + bs], None if y is None else y[s:s + bs], ids[s:s + bs])
+             for s in range(0, x.shape[0], bs)]
+    out: dict[str, np.ndarray] = {}
+    if which == "log" and "loss_traj" in stats:
+        out["loss_traj"] = torch.cat([st.per_sample_losses(model, loss_fn, xb, yb, ib, k, seed)
+                                      for xb, yb, ib in parts]).cpu().numpy()
+    if which == "grad" and "grad_norm" in stats:
+        out["grad_norm"] = torch.cat([st.per_sample_grad_norms(model, loss_fn, xb, yb, ib, k, seed, chunk)
+                                      for xb, yb, ib in parts]).cpu().numpy()
+    if which == "grad" and "moso" in stats:
+        g_sum = sum(st.gradient_sum(model, loss_fn, xb, yb, ib, k, seed, chunk) for xb, yb, ib in parts)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(g_sum)
+        g_mean = g_sum / n_total
+        sq, dots = zip(*[st.moso_terms(model, loss_fn, xb, yb, ib, k, seed, g_mean, chunk)
+                         for xb, yb, ib in parts])
+        out["moso"] = st.moso_scores(n_total, g_mean, torch.cat(sq), torch.cat(dots))
+    return out
+
+
+def save_steps(cfg: dict) -> list[int]:
+    """Checkpoint steps of the proxy: wherever statistics are recorded, and the last step."""
+    return sorted(set(checkpoint_steps(cfg["steps"], cfg["log_points"]))
+                  | set(checkpoint_steps(cfg["steps"], cfg["grad_checkpoints"])) | {cfg["steps"]})
+
+
+def _records_state(rec: dict[str, list[np.ndarray]], n_local: int) -> dict[str, Any]:
+    """Recorded columns as ``{"rec_<stat>": (n_local, t) float64 tensor}`` (t may be 0)."""
+    import torch
+
+    return {f"rec_{k}": torch.from_numpy(np.stack(v, axis=1) if v else np.zeros((n_local, 0)))
+            for k, v in rec.items()}
+
+
+def train_proxy(cfg: dict, data: dict[str, np.ndarray], rank: int, world: int, device: Any,
+                prepare: Callable[[Any], Any], state: dict | None,
+                save: SaveFn) -> tuple[dict[str, np.ndarray], int]:
+    """Train the proxy DiT and record this rank's statistics (no Ray in here).
+
+    The training is :func:`orchestrator.training.loop.train_steps`; the statistics are
+    its step hook (:class:`_Recorder`).
+
+    Args:
+        cfg: the proxy section plus ``stats``, ``n``, ``seed``, ``conditional``,
+            ``num_classes`` (see ``orchestrator.stages.proxy.ensure_proxy_stats``).
+        data: ``ids`` (N,) int64, ``labels`` (N,) int64, ``latents`` (N, C, h, w) float32.
+        rank, world: this DDP rank and the world size; the rank measures positions
+            ``rank::world`` and trains on its stride of every global batch.
+        device: torch device of this rank.
+        prepare: wraps the model for DDP (``TrialRuntime.prepare_model``, or identity).
+        state: a state passed to ``save`` earlier (same world size) to resume from, or None.
+        save: called with ``(state, step, loss)`` at every :func:`save_steps` step; the
+            state holds this rank's records and random streams, the model and optimizer.
+
+    Returns:
+        ``({stat: (N_rank, T or G) float64}, start step)``; the start step is 0 for a new
+        run and the checkpoint's step for a resumed one.
+    """
+    import torch
+
+    x_all = torch.from_numpy(data["latents"].astype(np.float32))
+    y_all = torch.from_numpy(data["labels"].astype(np.int64)) if cfg["conditional"] else None
+    n = x_all.shape[0]
+    pos = np.arange(rank, n, world)
+    xs = x_all[pos].to(device)
+    ys = y_all[pos].to(device) if y_all is not None else None
+    ids = torch.from_numpy(data["ids"][pos].astype(np.int64)).to(device)
+    model, gen = build_model(cfg["model"], tuple(x_all.shape[1:]),
+                             cfg["num_classes"] if cfg["conditional"] else 0, cfg["seed"], rank,
+                             world, init_seed=cfg["seed"])
+    label_gen = model.label_generator   # class dropout draws
+    rec: dict[str, list[np.ndarray]] = {k: [] for k in cfg["stats"]}
+    start = 0
+    if state is not None:
+        if int(state["world"]) != world:
+            raise ValueError(f"proxy checkpoint of {state['world']} rank(s), this run has {world}")
+        model.load_state_dict(state["model"])
+        # The streams continue where they were: a resumed run draws what an uninterrupted one would.
+        gen.set_state(state["gen"])
+        label_gen.set_state(state["label_gen"])
+        rec = {k: list(state[f"rec_{k}"].numpy().T) for k in cfg["stats"]}
+        start = int(state["step"])
+    model = prepare(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"])
+    if state is not None:
+        opt.load_state_dict(state["opt"])
+
+    def snapshot(step: int) -> dict[str, Any]:
+        return _state(unwrap(model), opt, gen, label_gen, rec, step, world, len(pos))
+
+    recorder = _Recorder(cfg, model, (xs, ys, ids), rec, world, save, snapshot)
+    train_steps(model, opt, x_all, y_all, gen, LoopSpec(cfg["steps"], cfg["batch_size"], cfg["seed"],
+                                                        desc="proxy"),
+                _Placement(rank, world, device), start=start, hooks=[recorder])
+    # Always a last checkpoint, also when resumed at the end: fit()'s Result then
+    # carries this run's placement-group id (see runtime.workarounds.release_placement_group).
+    save(snapshot(cfg["steps"]), cfg["steps"], recorder.loss)
+    return {k: np.stack(v, axis=1) if v else np.zeros((len(pos), 0)) for k, v in rec.items()}, start
+
+
+class _Placement:
+    """Rank, world size and device: all :func:`train_steps` asks of its runtime."""
+
+    def __init__(self, rank: int, world: int, device: Any):
+        self.rank, self.world, self.device = rank, world, device
+
+
+class _Recorder:
+    """The proxy's step hook: statistics at the log/gradient points, checkpoints at
+    :func:`save_steps` (the last step's checkpoint is written after the loop)."""
+
+    def __init__(self, cfg: dict, model: Any, shard: tuple, rec: dict[str, list[np.ndarray]],
+                 world: int, save: SaveFn, snapshot: Callable[[int], dict]):
+        self.cfg, self.model, self.shard, self.rec, self.world = cfg, model, shard, rec, world
+        self.save, self.snapshot = save, snapshot
+        self.log_at = set(checkpoint_steps(cfg["steps"], cfg["log_points"]))
+        self.grad_at = set(checkpoint_steps(cfg["steps"], cfg["grad_checkpoints"]))
+        self.save_at = set(save_steps(cfg))
+        self.loss = float("nan")
+
+    def __call__(self, done: int, loss: float) -> None:
+        self.loss = loss
+        xs, ys, ids = self.shard
+        for which, at in (("log", self.log_at), ("grad", self.grad_at)):
+            if done in at:
+                for key, val in _measure(self.cfg, self.model, xs, ys, ids, tuple(self.cfg["stats"]),
+                                         which, self.world).items():
+                    self.rec[key].append(np.asarray(val, dtype=np.float64))
+        if done in self.save_at and done < self.cfg["steps"]:
+            self.save(self.snapshot(done), done, loss)
+
+
+def _state(inner: Any, opt: Any, gen: Any, label_gen: Any, rec: dict[str, list[np.ndarray]],
+           step: int, world: int, n_local: int) -> dict[str, Any]:
+    """Everything a resumed rank needs: weights, optimizer, random streams, records."""
+    return {"model": inner.state_dict(), "opt": opt.state_dict(), "step": step, "world": world,
+            "gen": gen.get_state(), "label_gen": label_gen.get_state(),
+            **_records_state(rec, n_local)}
+
+
+def rank_files(state: dict, rank: int) -> dict[str, dict]:
+    """This rank's part of a checkpoint: ``{"rank<r>.pt": state}``, the model and
+    optimizer on rank 0 only (every rank writes into the same checkpoint folder)."""
+    own = state if rank == 0 else {k: v for k, v in state.items() if k not in ("model", "opt")}
+    return {f"rank{rank}.pt": own}
+
+
+def write_rank_state(state: dict, directory: str, rank: int) -> None:
+    """Write :func:`rank_files` into ``directory``."""
+    write_checkpoint_files(directory, rank_files(state, rank))
+
+
+def read_rank_state(directory: str, rank: int, world: int) -> dict | None:
+    """This rank's resume state from a checkpoint directory, or None if it has none.
+
+    None for checkpoints of an older proxy (no rank files) or another world size.
+    """
+    import torch
+
+    def load(r: int) -> dict | None:
+        path = os.path.join(directory, f"rank{r}.pt")
+        if not os.path.exists(path):
+            return None
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    state = load(rank)
+    if state is None or int(state["world"]) != world:
+        log.warning("proxy: checkpoint in %s is not one of %d rank(s); starting over", directory, world)
+        return None
+    if rank != 0:
+        shared = load(0)
+        if shared is None:
+            return None
+        state.update(model=shared["model"], opt=shared["opt"])
+    return state
