@@ -1,5 +1,9 @@
 """prunediff orchestrator: config, data sources, artifact cache and the Ray pipeline.
 
+One folder per role (see ARCHITECTURE.md): ``config/``, ``data/``, ``storage/``,
+``training/`` (no Ray), ``runtime/`` (all Ray), ``stages/``; ``pipeline.py`` composes the
+stages and ``run.py`` is the CLI.
+
 This is the only package that imports ``ray`` and ``mlflow``; it imports them lazily
 so that ``python -m orchestrator.run CONFIG --dry-run`` validates a config without
 starting (or even importing) Ray.

@@ -125,3 +125,32 @@ def test_errors_and_schema_import_nothing_of_ours():
     graph = _graph()
     assert graph["orchestrator.errors"] == set()
     assert graph["orchestrator.config.schema"] == set()
+
+
+# What each part of orchestrator/ may import of the others (ARCHITECTURE.md's table).
+ALLOWED = {
+    "errors": set(), "progress": set(),
+    "config": {"errors", "storage", "data"},
+    "storage": {"errors"},
+    "data": {"config", "errors", "storage"},
+    "training": {"config", "storage", "errors"},
+    "runtime": {"training", "errors", "progress"},
+    "stages": {"config", "data", "storage", "runtime", "training", "progress", "errors"},
+    "pipeline": {"stages", "runtime", "config", "storage", "data", "progress", "errors"},
+    "run": {"config", "errors", "pipeline"},
+    "__main__": {"run"},
+}
+
+
+def test_parts_import_only_what_the_architecture_allows():
+    def part(mod: str) -> str | None:
+        parts = mod.split(".")
+        return parts[1] if len(parts) > 1 else None   # None: the package root
+
+    for mod, targets in _graph().items():
+        src = part(mod)
+        if src is None:
+            continue
+        assert src in ALLOWED, f"{mod}: a new part of orchestrator/ needs a row in ALLOWED"
+        bad = {t for t in targets if part(t) not in (None, src) and part(t) not in ALLOWED[src]}
+        assert not bad, f"{mod} imports {sorted(bad)}: not allowed for {src}/ (ARCHITECTURE.md)"

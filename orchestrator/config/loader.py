@@ -36,6 +36,16 @@ from orchestrator.storage.fsutil import is_remote
 _MISSING = dataclasses.MISSING
 
 
+# scalar annotation -> (accepts a YAML value, what the message says is expected);
+# bools are not ints here, ints are accepted for floats
+_SCALARS: dict[type, tuple[Any, str]] = {
+    bool: (lambda v: isinstance(v, bool), "true/false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -61,22 +71,11 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if value is None:
             return None
         raise ConfigError(f"{path}: expected null, got {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{path}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    if tp in _SCALARS:
+        accepts, expected = _SCALARS[tp]
+        if accepts(value):
+            return float(value) if tp is float else value
+        raise ConfigError(f"{path}: expected {expected}, got {value!r}")
     if origin is tuple:
         (item_tp, _ellipsis) = typing.get_args(tp)
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
