@@ -60,8 +60,8 @@ def plain_loop(ds_cfg: Any, batch_size: int, threads: int) -> dict[str, float]:
 
 def _ray_pass(ds: Any, plan: Any, batch_size: int, n: int) -> float:
     """Seconds of one pipeline embed pass (map_actor_pool + collect_by_id)."""
-    from orchestrator.stages.embed import EmbedActor
     from orchestrator.runtime.cluster import collect_by_id, map_actor_pool
+    from orchestrator.stages.embed import EmbedActor
 
     t0 = time.perf_counter()
     out = map_actor_pool(ds.select_columns(["id", "image"]), EmbedActor,
@@ -76,8 +76,8 @@ def _ray_pass(ds: Any, plan: Any, batch_size: int, n: int) -> float:
 
 def ray_stream(cfg: Any, ds_cfg: Any, batch_size: int, tiny: int) -> dict[str, Any]:
     """Cold pass (with Ray start), tiny pass and warm pass of the pipeline's embed path."""
-    from orchestrator.runtime.resources import current_plan, describe
     from orchestrator.data.sources import load_dataset
+    from orchestrator.runtime.resources import current_plan, describe
 
     t0 = time.perf_counter()
     with private_ray(scratch_dir("embed_ray")) as ray:

@@ -35,8 +35,8 @@ def _noop_worker(config: dict) -> None:
 def _noop_trial(config: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.runtime.train import fit_torch
     from orchestrator.runtime.resources import ResourcePlan
+    from orchestrator.runtime.train import fit_torch
 
     fit_torch(_noop_worker, {}, ResourcePlan(**config["plan"]), f"noop-{config['i']}",
               config["storage"], 0, callbacks=[TuneReportCallback()])

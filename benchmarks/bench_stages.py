@@ -38,10 +38,10 @@ STAGES = ("encode", "embed", "proxy", "score", "trial")
 
 def _setup(overrides: list[str], root: str) -> tuple[Any, Any, Any, Any]:
     """(config, dataset entry, cache, DatasetArtifacts keys) shared by the stages."""
-    from orchestrator.storage.cache import ArtifactCache
     from orchestrator.config import load_config
     from orchestrator.stages.embed import needed_embedders
     from orchestrator.stages.score import DatasetArtifacts
+    from orchestrator.storage.cache import ArtifactCache
 
     cfg = load_config("experiments/quickstart.yaml", [*overrides, f"experiment.output_dir={root}/out"],
                       base_dir=REPO)

@@ -100,8 +100,8 @@ def bench_trial(config: dict) -> None:
     """Tune function trainable, as ``orchestrator.stages.sweep.tune_trial`` (returns nothing)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.runtime.train import fit_torch
     from orchestrator.runtime.resources import ResourcePlan
+    from orchestrator.runtime.train import fit_torch
 
     plan = ResourcePlan(**config["plan"])
     fit_torch(bench_worker, config["work"], plan, config["name"], config["storage"], 0,

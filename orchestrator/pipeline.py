@@ -10,7 +10,6 @@ command reuses everything that exists and trains only the trials without a resul
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from typing import Any
@@ -24,11 +23,11 @@ log = logging.getLogger(__name__)
 
 def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) -> dict:
     """Run encode, embed and proxy for every dataset; returns DatasetArtifacts by name."""
+    from orchestrator.data.sources import load_dataset
     from orchestrator.stages.embed import ensure_embeddings
     from orchestrator.stages.encode import ensure_latents, ensure_vqvae
     from orchestrator.stages.proxy import ensure_proxy_stats
     from orchestrator.stages.score import DatasetArtifacts
-    from orchestrator.data.sources import load_dataset
 
     arts = {}
     for ds in cfg.data.datasets:
@@ -57,10 +56,10 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) 
 def run_pipeline(cfg: Config, fresh: bool = False) -> int:
     """Run every stage; returns 0 when every trial finished, 1 otherwise."""
     from orchestrator.runtime.cluster import init_ray
-    from orchestrator.stages.embed import check_embedders
     from orchestrator.runtime.resources import current_plan, describe
-    from orchestrator.stages.score import build_subsets
+    from orchestrator.stages.embed import check_embedders
     from orchestrator.stages.report import run_report
+    from orchestrator.stages.score import build_subsets
     from orchestrator.stages.sweep import build_specs, run_sweep
 
     t_start = time.time()

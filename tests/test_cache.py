@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from orchestrator.config import DatasetConfig
 from orchestrator.storage import fsutil
 from orchestrator.storage.cache import ArtifactCache, CacheMiss
-from orchestrator.config import DatasetConfig
 
 
 @pytest.fixture(params=["path", "file-uri"])

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from orchestrator.stages.report import (comparison_table, plot_methods_vs_ratio, plot_metric_vs_ratio,
-                                 to_markdown, write_table)
 from orchestrator.runtime.resources import plan_resources
+from orchestrator.stages.report import (comparison_table, plot_methods_vs_ratio, plot_metric_vs_ratio,
+                                        to_markdown, write_table)
 from orchestrator.training.loop import EpochBatches
 from orchestrator.training.records import TrialResult
 
@@ -107,10 +107,10 @@ def test_proxy_checkpoint_steps():
 def test_trial_keys_depend_on_training_config():
     from dataclasses import replace
 
-    from orchestrator.storage.cache import ArtifactCache
     from orchestrator.config import load_config
     from orchestrator.stages.score import DatasetArtifacts
     from orchestrator.stages.sweep import run_name, trial_key
+    from orchestrator.storage.cache import ArtifactCache
     from tests.pipeline_helpers import SMOKE
 
     cfg = load_config(SMOKE, check=False)
@@ -131,8 +131,8 @@ def test_trial_keys_depend_on_training_config():
 
 def test_evaluate_renames_fd_and_labels_generated_samples(tmp_path):
     """Metrics of a trial: fd -> fd_<short>, cluster_coverage from nearest labelled neighbours."""
-    from orchestrator.storage.cache import ArtifactCache
     from orchestrator.config import EvalConfig
+    from orchestrator.storage.cache import ArtifactCache
     from orchestrator.training.evaluate import evaluate
 
     rng = np.random.default_rng(0)
@@ -161,9 +161,9 @@ def test_evaluate_renames_fd_and_labels_generated_samples(tmp_path):
 
 def test_scores_use_per_dataset_params(tmp_path):
     """paper.yaml clusters CelebA-HQ with k=24 and ImageNet with k=1000 under one label."""
-    from orchestrator.storage.cache import ArtifactCache
     from orchestrator.config import MethodConfig
     from orchestrator.stages.score import DatasetArtifacts, ensure_scores
+    from orchestrator.storage.cache import ArtifactCache
 
     cache = ArtifactCache(str(tmp_path / "cache"))
     rng = np.random.default_rng(0)

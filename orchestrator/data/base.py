@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from orchestrator.config.schema import DatasetConfig
-from orchestrator.errors import ConfigError, SourceError
 from orchestrator.data.images import gray_to_rgb, resize_batch
+from orchestrator.errors import ConfigError, SourceError
 
 FINGERPRINT_SAMPLES = 32
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.storage import fsutil
 from orchestrator.config.schema import DatasetConfig
-from orchestrator.errors import ConfigError, SourceError
-from orchestrator.data.images import decode_image
 from orchestrator.data.base import (SkippedFile, Source, SourceArrays, SourceData,
-                                      fingerprint, sample_positions, select_subset)
+                                    fingerprint, sample_positions, select_subset)
+from orchestrator.data.images import decode_image
+from orchestrator.errors import ConfigError
+from orchestrator.storage import fsutil
 
 log = logging.getLogger(__name__)
 

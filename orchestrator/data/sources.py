@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.config.schema import DatasetConfig
-from orchestrator.errors import ConfigError, SourceError
+from orchestrator.data.base import (LabelledArraySource, SkippedFile, Source, SourceArrays,
+                                    SourceData, arrays_to_ray, fingerprint,
+                                    select_subset)
 from orchestrator.data.folders import CelebAHQ, ImageFolder, ImageNet
 from orchestrator.data.images import read_idx
-from orchestrator.data.base import (LabelledArraySource, SkippedFile, Source, SourceArrays,
-                                      SourceData, arrays_to_ray, fingerprint,
-                                      select_subset)
+from orchestrator.errors import ConfigError, SourceError
 
 __all__ = ["SOURCES", "SkippedFile", "Source", "SourceArrays", "SourceData", "SourceError",
            "arrays_to_ray", "check_dataset", "fingerprint", "load_arrays", "load_dataset",

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.storage.cache import ArtifactCache
 from orchestrator.progress import say
 from orchestrator.runtime.cluster import collect_by_id, map_actor_pool
 from orchestrator.runtime.resources import ResourcePlan
+from orchestrator.storage.cache import ArtifactCache
 
 EMBED_VERSION = 1
 

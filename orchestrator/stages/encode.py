@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.storage.cache import ArtifactCache
 from orchestrator.progress import say
 from orchestrator.runtime.cluster import collect_by_id, map_actor_pool
-from orchestrator.runtime.train import call_isolated, fit_torch
 from orchestrator.runtime.resources import ResourcePlan
+from orchestrator.runtime.train import call_isolated, fit_torch
+from orchestrator.storage.cache import ArtifactCache
 from orchestrator.training.evaluate import VQVAE_FILE, vqvae_from_cache
 
 VQVAE_VERSION = 1

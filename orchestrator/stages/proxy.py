@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.progress import say
+from orchestrator.runtime.resources import ResourcePlan
+from orchestrator.runtime.train import call_isolated, fit_only
 from orchestrator.storage import fsutil
 from orchestrator.storage.cache import ArtifactCache
-from orchestrator.progress import say
-from orchestrator.runtime.train import call_isolated, fit_only
-from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.training.proxy_stats import STAT_KEYS, rank_files, read_rank_state, train_proxy
 
 PROXY_VERSION = 1

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.storage.cache import ArtifactCache
 from orchestrator.progress import say
+from orchestrator.storage.cache import ArtifactCache
 
 SCORE_VERSION = 1
 SUBSET_VERSION = 1

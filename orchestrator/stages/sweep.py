@@ -22,10 +22,10 @@ from dataclasses import asdict
 from typing import Any
 
 from orchestrator.progress import say
-from orchestrator.storage.cache import ArtifactCache
-from orchestrator.storage.fsutil import join
 from orchestrator.runtime.resources import ResourcePlan, describe
 from orchestrator.stages.score import DatasetArtifacts
+from orchestrator.storage.cache import ArtifactCache
+from orchestrator.storage.fsutil import join
 from orchestrator.training.records import TrialInputs, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)
