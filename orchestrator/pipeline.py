@@ -81,6 +81,7 @@ def report(cache: ArtifactCache, cfg: Config, specs: list[dict], errors: dict[st
     out_dir = os.path.join(tempfile.mkdtemp(prefix="prunediff-report-"))
     table = rep.comparison_table(results, [m.label for m in cfg.pruning.methods])
     paths = rep.write_table(table, out_dir)
+    paths["trials"] = rep.write_trials(results, out_dir)      # per-seed values for verdicts
     plots = (rep.plot_methods_vs_ratio(table, out_dir) + rep.plot_metric_vs_ratio(table, out_dir)
              if len(table) else [])
     reporter = rep.MlflowReporter(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name,
@@ -104,9 +105,9 @@ def report(cache: ArtifactCache, cfg: Config, specs: list[dict], errors: dict[st
               "methods": ",".join(m.label for m in cfg.pruning.methods),
               "ratios": ",".join(str(r) for r in cfg.pruning.ratios),
               "seeds": ",".join(str(s) for s in cfg.experiment.seeds)}
-    reporter.log_parent(params, [paths["csv"], paths["markdown"], cfg_path, *plots],
+    reporter.log_parent(params, [paths["csv"], paths["trials"], paths["markdown"], cfg_path, *plots],
                         "FINISHED" if not errors else "FAILED")
-    _copy_outputs(cfg, [paths["csv"], paths["markdown"], *plots])
+    _copy_outputs(cfg, [paths["csv"], paths["trials"], paths["markdown"], *plots])
     return open(paths["markdown"]).read()
 
 

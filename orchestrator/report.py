@@ -103,6 +103,17 @@ def write_table(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, st
     return {"csv": str(csv), "markdown": str(md)}
 
 
+def write_trials(results: Sequence[dict], out_dir: str | os.PathLike) -> str:
+    """Write ``trials.csv``: one row per trial (format: :mod:`eval.trials`), the input of
+    the significance tests in ``benchmarks.paper_claims``; return its path."""
+    from eval.trials import trials_frame
+
+    path = Path(out_dir) / "trials.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trials_frame(results).to_csv(path, index=False)
+    return str(path)
+
+
 def _plot_metrics() -> Any:
     import matplotlib
 
