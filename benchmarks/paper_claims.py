@@ -237,7 +237,7 @@ def claim_b(df: pd.DataFrame, metric: str, circular: Collection[str] = (), lower
     for ratio in sorted(r for r in df["ratio"].unique() if r >= HIGH):
         at = df[np.isclose(df["ratio"], ratio)]
         means = at.groupby("method")[metric].mean()
-        clus = [m for m in _methods(at) if m.startswith("clustering")]
+        clus = [m for m in _methods(at) if m.startswith("clustering") and math.isfinite(means[m])]
         others = [m for m in _methods(at) if not m.startswith("clustering")]
         if not clus or not others:
             continue
