@@ -1,64 +1,229 @@
-"""benchmarks.paper_claims: verdicts from a comparison table, checked on hand-made tables."""
+"""benchmarks.paper_claims: verdicts from per-seed trials, on hand-made data whose answer is known."""
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
+from scipy import stats
 
 from benchmarks import paper_claims as pc
+from eval.significance import holm
+from eval.trials import TrialsError, check_trials, read_trials
+
+OFFSETS = [-2.0, -1.0, 0.0, 1.0, 2.0]        # per-seed deviations: mean 0, std 1.58
 
 
-def _table(rows) -> pd.DataFrame:
-    cols = ["dataset", "method", "ratio", "fd_effnet_mean", "fd_effnet_std", "cov_kl_uniform_mean",
-            "cov_kl_uniform_std", "n_seeds"]
-    return pd.DataFrame([dict(zip(cols, r)) for r in rows])
+def _trials(spec: dict, dataset: str = "d", metric: str = "fd_effnet") -> pd.DataFrame:
+    """spec: {(method, ratio): [per-seed values]} -> a validated trials table."""
+    rows = [{"dataset": dataset, "method": m, "ratio": r, "seed": s, metric: v}
+            for (m, r), vals in spec.items() for s, v in enumerate(vals)]
+    return check_trials(pd.DataFrame(rows))
 
 
-def test_welch_t_matches_the_formula():
-    t = _table([("d", "a", 0.5, 10.0, 2.0, 0, 0, 3), ("d", "b", 0.5, 7.0, 1.0, 0, 0, 2)])
-    want = (10.0 - 7.0) / math.sqrt(4.0 / 3 + 1.0 / 2)
-    assert math.isclose(pc.welch_t(t.iloc[0], t.iloc[1], "fd_effnet"), want)
+def _around(mean: float, n: int, scale: float = 1.0) -> list[float]:
+    """n values with mean ``mean``: offsets -2..2 (n = 5), -1, 0, 1 (n = 3), -1, 1 (n = 2)."""
+    return {5: [mean + scale * o for o in OFFSETS], 3: [mean - scale, mean, mean + scale],
+            2: [mean - scale, mean + scale]}[n]
 
 
-def test_claims_a_and_b_verdicts():
-    t = _table([
-        ("d", "full", 0.0, 100.0, 2.0, 0, 0, 3),
-        ("d", "random", 0.75, 101.0, 2.0, 0, 0, 3),        # within noise: holds
-        ("d", "clustering_nearest", 0.75, 90.0, 1.0, 0, 0, 3),
-        ("d", "random", 0.9, 130.0, 2.0, 0, 0, 3),         # clearly worse
-        ("d", "clustering_nearest", 0.9, 128.0, 2.0, 0, 0, 3),
-        ("d", "random", 0.5, 500.0, 1.0, 0, 0, 3),         # below HIGH: ignored by (a)
-    ])
-    text, ok = pc.claim_a(t, "fd_effnet")
-    assert not ok and "| random | 0.90 |" in text and "| worse |" in text
-    assert "| clustering_nearest | 0.75 |" in text and "better" in text and "0.50" not in text
-    text, ok = pc.claim_b(t, "fd_effnet")
-    assert not ok                                      # 0.9: 128 vs 130 is a tie
-    assert "| 0.75 | clustering_nearest" in text and "clustering best" in text and "tie" in text
+def test_large_clean_difference_with_5_seeds_is_significant_small_with_2_is_not():
+    rng = np.random.default_rng(0)
+    big = pc.compare([(np.array(_around(130, 5)), np.array(_around(100, 5)))], True, rng, 500)[0]
+    assert big["verdict"] == "significantly worse" and big["p_holm"] < 1e-6
+    small = pc.compare([(np.array(_around(101, 2)), np.array(_around(100, 2)))], True, rng, 500)[0]
+    assert small["verdict"] == "not significant (n = 2 seeds)"
+    ref = stats.ttest_ind(_around(101, 2), _around(100, 2), equal_var=False)
+    assert small["welch"].p == pytest.approx(ref.pvalue) and small["welch"].df == pytest.approx(2.0)
+    # |t| > 2 used to be called significant; at 2 seeds (df 2) it is not, even uncorrected
+    two = pc.compare([([100.0, 101.0], [103.0, 104.0])], True, rng, 500)[0]
+    assert abs(two["welch"].t) > 2 and two["welch"].p > 0.05 and two["verdict"].startswith("not")
 
 
-def test_claim_c_and_cli(tmp_path, capsys):
-    skew = _table([
-        ("s", "full", 0.0, 0, 0, 0.5, 0.01, 3),
-        ("s", "random", 0.5, 0, 0, 0.5, 0.02, 3),
-        ("s", "clustering_balanced", 0.5, 0, 0, 0.2, 0.02, 3),
-    ])
-    text, ok = pc.claim_c(skew)
-    assert ok and "closer to uniform" in text
-    main = _table([("d", "full", 0.0, 100.0, 2.0, 0, 0, 3), ("d", "random", 0.9, 99.0, 2.0, 0, 0, 3)])
+def test_holm_turns_a_raw_hit_into_not_significant_in_a_family():
+    a, b = [1.0, 2.0, 3.0], [3.5, 4.5, 5.5]     # t = -3.06, df = 4, p = 0.037
+    alone = pc.compare([(a, b)], True, np.random.default_rng(0), 200)
+    assert alone[0]["welch"].p < 0.05 and alone[0]["verdict"] == "significantly better"
+    three = pc.compare([(a, b)] * 3, True, np.random.default_rng(0), 200)
+    assert [r["p_holm"] for r in three] == pytest.approx(holm([alone[0]["welch"].p] * 3))
+    assert all(r["verdict"] == "not significant (n = 3 seeds)" for r in three)
+    higher = pc.compare([(a, b)], False, np.random.default_rng(0), 200)
+    assert higher[0]["verdict"] == "significantly worse"       # direction flips
+
+
+def test_claim_a_verdicts_and_holm_across_the_table():
+    t = _trials({
+        ("full", 0.0): _around(100, 5),
+        ("random", 0.75): _around(101, 2),          # small, 2 seeds: not significant
+        ("el2n", 0.9): _around(130, 5),             # large, 5 seeds: worse
+        ("clustering_nearest", 0.9): _around(80, 5),  # large: better
+        ("moso", 0.9): [95.0],                       # one seed: no test
+        ("random", 0.5): _around(500, 5),           # below 0.75: not in (a)
+    })
+    c = pc.claim_a(t, "fd_effnet", circular={"clustering_nearest"}, n_boot=500)
+    got = {(r["method"], r["ratio"]): r["verdict"] for r in c.rows}
+    assert got == {("random", 0.75): "not significant (n = 2 vs 5 seeds)",
+                   ("el2n", 0.9): "significantly worse", ("clustering_nearest", 0.9): "significantly better",
+                   ("moso", 0.9): "no test: fewer than 2 values per group (n = 1 vs 5)"}
+    raw = [r["welch"].p for r in c.rows]
+    assert [r["p_holm"] for r in c.rows] == pytest.approx(holm(raw), nan_ok=True)
+    el2n = next(r for r in c.rows if r["method"] == "el2n")["welch"]
+    ref = stats.ttest_ind(_around(130, 5), _around(100, 5), equal_var=False)
+    assert el2n.t == pytest.approx(ref.statistic) and el2n.df == pytest.approx(ref.df)
+    assert "1 of 4 significantly worse, 1 significantly better, 1 not significant, 1 without" in c.headline
+    assert "| clustering_nearest † | 0.90 |" in c.table and "† selected its subset" in c.table
+    assert "| random | 0.50 |" not in c.table and "Holm over the 4 comparisons" in c.table
+    assert "130.00 ± 1.58 [" in c.table                           # mean ± std [CI]
+    with pytest.raises(pc.ClaimsError, match="no full-data rows"):
+        pc.claim_a(t[t["method"] != "full"], "fd_effnet")
+
+
+def test_claim_b_needs_every_comparison_at_a_ratio():
+    t = _trials({
+        ("full", 0.0): _around(100, 5),
+        ("random", 0.75): _around(120, 5), ("moso", 0.75): _around(110, 5),
+        ("clustering_nearest", 0.75): _around(90, 5), ("clustering_balanced", 0.75): _around(95, 5),
+        ("random", 0.9): _around(120, 5), ("moso", 0.9): _around(100.5, 5),   # tie with clustering
+        ("clustering_nearest", 0.9): _around(100, 5),
+    })
+    c = pc.claim_b(t, "fd_effnet", n_boot=500)
+    assert {r["clustering"] for r in c.rows} == {"clustering_nearest"}    # best mean is picked
+    got = {(r["ratio"], r["other"]): r["verdict"] for r in c.rows}
+    assert got[(0.75, "random")] == got[(0.75, "moso")] == "significantly better"
+    assert got[(0.9, "random")] == "significantly better"
+    assert got[(0.9, "moso")] == "not significant (n = 5 seeds)"
+    assert "at ratios: 0.75 (of 0.75, 0.90)" in c.headline and "†" not in c.table
+
+
+def test_claim_c_balanced_vs_random():
+    s = _trials({("full", 0.0): _around(0.85, 5, 0.01),
+                 ("random", 0.5): _around(0.88, 5, 0.01), ("clustering_balanced", 0.5): _around(0.65, 5, 0.01),
+                 ("random", 0.75): _around(0.84, 2, 0.1), ("clustering_balanced", 0.75): _around(0.65, 2, 0.1)},
+                metric="cov_kl_uniform")
+    c = pc.claim_c(s, n_boot=500)
+    assert [r["verdict"] for r in c.rows] == ["significantly better", "not significant (n = 2 seeds)"]
+    assert "at ratios: 0.50 (of 0.50, 0.75)" in c.headline and "full data 0.8500" in c.table
+
+
+def _write(tmp_path: Path) -> tuple[Path, Path]:
+    main = _trials({("full", 0.0): _around(100, 5), ("random", 0.9): _around(99, 5),
+                    ("clustering_nearest", 0.9): _around(80, 5)})
+    skew = _trials({("random", 0.5): _around(0.88, 3, 0.01),
+                    ("clustering_balanced", 0.5): _around(0.65, 3, 0.01)}, metric="cov_kl_uniform")
     main.to_csv(tmp_path / "r.csv", index=False)
     skew.to_csv(tmp_path / "s.csv", index=False)
-    assert pc.main([str(tmp_path / "r.csv"), "--skewed", str(tmp_path / "s.csv")]) == 0
+    return tmp_path / "r.csv", tmp_path / "s.csv"
+
+
+def test_cli_prints_every_claim_and_fails_in_one_line(tmp_path, capsys):
+    r, s = _write(tmp_path)
+    assert pc.main([str(r), "--metric", "fd_effnet", "--skewed", str(s), "--n-boot", "300",
+                    "--circular", "clustering_nearest"]) == 0
     out = capsys.readouterr().out
-    assert "(a) quality at ratios >= 0.75 vs full data: holds" in out and "(c)" in out
-    assert pc.main([str(tmp_path / "missing.csv")]) == 2
+    assert "**(a) quality at ratios >= 0.75" in out and "**(b)" in out and "**(c)" in out
+    assert "| clustering_nearest † | 0.90 |" in out
+    for argv, needle in [([str(tmp_path / "missing.csv"), "--metric", "fd_effnet"], "missing.csv"),
+                         ([str(r)], "--metric"),
+                         ([str(r), "--metric", "fid"], "no column fid"),
+                         ([str(s), "--metric", "cov_kl_uniform"], "no full-data rows"),
+                         ([], "--update-docs")]:
+        assert pc.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
 
 
-def test_one_seed_decides_nothing():
-    t = _table([("d", "full", 0.0, 100.0, None, 0, 0, 1), ("d", "random", 0.9, 50.0, None, 0, 0, 1),
-                ("d", "clustering_nearest", 0.9, 40.0, None, 0, 0, 1)])
-    assert math.isnan(pc.welch_t(t.iloc[1], t.iloc[0], "fd_effnet"))
-    text, ok = pc.claim_a(t, "fd_effnet")
-    assert not ok and "n/a (one seed)" in text
-    assert pc.claim_b(t, "fd_effnet")[1] is False
+def test_trials_format_is_checked_and_written_by_the_report(tmp_path):
+    from orchestrator.stages.report import write_trials
+
+    results = [{"trial": {"dataset": "d", "method": m, "ratio": r, "seed": s, "name": "x"},
+                "metrics": {"fd_effnet": 100.0 + s, "precision": float("nan") if s else 0.5}}
+               for m, r in (("full", 0.0), ("random", 0.5)) for s in (1, 0)]
+    t = read_trials(write_trials(results, tmp_path))
+    assert list(t.columns) == ["dataset", "method", "ratio", "seed", "fd_effnet", "precision"]
+    assert t["seed"].tolist() == [0, 1, 0, 1] and t["precision"].isna().tolist() == [False, True] * 2
+    bad = [(t.drop(columns="seed"), "missing column(s) seed"),
+           (t[["dataset", "method", "ratio", "seed"]], "no metric columns"),
+           (pd.concat([t, t.iloc[:1]]), "duplicate trial d/full/0/seed 0"),
+           (t.assign(ratio=1.0), "ratio must lie in [0, 1)"),
+           (t.assign(fd_effnet="x"), "column fd_effnet"),
+           (t.assign(seed=0.5), "seed must hold integers")]
+    for df, needle in bad:
+        with pytest.raises(TrialsError, match=r".*" + needle.replace("[", r"\[").replace(")", r"\)")
+                           .replace("(", r"\(")):
+            check_trials(df, "x.csv")
+    with pytest.raises(TrialsError, match="cannot read"):
+        read_trials(tmp_path / "none.csv")
+
+
+DOC = "# {title}\n\nIntro text.\n\n<!-- verdicts:repro:begin -->\nstale table\n<!-- verdicts:repro:end -->\n\n{tail}\n"
+MANIFEST = """docs: [README.md, benchmarks/RESULTS.md]
+seed: 3
+n_boot: 300
+tables:
+  repro:
+    trials: repro_0123abcd_2026-12-02.trials.csv
+    claims: [a, b]
+    metric: fd_effnet
+    circular: [clustering_nearest]
+  skew:
+    trials: skew_4567ef01_2026-12-02.trials.csv
+    claims: [c]
+    docs: [benchmarks/RESULTS.md]
+"""
+
+
+def _docs_repo(tmp_path: Path) -> Path:
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    r, s = _write(tmp_path)
+    r.rename(tmp_path / "benchmarks/results/repro_0123abcd_2026-12-02.trials.csv")
+    s.rename(tmp_path / "benchmarks/results/skew_4567ef01_2026-12-02.trials.csv")
+    (tmp_path / "benchmarks/results/verdicts.yaml").write_text(MANIFEST)
+    (tmp_path / "README.md").write_text(DOC.format(title="README", tail="Outro."))
+    (tmp_path / "benchmarks/RESULTS.md").write_text(DOC.format(
+        title="RESULTS", tail="<!-- verdicts:skew:begin --><!-- verdicts:skew:end -->\nEnd."))
+    return tmp_path
+
+
+def _block(text: str, name: str) -> str:
+    return text.split(f"<!-- verdicts:{name}:begin -->")[1].split(f"<!-- verdicts:{name}:end -->")[0]
+
+
+def test_update_docs_writes_one_table_into_both_documents(tmp_path, capsys):
+    root = _docs_repo(tmp_path)
+    readme, results = root / "README.md", root / "benchmarks/RESULTS.md"
+    assert pc.main(["--update-docs", "--root", str(root)]) == 0
+    assert capsys.readouterr().out.split("\n")[:2] == ["updated README.md", "updated benchmarks/RESULTS.md"]
+    a, b = readme.read_text(), results.read_text()
+    assert _block(a, "repro") == _block(b, "repro") and "stale" not in a + b
+    want = pc.render(read_trials(root / "benchmarks/results/repro_0123abcd_2026-12-02.trials.csv"),
+                     "fd_effnet", claims=("a", "b"), circular={"clustering_nearest"}, seed=3, n_boot=300)
+    assert _block(a, "repro") == "\n" + want.strip() + "\n"
+    assert "| clustering_nearest † | 0.90 |" in a and "**(c)" in _block(b, "skew") and "(c)" not in a
+    assert a.startswith("# README\n\nIntro text.\n\n") and a.endswith("end -->\n\nOutro.\n")
+    assert b.endswith("<!-- verdicts:skew:end -->\nEnd.\n")
+    assert pc.main(["--update-docs", "--root", str(root)]) == 0      # a second run changes nothing
+    assert "unchanged README.md" in capsys.readouterr().out
+    assert (readme.read_text(), results.read_text()) == (a, b)
+
+
+@pytest.mark.parametrize("breakage,needle", [
+    (lambda r: (r / "README.md").write_text("# no markers\n"), "README.md: needs exactly one"),
+    (lambda r: (r / "benchmarks/results/skew_4567ef01_2026-12-02.trials.csv").unlink(), "no such file"),
+    (lambda r: (r / "README.md").write_text(DOC.format(title="R", tail="<!-- verdicts:old:begin -->")),
+     "marker verdicts:old has no table"),
+    (lambda r: (r / "README.md").write_text(DOC.format(title="R", tail="<!-- verdicts:skew:begin -->")),
+     "tables.skew.docs omits README.md"),
+    (lambda r: (r / "benchmarks/results/verdicts.yaml").unlink(), "no such manifest"),
+    (lambda r: (r / "benchmarks/results/verdicts.yaml").write_text(MANIFEST.replace("claims: [c]", "claim: [c]")),
+     "unknown key(s) ['claim']"),
+])
+def test_update_docs_fails_in_one_line_and_writes_nothing(tmp_path, capsys, breakage, needle):
+    root = _docs_repo(tmp_path)
+    breakage(root)
+    before = {p: p.read_text() for p in (root / "README.md", root / "benchmarks/RESULTS.md")}
+    assert pc.main(["--update-docs", "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
+    assert {p: p.read_text() for p in before} == before

@@ -104,6 +104,17 @@ def write_table(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, st
     return {"csv": str(csv), "markdown": str(md)}
 
 
+def write_trials(results: Sequence[dict], out_dir: str | os.PathLike) -> str:
+    """Write ``trials.csv``: one row per trial (format: :mod:`eval.trials`), the input of
+    the significance tests in ``benchmarks.paper_claims``; return its path."""
+    from eval.trials import trials_frame
+
+    path = Path(out_dir) / "trials.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trials_frame(results).to_csv(path, index=False)
+    return str(path)
+
+
 def _plot_metrics() -> Any:
     import matplotlib
 
@@ -312,6 +323,7 @@ def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, s
     out_dir = os.path.join(tempfile.mkdtemp(prefix="prunediff-report-"))
     table = comparison_table(results, [m.label for m in cfg.pruning.methods])
     paths = write_table(table, out_dir)
+    paths["trials"] = write_trials([r.to_json() for r in results], out_dir)  # per-seed values
     plots = (plot_methods_vs_ratio(table, out_dir) + plot_metric_vs_ratio(table, out_dir)
              if len(table) else [])
     reporter = MlflowReporter(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name,
@@ -335,9 +347,9 @@ def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, s
               "methods": ",".join(m.label for m in cfg.pruning.methods),
               "ratios": ",".join(str(r) for r in cfg.pruning.ratios),
               "seeds": ",".join(str(s) for s in cfg.experiment.seeds)}
-    reporter.log_parent(params, [paths["csv"], paths["markdown"], cfg_path, *plots],
+    reporter.log_parent(params, [paths["csv"], paths["trials"], paths["markdown"], cfg_path, *plots],
                         "FINISHED" if not errors else "FAILED")
-    _copy_outputs(cfg, [paths["csv"], paths["markdown"], *plots])
+    _copy_outputs(cfg, [paths["csv"], paths["trials"], paths["markdown"], *plots])
     return open(paths["markdown"]).read()
 
 
