@@ -75,7 +75,7 @@ def measure(step: str, n: int, d: int, k: int, repeats: int) -> dict[str, float]
             elif step == "memorization":
                 from eval import compute_memorization
 
-                run = lambda: compute_memorization(None, y, x)  # noqa: E731
+                run = lambda: compute_memorization(None, y, train=x, train_full=x)  # noqa: E731
             else:
                 raise ValueError(f"unknown step {step!r}")
     before = peak_rss_mib()

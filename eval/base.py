@@ -24,12 +24,17 @@ class MetricInputs:
     """Features (and optional labels) one evaluation needs.
 
     Attributes:
-        real: (N, D) reference features (full, unpruned data).
+        real: (N, D) reference features (FD, PRDC, Vendi compare against them).
         fake: (M, D) generated-sample features.
         train: (T, D) features of the training subset (memorization), or None.
         fake_labels: (M,) int class/cluster of each generated sample, or None.
         reference_labels: (N,) int labels of the reference set, or None.
         num_classes: number of classes/clusters; inferred from labels when None.
+        prdc_k: neighbour rank of the PRDC ball radii (config ``eval.prdc_k``).
+        train_full: (T_full, D) features of the FULL training set, before pruning
+            (memorization's ``mem_nn_*``), or None.
+        centroids: (K, D) cluster centres in the same feature space, or None; when
+            given, memorization adds ``mem_centroid_nn_mean``.
     """
 
     real: np.ndarray
@@ -38,6 +43,9 @@ class MetricInputs:
     fake_labels: np.ndarray | None = None
     reference_labels: np.ndarray | None = None
     num_classes: int | None = None
+    prdc_k: int = 3
+    train_full: np.ndarray | None = None
+    centroids: np.ndarray | None = None
 
 
 def _fd(inputs: MetricInputs) -> dict[str, float]:
@@ -45,7 +53,7 @@ def _fd(inputs: MetricInputs) -> dict[str, float]:
 
 
 def _prdc(inputs: MetricInputs) -> dict[str, float]:
-    return compute_prdc(inputs.real, inputs.fake)
+    return compute_prdc(inputs.real, inputs.fake, k=inputs.prdc_k)
 
 
 def _vendi(inputs: MetricInputs) -> dict[str, float]:
@@ -55,7 +63,11 @@ def _vendi(inputs: MetricInputs) -> dict[str, float]:
 def _memorization(inputs: MetricInputs) -> dict[str, float]:
     if inputs.train is None:
         raise ValueError("metric 'memorization' needs MetricInputs.train (training-subset features)")
-    return compute_memorization(inputs.real, inputs.fake, train=inputs.train)
+    if inputs.train_full is None:
+        raise ValueError("metric 'memorization' needs MetricInputs.train_full "
+                         "(features of the full training set)")
+    return compute_memorization(inputs.real, inputs.fake, train=inputs.train,
+                                train_full=inputs.train_full, centroids=inputs.centroids)
 
 
 def _cluster_coverage(inputs: MetricInputs) -> dict[str, float]:

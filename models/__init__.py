@@ -3,7 +3,8 @@
 Registries (keys are the exact YAML names):
     MODELS: DiT presets "DiT-{XL,L,B,S}/{2,4,8}" plus CPU presets "DiT-Tiny/2", "DiT-Micro/2".
     VQVAE_PRESETS: "vq-f4-c4" (32x32 CPU), "vq-f8-c4", "vq-f8-c8" (256x256).
-    EMBEDDERS: "effnet_lite0", "clip", "dinov2", "inception", "pixels".
+    EMBEDDERS: "effnet_lite0", "clip", "dinov2", "inception", "pixels", "classifier"
+    (a per-dataset CNN, models/classifier.py: weights=<saved file> required).
 The flow-matching time convention (t = 0 noise, t = 1 data) is defined in
 models/transport.py.
 """

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.classifier import ClassifierEmbedder
 from models.embed_base import (Embedder, MissingWeightsError, fetch_weights, hub_reachable,
                                load_state_dict_file, offline, resize_center_crop, to_tensor,
                                weights_dir)
@@ -301,6 +302,7 @@ EMBEDDERS: dict[str, type[Embedder]] = {
     "dinov2": Dinov2Embedder,
     "inception": InceptionEmbedder,
     "pixels": PixelsEmbedder,
+    "classifier": ClassifierEmbedder,
 }
 
 

@@ -12,7 +12,8 @@ EXPECTED_KEYS = {
     "fd": {"fd"},
     "prdc": {"precision", "recall", "density", "coverage", "f_score"},
     "vendi": {"vendi"},
-    "memorization": {"mem_nn_mean", "mem_nn_median", "mem_copy_rate"},
+    "memorization": {"mem_nn_mean", "mem_nn_median", "mem_subset_nn_mean", "mem_subset_nn_median",
+                     "mem_subset_copy_rate"},
     "cluster_coverage": {"cov_kl_uniform", "cov_kl_train", "cov_share_0", "cov_share_1", "cov_share_2"},
 }
 
@@ -68,6 +69,7 @@ def inputs() -> MetricInputs:
         real=real,
         fake=rng.normal(size=(50, 8)).astype(np.float32) + 0.2,
         train=real[:30],
+        train_full=real,
         fake_labels=rng.integers(0, 3, size=50),
         reference_labels=rng.integers(0, 3, size=60),
         num_classes=3,

@@ -80,3 +80,19 @@ def test_disjoint_sets_score_zero():
 def test_dimension_mismatch_raises():
     with pytest.raises(ValueError, match="dims differ"):
         compute_prdc(np.zeros((10, 3)), np.zeros((10, 4)))
+
+
+def test_metric_adapter_passes_prdc_k():
+    from eval import METRICS, MetricInputs
+
+    rng = np.random.default_rng(6)
+    real, fake = rng.normal(size=(60, 5)), rng.normal(size=(45, 5)) * 1.2 + 0.3
+    default = METRICS["prdc"](MetricInputs(real=real, fake=fake))
+    assert MetricInputs(real=real, fake=fake).prdc_k == 3
+    assert default == compute_prdc(real, fake, k=3)
+    for k in (1, 5):
+        got = METRICS["prdc"](MetricInputs(real=real, fake=fake, prdc_k=k))
+        want = brute_force_prdc(real, fake, k)
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, abs=1e-12), (k, key)
+        assert got != default, k  # the configured k reaches PRDC

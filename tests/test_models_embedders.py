@@ -11,9 +11,10 @@ import torch
 from models import EMBEDDERS, MissingWeightsError, build_embedder
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
-DIMS = {"effnet_lite0": 1280, "clip": 512, "dinov2": 384, "inception": 2048, "pixels": 3072}
+DIMS = {"effnet_lite0": 1280, "clip": 512, "dinov2": 384, "inception": 2048, "pixels": 3072,
+        "classifier": 128}
 SHORT = {"effnet_lite0": "effnet", "clip": "clip", "dinov2": "dinov2", "inception": "fid",
-         "pixels": "pixels"}
+         "pixels": "pixels", "classifier": "cls"}
 
 
 # Tiny models run fastest on one thread; the shared 2-core machine thrashes on 2.
