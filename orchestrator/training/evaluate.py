@@ -117,8 +117,9 @@ def evaluate(images: np.ndarray, features: np.ndarray, labels: np.ndarray, subse
         # skewed dataset's large classes get no head start
         bal = balanced_indices(labels, np.random.default_rng(seed))
         fake_labels = nearest_neighbour_labels(feats[bal], labels[bal], fake)
-    inputs = MetricInputs(real=real, fake=fake, train=feats[subset], reference_labels=real_labels,
-                          num_classes=num_classes or None, fake_labels=fake_labels)
+    inputs = MetricInputs(real=real, fake=fake, train=feats[subset], train_full=feats,
+                          reference_labels=real_labels, num_classes=num_classes or None,
+                          fake_labels=fake_labels, prdc_k=ec.prdc_k)
     metrics: dict[str, float] = {}
     for name in ec.metrics:
         for key, value in METRICS[name](inputs).items():
