@@ -102,14 +102,14 @@ def _validate(images: np.ndarray, labels: np.ndarray | None = None) -> None:
 
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, *,
-                     steps: int = 800, batch_size: int = 128, lr: float = 3e-3, seed: int = 0,
+                     steps: int = 400, batch_size: int = 128, lr: float = 1e-2, seed: int = 0,
                      device: str = "cpu", width: int = 16, feature_dim: int = 128) -> ClassifierNet:
     """Train a ClassifierNet with AdamW, a 5% warm-up and a cosine learning-rate decay.
 
     The seed sets the weight initialization and the batch order (a fresh permutation
     each epoch); the same seed on the same device and thread count gives bit-identical
     weights. No augmentation: random shifts and flips lowered Fashion-MNIST test
-    accuracy at this training budget (85.1% vs 87.6%, 10k images, 300 steps).
+    accuracy at this training budget (85.1% vs 87.6%, 10k images, 300 steps, lr 3e-3).
 
     Args:
         images: (N, R, R, 3) uint8 RGB training images (R = the model's resolution).
