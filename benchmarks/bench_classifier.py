@@ -10,7 +10,6 @@ accuracy on all 10,000 test images, with training wall and CPU seconds and the l
 from __future__ import annotations
 
 import argparse
-import gzip
 import time
 from pathlib import Path
 
@@ -19,30 +18,14 @@ import torch
 
 from benchmarks._util import header
 from models.classifier import classifier_accuracy, train_classifier
+from orchestrator.data.images import gray_to_rgb, read_idx, resize_batch
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-def read_idx_gz(path: Path) -> np.ndarray:
-    """A gzip IDX ubyte file: (N, 28, 28) uint8 images or (N,) labels."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 def to_rgb32(images: np.ndarray) -> np.ndarray:
-    """(N, 28, 28) uint8 -> (N, 32, 32, 3) uint8, as the project's sources preprocess."""
-    try:
-        from orchestrator.images import gray_to_rgb, resize_batch
-
-        return gray_to_rgb(resize_batch(images, 32))
-    except ImportError:  # same bilinear filter (upsampling: no antialias difference)
-        x = torch.from_numpy(images.astype(np.float32))[:, None]
-        x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-        x = x.round().clamp(0, 255).to(torch.uint8)[:, 0].numpy()
-        return np.repeat(x[..., None], 3, axis=-1)
+    """(N, 28, 28) uint8 -> (N, 32, 32, 3) uint8, as the fashion_mnist source preprocesses."""
+    return gray_to_rgb(resize_batch(images, 32))
 
 
 def main() -> None:
@@ -56,10 +39,10 @@ def main() -> None:
     args = p.parse_args()
     header("bench_classifier", vars(args))
     torch.set_num_threads(args.threads)
-    x_tr = to_rgb32(read_idx_gz(FMNIST / "train-images-idx3-ubyte.gz"))
-    y_tr = read_idx_gz(FMNIST / "train-labels-idx1-ubyte.gz").astype(np.int64)
-    x_te = to_rgb32(read_idx_gz(FMNIST / "t10k-images-idx3-ubyte.gz"))
-    y_te = read_idx_gz(FMNIST / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    x_tr = to_rgb32(read_idx(FMNIST / "train-images-idx3-ubyte.gz"))
+    y_tr = read_idx(FMNIST / "train-labels-idx1-ubyte.gz").astype(np.int64)
+    x_te = to_rgb32(read_idx(FMNIST / "t10k-images-idx3-ubyte.gz"))
+    y_te = read_idx(FMNIST / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
     kw = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                             ("lr", args.lr)) if v is not None}
     print("| train images | steps/batch/lr | test acc (10k) | train wall s | train CPU s | load |")

@@ -29,7 +29,7 @@ FULL = "full"
 KEY_COLS = ["dataset", "method", "ratio"]
 # Column order of the printed table; anything else follows alphabetically.
 METRIC_ORDER = ["fid", "fd_", "f_score", "precision", "recall", "density", "coverage",
-                "vendi", "mem_nn_mean", "mem_nn_median", "mem_copy_rate", "cov_kl_uniform",
+                "vendi", "mem_nn_mean", "mem_nn_median", "mem_subset_copy_rate", "cov_kl_uniform",
                 "cov_kl_train"]
 HIDDEN_IN_MARKDOWN = ("cov_share_",)
 
