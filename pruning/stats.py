@@ -4,8 +4,14 @@ The orchestrator's proxy stage calls these functions on batches of
 (latents, labels, ids) at logged proxy checkpoints. The flow loss is passed in
 (`LossFn`), so pruning never imports models. Every function:
 
-- evaluates each sample at its own K fixed (t, noise) draws, a pure function of
-  (seed, id): results do not depend on batch composition, shard or device;
+- evaluates every sample at K fixed draws: the t values are a stratified grid
+  t_j = (j + u) / K, j = 0..K-1, shared by every sample (one offset u per seed), and
+  the noise is a pure function of (seed, id). Results do not depend on batch
+  composition, shard or device, and every sample is ranked at the same timesteps
+  (the per-sample flow loss varies O(1) with t, so per-sample t would mostly rank
+  the t a sample drew; the paper's code scores all samples at one shared t).
+  ``t_mode="per_sample"`` keeps the former per-(seed, id) t draws, for
+  benchmarks/bench_stat_stability.py only;
 - runs the model in eval mode (no label dropout) and restores its mode after;
 - works on any shard (DDP: each rank passes its own ids; the caller gathers
   per-id results; `gradient_sum` returns a sum so ranks can all-reduce it);
@@ -32,14 +38,33 @@ LossFn = Callable[[nn.Module, Tensor, Tensor, Tensor, Tensor], Tensor]
 """(model, x1 (B,C,H,W), y (B,) or None, t (B,), noise (B,C,H,W)) -> (B,) loss."""
 
 
-def fixed_draws(ids: Tensor, k: int, shape: tuple[int, ...], seed: int) -> tuple[Tensor, Tensor]:
+T_MODES = ("shared_grid", "per_sample")
+_GRID_KEY = 0x5EED   # spawn key of the grid-offset stream, distinct from every (seed, id) stream
+
+
+def grid_offset(seed: int) -> float:
+    """The offset u in [0, 1) of the shared stratified t grid of ``seed``."""
+    ss = np.random.SeedSequence(seed, spawn_key=(_GRID_KEY,))
+    return float(np.random.default_rng(ss).random())
+
+
+def fixed_draws(ids: Tensor, k: int, shape: tuple[int, ...], seed: int,
+                t_mode: str = "shared_grid") -> tuple[Tensor, Tensor]:
     """The K fixed (t, noise) draws of every sample, a function of (seed, id) only.
+
+    With ``t_mode="shared_grid"`` (default) every sample gets the same t values, one
+    per stratum of [0, 1): t_j = (j + u) / K with u = :func:`grid_offset` (seed). The
+    noise comes from the sample's own stream ``default_rng([seed, id])`` (which first
+    yields the K t values of ``"per_sample"``, skipped here, so both modes share the
+    noise). ``"per_sample"`` uses those K per-sample t values instead (the former
+    behaviour). Two seeds give disjoint draws (another grid offset, other noise).
 
     Args:
         ids: (B,) int64 dataset ids (any device).
         k: draws per sample.
         shape: per-sample latent shape (C, H, W).
         seed: experiment seed (>= 0).
+        t_mode: ``"shared_grid"`` or ``"per_sample"``.
 
     Returns:
         t: (B, K) float32 in [0, 1); noise: (B, K, *shape) float32 N(0, I);
@@ -47,6 +72,8 @@ def fixed_draws(ids: Tensor, k: int, shape: tuple[int, ...], seed: int) -> tuple
     """
     if seed < 0 or k < 1:
         raise ValueError(f"need seed >= 0 and k >= 1, got seed={seed}, k={k}")
+    if t_mode not in T_MODES:
+        raise ValueError(f"t_mode must be one of {T_MODES}, got {t_mode!r}")
     id_list = ids.detach().cpu().to(torch.int64).tolist()
     t = np.empty((len(id_list), k), dtype=np.float32)
     noise = np.empty((len(id_list), k, *shape), dtype=np.float32)
@@ -57,6 +84,9 @@ def fixed_draws(ids: Tensor, k: int, shape: tuple[int, ...], seed: int) -> tuple
         gen = np.random.default_rng([seed, sample_id])
         t[row] = gen.random(k, dtype=np.float32)
         noise[row] = gen.standard_normal((k, *shape), dtype=np.float32)
+    if t_mode == "shared_grid":
+        grid = (np.arange(k, dtype=np.float64) + grid_offset(seed)) / k
+        t[:] = np.minimum(grid.astype(np.float32), np.nextafter(np.float32(1), np.float32(0)))
     return torch.from_numpy(t).to(ids.device), torch.from_numpy(noise).to(ids.device)
 
 
@@ -139,7 +169,8 @@ def _chunked_grads(
 
 
 def per_sample_losses(
-    model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int, seed: int
+    model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int, seed: int,
+    t_mode: str = "shared_grid",
 ) -> Tensor:
     """Flow loss of each sample, mean over its K fixed draws (no gradients).
 
@@ -148,11 +179,12 @@ def per_sample_losses(
         loss_fn: per-sample loss, see LossFn.
         x: (B, C, H, W) latents; y: (B,) int64 labels or None; ids: (B,) int64.
         k: draws per sample; seed: experiment seed.
+        t_mode: how t is drawn, see `fixed_draws`.
 
     Returns:
         (B,) float64 on x.device.
     """
-    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed)
+    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode)
     out = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     with _eval_mode(model) as inner, torch.no_grad():
         for j in range(k):
@@ -162,19 +194,19 @@ def per_sample_losses(
 
 def per_sample_grad_norms(
     model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int,
-    seed: int, chunk: int = 64,
+    seed: int, chunk: int = 64, t_mode: str = "shared_grid",
 ) -> Tensor:
     """GraNd: mean over K draws of the full-parameter per-sample gradient norm.
 
     Args:
-        model, loss_fn, x, y, ids, k, seed: as `per_sample_losses`.
+        model, loss_fn, x, y, ids, k, seed, t_mode: as `per_sample_losses`.
         chunk: per-(sample, draw) gradients held at once (memory chunk x P).
 
     Returns:
         (B,) float64 on x.device.
     """
     b = x.shape[0]
-    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed)
+    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode)
     # One vmapped item per (sample, draw): the norm is taken per draw.
     xs = x.repeat_interleave(k, dim=0)
     ys = y.repeat_interleave(k, dim=0) if y is not None else None
@@ -189,30 +221,41 @@ def per_sample_grad_norms(
 
 def gradient_sum(
     model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int,
-    seed: int, chunk: int = 64,
+    seed: int, chunk: int = 64, t_mode: str = "shared_grid",
 ) -> Tensor:
     """MoSo pass 1: sum over the batch of per-sample gradients g_z.
 
-    Sum (not mean) so DDP ranks can all-reduce and divide by the global N.
+    Sum (not mean) so DDP ranks can all-reduce and divide by the global N. The sum
+    of the per-sample gradients is the gradient of the summed losses, so this is one
+    ordinary backward per chunk of ``chunk`` samples (K draws each), not a
+    per-sample (vmap) pass.
 
     Returns:
         (P,) float64 on x.device, flattened in `named_parameters` order of the
         trainable parameters (the order `moso_terms` expects for g_mean).
     """
-    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode)
     with _eval_mode(model) as inner:
-        params, _ = _split_tensors(inner)
-        total = {n: torch.zeros(p.shape, dtype=torch.float64, device=p.device)
-                 for n, p in params.items()}
-        for _, grads in _chunked_grads(inner, loss_fn, x, y, t, noise, chunk):
-            for name, g in grads.items():
-                total[name] += g.double().sum(dim=0)
-    return torch.cat([v.reshape(-1) for v in total.values()])
+        params = [p for p in inner.parameters() if p.requires_grad]
+        total = [torch.zeros(p.shape, dtype=torch.float64, device=p.device) for p in params]
+        for s in range(0, x.shape[0], chunk):
+            rows = slice(s, min(s + chunk, x.shape[0]))
+            xs = x[rows].repeat_interleave(k, dim=0)
+            ys = y[rows].repeat_interleave(k, dim=0) if y is not None else None
+            loss = loss_fn(inner, xs, ys, t[rows].reshape(-1),
+                           noise[rows].reshape(-1, *x.shape[1:])).sum() / k
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            for acc, g in zip(total, grads):
+                if g is not None:
+                    acc += g.double()
+    return torch.cat([v.reshape(-1) for v in total])
 
 
 def moso_terms(
     model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int,
-    seed: int, g_mean: Tensor, chunk: int = 64,
+    seed: int, g_mean: Tensor, chunk: int = 64, t_mode: str = "shared_grid",
 ) -> tuple[Tensor, Tensor]:
     """MoSo pass 2: ||g_z||^2 and <g_mean, g_z> per sample, without storing g_z.
 
@@ -223,7 +266,7 @@ def moso_terms(
     Returns:
         sq_norms: (B,) float64; dots: (B,) float64; on x.device.
     """
-    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed)
+    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode)
     b = x.shape[0]
     sq = torch.zeros(b, dtype=torch.float64, device=x.device)
     dots = torch.zeros(b, dtype=torch.float64, device=x.device)
