@@ -41,9 +41,9 @@ from models import build_dit
 from models.transport import per_sample_flow_loss
 from models.vqvae import build_vqvae, fit_latent_scale, vqvae_train_step
 from orchestrator.config import load_config
-from orchestrator.encode import _to_model_input
-from orchestrator.proxy import checkpoint_steps, train_proxy
-from orchestrator.sources import load_arrays
+from models.vqvae import images_to_model as _to_model_input
+from orchestrator.training.proxy_stats import checkpoint_steps, train_proxy
+from orchestrator.data.sources import load_arrays
 from pruning import stats as st
 from pruning.monotonicity import increase_fraction
 

@@ -67,7 +67,7 @@ class ProxyConfig:
     lr: float = 3.0e-4
     log_points: int = 8
     grad_checkpoints: int = 1
-    draws: int = 2
+    draws: int = 3
     chunk: int = 64
 
 

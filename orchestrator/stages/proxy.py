@@ -26,7 +26,7 @@ from orchestrator.storage import fsutil
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.training.proxy_stats import STAT_KEYS, rank_files, read_rank_state, train_proxy
 
-PROXY_VERSION = 1
+PROXY_VERSION = 2   # 2: K draws at a shared stratified t grid (pruning.stats)
 
 
 def needed_stats(cfg: Any) -> tuple[str, ...]:
