@@ -115,7 +115,10 @@ def test_trial_keys_depend_on_training_config():
 
     cfg = load_config(SMOKE, check=False)
     cache = ArtifactCache("/nonexistent-cache")
-    art = DatasetArtifacts("fmnist", "fp", 10, "vqvae/x", "latents/x", {"pixels": "embed/x"}, None)
+    art = DatasetArtifacts("fmnist", "fp", 10, "vqvae/x", "latents/x",
+                           {"pixels": "embed/x", "classifier": "embed/c"}, None,
+                           {"classifier": {"weights": "classifier/w", "test_accuracy": 0.5,
+                                           "n_test": 4}})
     trial = cfg.trial_grid()[1]
     k1 = trial_key(cache, cfg, trial, art, "subset/a")
     assert k1 == trial_key(cache, cfg, trial, art, "subset/a")
@@ -124,6 +127,9 @@ def test_trial_keys_depend_on_training_config():
     assert k1 != trial_key(cache, longer, trial, art, "subset/a")
     ddp = replace(cfg, resources=replace(cfg.resources, num_workers=2))
     assert k1 != trial_key(cache, ddp, trial, art, "subset/a")   # ranks seed seed*world+rank
+    retrained = replace(art, trained={"classifier": {**art.trained["classifier"],
+                                                     "weights": "classifier/v"}})
+    assert k1 != trial_key(cache, cfg, trial, retrained, "subset/a")   # another eval space
     more = replace(cfg, resources=replace(cfg.resources, max_concurrent_trials=1))
     assert k1 == trial_key(cache, more, trial, art, "subset/a")
     assert run_name(trial, k1).startswith(trial.name + "-")
