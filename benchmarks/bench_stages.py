@@ -43,7 +43,11 @@ def _setup(overrides: list[str], root: str) -> tuple[Any, Any, Any, Any]:
     from orchestrator.stages.score import DatasetArtifacts
     from orchestrator.storage.cache import ArtifactCache
 
-    cfg = load_config("experiments/quickstart.yaml", [*overrides, f"experiment.output_dir={root}/out"],
+    # the classifier space is trained by the pipeline (bench_classifier.py times it): the
+    # stages here are timed in the pretrained spaces only
+    base = ["eval.embedders=[effnet_lite0]", "eval.primary=effnet_lite0"]
+    cfg = load_config("experiments/quickstart.yaml",
+                      [*base, *overrides, f"experiment.output_dir={root}/out"],
                       base_dir=REPO)
     cache = ArtifactCache(os.path.join(root, "cache"))
     ds = cfg.data.datasets[0]
@@ -137,6 +141,7 @@ def stage_trial(overrides: list[str], root: str) -> str:
     from orchestrator.stages.sweep import build_specs
     from orchestrator.training.evaluate import evaluate, generate, vqvae_from_cache
     from orchestrator.training.loop import LocalRuntime
+    from orchestrator.training.spaces import local_weights
     from orchestrator.training.trial import load_inputs, train_model
 
     cfg, _, cache, arts = _setup(overrides, root)
@@ -153,9 +158,10 @@ def stage_trial(overrides: list[str], root: str) -> str:
     images = generate(vqvae_from_cache(cache, spec.inputs.vqvae), ema_model, spec.sample, seed,
                       spec.conditional, spec.num_classes, tuple(data["latents"].shape[1:]), cpu)
     t2 = time.perf_counter()
-    metrics = evaluate(images, cache.load_arrays(spec.inputs.features)["features"], data["labels"],
-                       data["subset"], spec.eval, seed, spec.num_classes, "cpu",
-                       weights=spec.eval_weights)
+    features = {n: cache.load_arrays(k)["features"] for n, k in spec.inputs.features.items()}
+    with local_weights(cache, spec.inputs.weights) as trained:
+        metrics = evaluate(images, features, data["labels"], data["subset"], spec.eval, seed,
+                           spec.num_classes, "cpu", weights={**spec.eval_weights, **trained})
     t3 = time.perf_counter()
     n_train = len(data["subset"])
     return (f"{spec.trial.name} on {n_train} latents, {threads} thread(s): train {t1 - t0:.1f}s, "

@@ -18,7 +18,7 @@ manifest ``benchmarks/results/verdicts.yaml`` names each table::
 Each table is rendered once and written between ``<!-- verdicts:NAME:begin -->`` and
 ``<!-- verdicts:NAME:end -->`` in each of its documents, so they cannot disagree. A
 missing document, marker or CSV, a marker without a table, or an unknown key is a
-one-line :class:`~benchmarks.paper_claims.ClaimsError`; nothing is written then.
+one-line :class:`~eval.verdicts.ClaimsError`; nothing is written then.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.paper_claims import ClaimsError, render
 from eval.trials import read_trials
+from eval.verdicts import ClaimsError, render
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = "benchmarks/results/verdicts.yaml"

@@ -2,8 +2,8 @@
 
 Pure functions ``compute_<name>(real (N, D), fake (M, D), ...) -> dict[str, float]``
 plus the ``METRICS`` registry keyed by the YAML metric names; significance tests over
-per-seed results (:mod:`eval.significance`) and the ``trials.csv`` format they read
-(:mod:`eval.trials`).
+per-seed results (:mod:`eval.significance`), the ``trials.csv`` format they read
+(:mod:`eval.trials`) and the verdict tables on the paper's claims (:mod:`eval.verdicts`).
 """
 
 from eval.base import METRICS, MetricInputs

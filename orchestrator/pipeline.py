@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from orchestrator.config import Config
+from orchestrator.config.checks import circularity_warnings
 from orchestrator.progress import say as _say
 from orchestrator.storage.cache import ArtifactCache
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) -> dict:
     """Run encode, embed and proxy for every dataset; returns DatasetArtifacts by name."""
     from orchestrator.data.sources import load_dataset
-    from orchestrator.stages.embed import ensure_embeddings
+    from orchestrator.stages.embed import ensure_embeddings, ensure_trained_spaces
     from orchestrator.stages.encode import ensure_latents, ensure_vqvae
     from orchestrator.stages.proxy import ensure_proxy_stats
     from orchestrator.stages.score import DatasetArtifacts
@@ -42,14 +43,15 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) 
         lat = ensure_latents(cache, cfg, source, ds, vq, plan, fresh)
         _say(f"{ds.name}: encode done ({time.time() - t0:.0f}s)")
         t1 = time.time()
-        emb = ensure_embeddings(cache, cfg, source, ds, plan, fresh)
+        trained = ensure_trained_spaces(cache, cfg, source, ds, fresh)
+        emb = ensure_embeddings(cache, cfg, source, ds, plan, fresh, trained)
         _say(f"{ds.name}: embed done: {', '.join(emb)} ({time.time() - t1:.0f}s)")
         t1 = time.time()
         proxy = ensure_proxy_stats(cache, cfg, ds, lat, source.num_classes, plan, fresh)
         if proxy:
             _say(f"{ds.name}: proxy statistics done ({time.time() - t1:.0f}s)")
         arts[ds.name] = DatasetArtifacts(ds.name, source.fingerprint, source.num_classes, vq, lat,
-                                         emb, proxy)
+                                         emb, proxy, trained)
     return arts
 
 
@@ -64,6 +66,8 @@ def run_pipeline(cfg: Config, fresh: bool = False) -> int:
 
     t_start = time.time()
     check_embedders(cfg)
+    for line in circularity_warnings(cfg):
+        _say(line)
     cache = ArtifactCache(cfg.storage.cache_dir)
     started = init_ray()
     try:

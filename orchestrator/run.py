@@ -18,6 +18,7 @@ import sys
 from typing import Sequence
 
 from orchestrator.config import Config, dump_yaml, load_config
+from orchestrator.config.checks import circularity_warnings
 from orchestrator.errors import ConfigError
 
 STAGES = ("encode", "embed", "proxy", "score", "sweep", "report")
@@ -79,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(dump_yaml(cfg), end="")
         print("---")
         print(format_grid(cfg))
+        for line in circularity_warnings(cfg):
+            print(line, file=sys.stderr)
         return 0
     missing = missing_stages()
     if "pipeline" in missing:

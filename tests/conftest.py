@@ -52,7 +52,7 @@ def minimal_config(**sections: Any) -> dict[str, Any]:
         "data": {"datasets": [{"name": "digits", "source": "digits", "resolution": 16,
                                "limit": 100, "conditional": True}]},
         "embed": {"embedders": ["pixels"]},
-        "eval": {"embedder": "pixels", "metrics": ["fd"]},
+        "eval": {"embedders": ["pixels"], "metrics": ["fd"]},
         "pruning": {"ratios": [0.5], "methods": [
             {"name": "random"},
             {"name": "clustering", "embedder": "pixels", "k": 5}]},

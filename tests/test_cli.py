@@ -61,6 +61,22 @@ def test_dry_run_does_not_import_ray(write_config, capsys, monkeypatch):
     assert ["digits", "full", "0.00", "0"] in [ln.split() for ln in out.splitlines()]
 
 
+def test_dry_run_warns_about_methods_selecting_in_an_eval_space(tmp_path: Path, write_config):
+    p = _cli(str(REPO / "experiments" / "quickstart.yaml"), "--dry-run", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    warn = [ln for ln in p.stderr.splitlines() if ln.startswith("warning: method")]
+    assert warn == [f"warning: method {m} selects in evaluation space effnet_lite0: its metrics "
+                    "in that space are rewarded by construction"
+                    for m in ("clustering_nearest", "clustering_balanced")]
+    p = _cli(str(REPO / "experiments" / "quickstart.yaml"), "--dry-run", "--set",
+             "eval.primary=effnet_lite0", cwd=tmp_path)
+    assert all(ln.endswith("so its verdict rows are marked")
+               for ln in p.stderr.splitlines() if ln.startswith("warning: method"))
+    p = _cli(str(REPO / "experiments" / "quickstart.yaml"), "--dry-run", "--set",
+             "eval.primary=pixels", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.startswith("error: eval.primary: 'pixels' is not one")
+
+
 def test_relative_output_dir_resolves_against_the_start_dir(tmp_path: Path, write_config):
     p = _cli(str(write_config(minimal_config())), "--dry-run", cwd=tmp_path)
     assert p.returncode == 0

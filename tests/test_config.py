@@ -150,7 +150,15 @@ def _set(raw: dict, dotted: str, value) -> dict:
     ("autoencoder.preset", "vq-f99", "autoencoder.preset: unknown name"),
     ("embed.embedders", ["pixels", "nope"], "embed.embedders[1]: unknown name"),
     ("eval.metrics", ["fd", "fid2"], "eval.metrics[1]: unknown name"),
-    ("eval.embedder", "clip", "eval.embedder: 'clip' must also be listed in embed.embedders"),
+    ("eval.embedder", "pixels", "eval.embedder: replaced by eval.embedders"),
+    ("eval.embedders", ["pixels", "nope"], "eval.embedders[1]: unknown name 'nope'"),
+    ("eval.embedders", [], "eval.embedders: needs at least one"),
+    ("eval.embedders", ["pixels", "pixels"], "eval.embedders: duplicate"),
+    ("eval.primary", "clip", "eval.primary: 'clip' is not one of eval.embedders"),
+    ("eval.classifier", {"steps": 0}, "eval.classifier.steps: must be positive"),
+    ("eval.classifier", {"test_share": 1.0}, "eval.classifier.test_share: must be in (0, 1)"),
+    ("eval.classifier", {"epochs": 3}, "eval.classifier.epochs: unknown key"),
+    ("embed.weights", {"classifier": "/x.pt"}, "embed.weights.classifier: this space is trained"),
     ("sample.method", "rk4", "sample.method: 'rk4' is not one of euler, heun"),
     ("experiment.seeds", [], "experiment.seeds: needs at least one seed"),
     ("data.datasets.0.source", "mnist", "data.datasets[0].source: unknown name 'mnist'"),
@@ -205,6 +213,44 @@ def test_unlabelled_sources_cannot_be_conditional(tmp_path: Path):
     assert msg.startswith("data.datasets[0].conditional:")
     ds["class_subfolders"] = True
     assert _load(minimal_config(data={"datasets": [ds]}), tmp_path).data.datasets[0].conditional
+
+
+def test_eval_spaces_primary_defaults_to_the_first_and_names_metrics(tmp_path: Path):
+    raw = minimal_config(eval={"embedders": ["classifier", "pixels"], "metrics": ["fd"],
+                               "classifier": {"steps": 5}})
+    ev = _load(raw, tmp_path).eval
+    assert ev.embedders == ("classifier", "pixels") and ev.primary == "classifier"
+    assert ev.classifier.steps == 5 and ev.classifier.batch_size == 128   # recipe defaults
+    from orchestrator.training.evaluate import metric_name, space_short
+
+    names = [metric_name(k, space_short(e)) for e in ("classifier", "effnet_lite0", "inception")
+             for k in ("fd", "precision", "mem_nn_mean")]
+    assert names == ["fd_cls", "precision_cls", "mem_nn_mean_cls", "fd_effnet", "precision_effnet",
+                     "mem_nn_mean_effnet", "fid", "precision_fid", "mem_nn_mean_fid"]
+
+
+def test_classifier_space_needs_labelled_datasets(tmp_path: Path):
+    (tmp_path / "imgs").mkdir()
+    ds = {"name": "g", "source": "image_folder", "path": str(tmp_path / "imgs")}
+    raw = minimal_config(data={"datasets": [ds]}, eval={"embedders": ["pixels", "classifier"]},
+                         pruning={"methods": [{"name": "random"}]})
+    assert _error(raw, tmp_path).startswith("eval.embedders: 'classifier' needs labelled training "
+                                            "images, dataset 'g'")
+    ds["class_subfolders"] = True
+    assert _load(raw, tmp_path).eval.primary == "pixels"
+
+
+def test_circular_selections_are_the_methods_selecting_in_an_eval_space(tmp_path: Path):
+    from orchestrator.config.checks import circular_selections, circularity_warnings
+
+    raw = minimal_config(eval={"embedders": ["pixels"]})
+    cfg = _load(raw, tmp_path)
+    assert circular_selections(cfg) == [("clustering", "pixels")]
+    assert circularity_warnings(cfg) == [
+        "warning: method clustering selects in evaluation space pixels: its metrics in that "
+        "space are rewarded by construction; it is eval.primary, so its verdict rows are marked"]
+    raw = minimal_config(eval={"embedders": ["classifier", "effnet_lite0"]})
+    assert circular_selections(_load(raw, tmp_path)) == []     # clustering selects in pixels
 
 
 def test_file_errors(tmp_path: Path):

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from benchmarks import paper_claims as pc
+from benchmarks import paper_claims as cli
+from eval import verdicts as pc
 from eval.significance import holm
 from eval.trials import TrialsError, check_trials, read_trials
 
@@ -119,7 +120,7 @@ def _write(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_cli_prints_every_claim_and_fails_in_one_line(tmp_path, capsys):
     r, s = _write(tmp_path)
-    assert pc.main([str(r), "--metric", "fd_effnet", "--skewed", str(s), "--n-boot", "300",
+    assert cli.main([str(r), "--metric", "fd_effnet", "--skewed", str(s), "--n-boot", "300",
                     "--circular", "clustering_nearest"]) == 0
     out = capsys.readouterr().out
     assert "**(a) quality at ratios >= 0.75" in out and "**(b)" in out and "**(c)" in out
@@ -129,7 +130,7 @@ def test_cli_prints_every_claim_and_fails_in_one_line(tmp_path, capsys):
                          ([str(r), "--metric", "fid"], "no column fid"),
                          ([str(s), "--metric", "cov_kl_uniform"], "no full-data rows"),
                          ([], "--update-docs")]:
-        assert pc.main(argv) == 2, argv
+        assert cli.main(argv) == 2, argv
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1, err
 
@@ -193,7 +194,7 @@ def _block(text: str, name: str) -> str:
 def test_update_docs_writes_one_table_into_both_documents(tmp_path, capsys):
     root = _docs_repo(tmp_path)
     readme, results = root / "README.md", root / "benchmarks/RESULTS.md"
-    assert pc.main(["--update-docs", "--root", str(root)]) == 0
+    assert cli.main(["--update-docs", "--root", str(root)]) == 0
     assert capsys.readouterr().out.split("\n")[:2] == ["updated README.md", "updated benchmarks/RESULTS.md"]
     a, b = readme.read_text(), results.read_text()
     assert _block(a, "repro") == _block(b, "repro") and "stale" not in a + b
@@ -203,7 +204,7 @@ def test_update_docs_writes_one_table_into_both_documents(tmp_path, capsys):
     assert "| clustering_nearest † | 0.90 |" in a and "**(c)" in _block(b, "skew") and "(c)" not in a
     assert a.startswith("# README\n\nIntro text.\n\n") and a.endswith("end -->\n\nOutro.\n")
     assert b.endswith("<!-- verdicts:skew:end -->\nEnd.\n")
-    assert pc.main(["--update-docs", "--root", str(root)]) == 0      # a second run changes nothing
+    assert cli.main(["--update-docs", "--root", str(root)]) == 0      # a second run changes nothing
     assert "unchanged README.md" in capsys.readouterr().out
     assert (readme.read_text(), results.read_text()) == (a, b)
 
@@ -223,7 +224,7 @@ def test_update_docs_fails_in_one_line_and_writes_nothing(tmp_path, capsys, brea
     root = _docs_repo(tmp_path)
     breakage(root)
     before = {p: p.read_text() for p in (root / "README.md", root / "benchmarks/RESULTS.md")}
-    assert pc.main(["--update-docs", "--root", str(root)]) == 2
+    assert cli.main(["--update-docs", "--root", str(root)]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
     assert {p: p.read_text() for p in before} == before

@@ -70,6 +70,11 @@ def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeyp
     assert rc == 0, out[-3000:]
     assert not leaked, f"after the run: {leaked}"
     assert_complete_table(out)
+    head = [c.strip() for c in next(ln for ln in out.splitlines()
+                                    if ln.startswith("| dataset |")).strip("|").split("|")]
+    assert {"fd_cls", "fd_pixels", "precision_cls", "precision_pixels"} <= set(head), head
+    assert "primary (verdicts): classifier" in out and "Classifier space (fmnist): test accuracy" in out
+    assert "method clustering_balanced selects in evaluation space pixels" in out
     assert f"mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri} --host 127.0.0.1" in out
     report = tmp_path / "out" / "report"
     for name in ("results.csv", "results.md", "ratio_random.png", "ratio_el2n.png"):
@@ -80,7 +85,11 @@ def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeyp
     for rec in records.values():
         assert all(math.isfinite(v) for v in rec["metrics"].values()), rec["metrics"]
         assert rec["loss_curve"] and all(math.isfinite(l) for _, l in rec["loss_curve"])
-        assert "fd_pixels" in rec["metrics"] and "f_score" in rec["metrics"]
+        # two evaluation spaces, every feature-space metric under each space's suffix
+        for short in ("cls", "pixels"):
+            assert {f"fd_{short}", f"f_score_{short}", f"vendi_{short}",
+                    f"mem_nn_mean_{short}"} <= set(rec["metrics"]), rec["metrics"]
+        assert 0.1 < rec["params"]["classifier_test_accuracy"] <= 1.0
         n = rec["params"]["n_train"]
         assert n == (400 if rec["trial"]["method"] == "full" else 200)
 
@@ -95,7 +104,8 @@ def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeyp
         assert run.data.tags["mlflow.parentRunId"] == parent
         assert run.info.status == "FINISHED"
         assert {"dataset", "method", "ratio", "seed", "n_train", "subset_hash"} <= set(run.data.params)
-        assert math.isfinite(run.data.metrics["fd_pixels"])
+        assert math.isfinite(run.data.metrics["fd_pixels"]) and math.isfinite(run.data.metrics["fd_cls"])
+        assert float(run.data.params["classifier_test_accuracy"]) > 0.1
         files = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"samples.png", "subset_manifest.json", "loss_curve.png"} <= files
         history = client.get_metric_history(run.info.run_id, "train_loss")

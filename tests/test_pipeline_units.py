@@ -115,7 +115,10 @@ def test_trial_keys_depend_on_training_config():
 
     cfg = load_config(SMOKE, check=False)
     cache = ArtifactCache("/nonexistent-cache")
-    art = DatasetArtifacts("fmnist", "fp", 10, "vqvae/x", "latents/x", {"pixels": "embed/x"}, None)
+    art = DatasetArtifacts("fmnist", "fp", 10, "vqvae/x", "latents/x",
+                           {"pixels": "embed/x", "classifier": "embed/c"}, None,
+                           {"classifier": {"weights": "classifier/w", "test_accuracy": 0.5,
+                                           "n_test": 4}})
     trial = cfg.trial_grid()[1]
     k1 = trial_key(cache, cfg, trial, art, "subset/a")
     assert k1 == trial_key(cache, cfg, trial, art, "subset/a")
@@ -124,13 +127,18 @@ def test_trial_keys_depend_on_training_config():
     assert k1 != trial_key(cache, longer, trial, art, "subset/a")
     ddp = replace(cfg, resources=replace(cfg.resources, num_workers=2))
     assert k1 != trial_key(cache, ddp, trial, art, "subset/a")   # ranks seed seed*world+rank
+    retrained = replace(art, trained={"classifier": {**art.trained["classifier"],
+                                                     "weights": "classifier/v"}})
+    assert k1 != trial_key(cache, cfg, trial, retrained, "subset/a")   # another eval space
     more = replace(cfg, resources=replace(cfg.resources, max_concurrent_trials=1))
     assert k1 == trial_key(cache, more, trial, art, "subset/a")
     assert run_name(trial, k1).startswith(trial.name + "-")
 
 
-def test_evaluate_renames_fd_and_labels_generated_samples(tmp_path):
-    """Metrics of a trial: fd -> fd_<short>, cluster_coverage from nearest labelled neighbours."""
+def test_evaluate_names_metrics_per_space_and_labels_generated_samples(tmp_path):
+    """Metrics of a trial, per evaluation space: ``<metric>_<short>``; each space's values
+    are the single-space computation in that space; cluster_coverage from nearest
+    labelled neighbours."""
     from orchestrator.config import EvalConfig
     from orchestrator.storage.cache import ArtifactCache
     from orchestrator.training.evaluate import evaluate
@@ -147,16 +155,42 @@ def test_evaluate_renames_fd_and_labels_generated_samples(tmp_path):
     cache = ArtifactCache(str(tmp_path))
     fkey = cache.key("embed", 1, t="features")
     cache.save_arrays(fkey, ids=np.arange(n), features=feats)
-    ec = EvalConfig(embedder="pixels", num_real=90,
-                    metrics=("fd", "prdc", "vendi", "memorization", "cluster_coverage"))
+    from models.classifier import save_classifier, train_classifier
+
+    clf = tmp_path / "clf.pt"
+    save_classifier(train_classifier(images, labels, 3, steps=30, batch_size=32), clf)
+    cfeats = build_embedder("classifier", weights=str(clf))(images)
+    metric_keys = ("fd", "prdc", "vendi", "memorization", "cluster_coverage")
+    ec = EvalConfig(embedders=("pixels", "classifier"), primary="classifier", num_real=90,
+                    metrics=metric_keys)
     fake = images[labels == 0][:30]                             # generated: only class 0
-    metrics = evaluate(fake, cache.load_arrays(fkey)["features"], labels, np.arange(0, n, 2), ec,
-                       seed=0, num_classes=3, device="cpu")
-    assert "fd_pixels" in metrics and "fd" not in metrics
-    assert {"f_score", "vendi", "mem_nn_mean", "cov_kl_uniform"} <= set(metrics)
-    shares = {k: v for k, v in metrics.items() if k.startswith("cov_share_")}
-    assert len(shares) == 3 and max(shares.values()) == 1.0    # every sample labelled class 0
+    subset = np.arange(0, n, 2)
+    metrics = evaluate(fake, {"pixels": cache.load_arrays(fkey)["features"], "classifier": cfeats},
+                       labels, subset, ec, seed=0, num_classes=3, device="cpu",
+                       weights={"classifier": str(clf)})
+    assert "fd" not in metrics and "fd_pixels" in metrics and "fd_cls" in metrics
+    for short in ("pixels", "cls"):
+        assert {f"f_score_{short}", f"vendi_{short}", f"mem_nn_mean_{short}",
+                f"cov_kl_uniform_{short}"} <= set(metrics)
+        shares = {k: v for k, v in metrics.items()
+                  if k.startswith("cov_share_") and k.endswith(f"_{short}")}
+        assert len(shares) == 3 and max(shares.values()) == 1.0    # every sample: class 0
     assert all(np.isfinite(v) for v in metrics.values())
+    # each space alone gives the same numbers under its suffix (one loop, no cross-talk)
+    for name, short, feats in (("pixels", "pixels", feats), ("classifier", "cls", cfeats)):
+        one = evaluate(fake, {name: feats}, labels, subset,
+                       EvalConfig(embedders=(name,), primary=name, num_real=90, metrics=metric_keys),
+                       seed=0, num_classes=3, device="cpu", weights={"classifier": str(clf)})
+        assert one == {k: v for k, v in metrics.items() if k.endswith(f"_{short}")}
+    # fd_cls is the Frechet distance of the classifier features, computed here in float64
+    from scipy import linalg
+
+    real = cfeats[np.sort(np.random.default_rng(0).permutation(n)[:90])].astype(np.float64)
+    gen = build_embedder("classifier", weights=str(clf))(fake).astype(np.float64)
+    mu1, mu2 = real.mean(0), gen.mean(0)
+    c1, c2 = np.cov(real, rowvar=False), np.cov(gen, rowvar=False)
+    fd = ((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
+    assert metrics["fd_cls"] == pytest.approx(fd, rel=1e-3)
 
 
 def test_scores_use_per_dataset_params(tmp_path):

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import torch
 
-from orchestrator.config import EvalConfig, ModelConfig, SampleConfig, TrainConfig, Trial
+from orchestrator.config import (ClassifierConfig, EvalConfig, ModelConfig, SampleConfig,
+                                 TrainConfig, Trial)
 from orchestrator.training.loop import LocalRuntime, LoopSpec, build_model, train_steps
 from orchestrator.training.records import TrialFiles, TrialInputs, TrialResult, TrialSpec
 
@@ -37,9 +38,13 @@ def test_result_reads_the_cached_shape_and_writes_it_back():
 def test_spec_round_trips_through_json():
     spec = TrialSpec(key="trial/k", cache_root="/c", run_name="fmnist-full-r00-s0-abc",
                      trial=Trial("fmnist", "full", 0.0, 0), params={"n_train": 5},
-                     inputs=TrialInputs("latents/a", "subset/b", "vqvae/c", "embed/d"),
+                     inputs=TrialInputs("latents/a", "subset/b", "vqvae/c",
+                                        {"classifier": "embed/d", "pixels": "embed/e"},
+                                        {"classifier": "classifier/f"}),
                      conditional=True, num_classes=10, model=ModelConfig(), train=TrainConfig(),
-                     sample=SampleConfig(), eval=EvalConfig(metrics=("fd", "prdc")))
+                     sample=SampleConfig(), eval_weights={"pixels": "/w.pt"},
+                     eval=EvalConfig(embedders=("classifier", "pixels"), primary="classifier",
+                                     metrics=("fd", "prdc"), classifier=ClassifierConfig(steps=7)))
     d = json.loads(json.dumps(spec.to_json()))
     assert d["trial"]["name"] == "fmnist-full-r00-s0" and d["inputs"]["subset"] == "subset/b"
     assert TrialSpec.from_json({**d, "threads": 2, "use_gpu": False}) == spec

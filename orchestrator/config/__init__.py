@@ -5,15 +5,15 @@ types, resolved paths), ``checks`` validates values, registry names and data.
 """
 
 from orchestrator.config.loader import config_from_dict, dump_yaml, load_config
-from orchestrator.config.schema import (FULL_METHOD, AutoencoderConfig, Config, DataConfig,
-                                        DatasetConfig, EmbedConfig, EvalConfig, ExperimentConfig,
+from orchestrator.config.schema import (FULL_METHOD, AutoencoderConfig, ClassifierConfig,
+                                        Config, DataConfig, DatasetConfig, EmbedConfig, EvalConfig, ExperimentConfig,
                                         MethodConfig, MlflowConfig, ModelConfig, ProxyConfig,
                                         PruningConfig, ResourcesConfig, SampleConfig,
                                         StorageConfig, TrainConfig, Trial, as_mapping)
 from orchestrator.errors import ConfigError
 
-__all__ = ["FULL_METHOD", "AutoencoderConfig", "Config", "ConfigError", "DataConfig",
-           "DatasetConfig", "EmbedConfig", "EvalConfig", "ExperimentConfig", "MethodConfig",
+__all__ = ["FULL_METHOD", "AutoencoderConfig", "ClassifierConfig", "Config", "ConfigError",
+           "DataConfig",           "DatasetConfig", "EmbedConfig", "EvalConfig", "ExperimentConfig", "MethodConfig",
            "MlflowConfig", "ModelConfig", "ProxyConfig", "PruningConfig", "ResourcesConfig",
            "SampleConfig", "StorageConfig", "TrainConfig", "Trial", "as_mapping",
            "config_from_dict", "dump_yaml", "load_config"]

@@ -16,7 +16,7 @@ import os
 import re
 from typing import Any
 
-from orchestrator.config.schema import Config
+from orchestrator.config.schema import TRAINED_SPACE, Config
 from orchestrator.errors import ConfigError
 from orchestrator.storage.fsutil import is_remote
 
@@ -165,6 +165,24 @@ def check_values(cfg: Config) -> None:
         raise ConfigError("embed.embedders: needs at least one embedder")
     if not cfg.eval.metrics:
         raise ConfigError("eval.metrics: needs at least one metric")
+    _check_eval_spaces(cfg)
+
+
+def _check_eval_spaces(cfg: Config) -> None:
+    """eval.embedders non-empty and unique, eval.primary one of them, the classifier recipe."""
+    ev = cfg.eval
+    if not ev.embedders:
+        raise ConfigError("eval.embedders: needs at least one evaluation space")
+    if len(set(ev.embedders)) != len(ev.embedders):
+        raise ConfigError(f"eval.embedders: duplicate spaces in {list(ev.embedders)}")
+    if ev.primary not in ev.embedders:
+        raise ConfigError(f"eval.primary: {ev.primary!r} is not one of eval.embedders "
+                          f"{list(ev.embedders)}")
+    for key in ("steps", "batch_size", "lr"):
+        _positive(getattr(ev.classifier, key), f"eval.classifier.{key}")
+    if not 0.0 < ev.classifier.test_share < 1.0:
+        raise ConfigError(f"eval.classifier.test_share: must be in (0, 1), got "
+                          f"{ev.classifier.test_share}")
 
 
 def check_registries_and_data(cfg: Config) -> None:
@@ -183,13 +201,20 @@ def check_registries_and_data(cfg: Config) -> None:
     _check_name(cfg.proxy.model, "models", "proxy.model")
     for i, name in enumerate(cfg.embed.embedders):
         _check_name(name, "embedders", f"embed.embedders[{i}]")
+    if TRAINED_SPACE in cfg.embed.weights:
+        raise ConfigError(f"embed.weights.{TRAINED_SPACE}: this space is trained per dataset "
+                          "(recipe: eval.classifier); remove the key")
     for name, path in cfg.embed.weights.items():
         _check_name(name, "embedders", f"embed.weights.{name}")
         _check_file(path, f"embed.weights.{name}")
-    _check_name(cfg.eval.embedder, "embedders", "eval.embedder")
-    if cfg.eval.embedder not in cfg.embed.embedders:
-        raise ConfigError(f"eval.embedder: {cfg.eval.embedder!r} must also be listed in "
-                          f"embed.embedders {list(cfg.embed.embedders)}")
+    for i, name in enumerate(cfg.eval.embedders):
+        _check_name(name, "embedders", f"eval.embedders[{i}]")
+    if TRAINED_SPACE in cfg.eval.embedders or TRAINED_SPACE in cfg.embed.embedders:
+        for i, ds in enumerate(cfg.data.datasets):
+            src = sources.SOURCES.get(ds.source)
+            if src is not None and not src.labelled(ds):
+                raise ConfigError(f"eval.embedders: {TRAINED_SPACE!r} needs labelled training "
+                                  f"images, dataset {ds.name!r} (data.datasets[{i}]) has none")
     for i, name in enumerate(cfg.eval.metrics):
         _check_name(name, "metrics", f"eval.metrics[{i}]")
     for i, m in enumerate(cfg.pruning.methods):
@@ -225,3 +250,26 @@ def _check_method(cfg: Config, i: int, m: Any, counts: dict[str, int | None]) ->
             key = f"per_dataset.{ds_name}.k" if "k" in m.per_dataset.get(ds_name, {}) else "k"
             raise ConfigError(f"{p}.{key}: k={k} clusters exceeds the {n} images of "
                               f"dataset {ds_name!r}")
+
+
+def circular_selections(cfg: Config) -> list[tuple[str, str]]:
+    """(method label, space) for each method that selects in an evaluation space.
+
+    A method selects in the space of its pruner's ``embedder`` (clustering, prototypes,
+    SemDeDup, CCS); its metrics in that space are rewarded by construction.
+    """
+    out = []
+    for m in cfg.pruning.methods:
+        for ds in cfg.data.datasets:
+            emb = getattr(m.build_pruner(ds.name), "embedder", None)
+            if emb in cfg.eval.embedders and (m.label, emb) not in out:
+                out.append((m.label, emb))
+    return out
+
+
+def circularity_warnings(cfg: Config) -> list[str]:
+    """One line per method that selects in an evaluation space (see circular_selections)."""
+    return [f"warning: method {label} selects in evaluation space {space}: its metrics in "
+            f"that space are rewarded by construction"
+            + ("; it is eval.primary, so its verdict rows are marked" if space == cfg.eval.primary
+               else "") for label, space in circular_selections(cfg)]

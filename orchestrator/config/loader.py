@@ -28,8 +28,8 @@ from typing import Any, Iterable, Union
 import yaml
 
 from orchestrator.config import checks
-from orchestrator.config.schema import (SECTIONS, Config, DataConfig, DatasetConfig, MethodConfig,
-                                        MlflowConfig, PruningConfig, StorageConfig)
+from orchestrator.config.schema import (SECTIONS, Config, DataConfig, DatasetConfig, EvalConfig,
+                                        MethodConfig, MlflowConfig, PruningConfig, StorageConfig)
 from orchestrator.errors import ConfigError
 from orchestrator.storage.fsutil import is_remote
 
@@ -83,6 +83,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
         return tuple(_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):  # a nested section, e.g. eval.classifier
+        return build_section(tp, value, path)
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
@@ -119,6 +121,8 @@ def build(raw: dict) -> Config:
             built[name] = _build_data(raw.get(name))
         elif name == "pruning":
             built[name] = _build_pruning(raw.get(name))
+        elif name == "eval":
+            built[name] = _build_eval(raw.get(name))
         else:
             built[name] = build_section(cls, raw.get(name), name)
     return Config(**built)
@@ -141,6 +145,18 @@ def _build_data(raw: Any) -> DataConfig:
             entry = {**entry, "skew": {str(k): v for k, v in entry["skew"].items()}}
         datasets.append(build_section(DatasetConfig, entry, path))
     return DataConfig(tuple(datasets))
+
+
+def _build_eval(raw: Any) -> EvalConfig:
+    """The eval section; ``primary`` defaults to the first of ``embedders``."""
+    if isinstance(raw, dict) and "embedder" in raw:
+        raise ConfigError("eval.embedder: replaced by eval.embedders (a list of spaces) and "
+                          f"eval.primary; write embedders: [{raw['embedder']}], primary: "
+                          f"{raw['embedder']}")
+    ev = build_section(EvalConfig, raw, "eval")
+    if ev.primary is None and ev.embedders:
+        ev = dataclasses.replace(ev, primary=ev.embedders[0])
+    return ev
 
 
 def _build_pruning(raw: Any) -> PruningConfig:

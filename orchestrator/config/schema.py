@@ -134,12 +134,31 @@ class SampleConfig:
     batch_size: int = 250
 
 
+TRAINED_SPACE = "classifier"   # the evaluation space trained per dataset (models/classifier.py)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Recipe of the ``classifier`` evaluation space (defaults: models/classifier.py)."""
+
+    steps: int = 800
+    batch_size: int = 128
+    lr: float = 3.0e-3
+    test_share: float = 0.1     # labelled training images held out for its test accuracy
+    seed: int = 0
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    embedder: str = "effnet_lite0"
+    """``embedders``: the evaluation spaces (``models.EMBEDDERS`` keys), each metric is
+    reported per space; ``primary``: the space of the verdicts (None = the first)."""
+
+    embedders: tuple[str, ...] = ("effnet_lite0",)
+    primary: str | None = None
     metrics: tuple[str, ...] = ("fd", "prdc", "vendi", "memorization")
     num_real: int = 2000
     prdc_k: int = 3
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
 
 @dataclass(frozen=True)

@@ -2,33 +2,48 @@
 
 Output per (dataset, embedder): raw ``(N, D)`` float32 features in id order (the
 libraries normalize where their method says so), cached by the data fingerprint,
-the embedder name and its weight file.
+the embedder name and its weight file. The ``classifier`` space is first trained here,
+once per dataset, on the dataset's labelled training images
+(:func:`ensure_trained_spaces`; cached by the data fingerprint and ``eval.classifier``).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
+from orchestrator.config.schema import TRAINED_SPACE
 from orchestrator.progress import say
 from orchestrator.runtime.cluster import collect_by_id, map_actor_pool
 from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.storage.cache import ArtifactCache
+from orchestrator.training.spaces import fit_classifier, local_weights
 
 EMBED_VERSION = 1
+CLASSIFIER_VERSION = 1
 
 
 class EmbedActor:
-    """Ray Data actor: uint8 images -> (B, D) float32 features of one embedder."""
+    """Ray Data actor: uint8 images -> (B, D) float32 features of one embedder.
 
-    def __init__(self, name: str, weights: str | None, device: str, threads: int):
+    ``weights_key``: cache key of a trained space's weight file (the classifier), fetched
+    to a local file here; otherwise ``weights`` is a local weight file or None.
+    """
+
+    def __init__(self, name: str, weights: str | None, device: str, threads: int,
+                 cache_root: str | None = None, weights_key: str | None = None):
         import torch
 
         from models import build_embedder
 
         torch.set_num_threads(max(1, threads))
-        self.embedder = build_embedder(name, device=device, weights=weights)
+        if weights_key:
+            with local_weights(ArtifactCache(cache_root), {name: weights_key}) as paths:
+                self.embedder = build_embedder(name, device=device, weights=paths[name])
+        else:
+            self.embedder = build_embedder(name, device=device, weights=weights)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feats = self.embedder(np.ascontiguousarray(batch["image"]))
@@ -40,32 +55,77 @@ def embed_key(cache: ArtifactCache, fingerprint: str, name: str, weights: str | 
 
 
 def needed_embedders(cfg: Any) -> list[str]:
-    """Configured embedders plus those pruning methods and the evaluation ask for."""
+    """Configured embedders plus those pruning methods and the evaluation spaces ask for."""
     names = list(cfg.embed.embedders)
     for m in cfg.pruning.methods:
         for ds in cfg.data.datasets:
             emb = m.build_pruner(ds.name).embedder
             if emb:
                 names.append(emb)
-    names.append(cfg.eval.embedder)
+    names.extend(cfg.eval.embedders)
     return list(dict.fromkeys(names))
 
 
+def classifier_key(cache: ArtifactCache, fingerprint: str, cc: Any) -> str:
+    """Cache key of a dataset's classifier space: bytes = weight file, json = its info."""
+    return cache.key("classifier", CLASSIFIER_VERSION, fingerprint=fingerprint, recipe=asdict(cc))
+
+
+def ensure_trained_spaces(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
+                          fresh: bool) -> dict[str, dict]:
+    """Train the classifier space on the dataset's labelled training images when needed.
+
+    Runs on the driver (a small CNN: ~1 min on a CPU at the default recipe).
+
+    Returns:
+        ``{"classifier": {"weights": cache key, "test_accuracy", "n_train", "n_test",
+        "test_set"}}``, or ``{}`` when no configured space is trained.
+    """
+    if TRAINED_SPACE not in needed_embedders(cfg):
+        return {}
+    key = classifier_key(cache, source.fingerprint, cfg.eval.classifier)
+    if not fresh and cache.has(key, "json") and cache.has(key, "bytes"):
+        info = cache.load_json(key)
+        say("embed[%s/%s]: cached (%s)", ds_cfg.name, TRAINED_SPACE, key)
+    else:
+        import torch
+
+        from orchestrator.data.sources import load_arrays
+
+        arrays = load_arrays(ds_cfg)
+        cc = cfg.eval.classifier
+        say("embed[%s/%s]: training on %d labelled images for %d steps", ds_cfg.name,
+            TRAINED_SPACE, round(len(arrays.ids) * (1 - cc.test_share)), cc.steps)
+        blob, info = fit_classifier(arrays.images, arrays.labels, arrays.num_classes, cc,
+                                    "cuda" if torch.cuda.is_available() else "cpu")
+        cache.save_bytes(key, blob)
+        cache.save_json(key, info)   # written last: marks the artifact complete
+    say("embed[%s/%s]: test accuracy %.4f (%s)", ds_cfg.name, TRAINED_SPACE,
+        info["test_accuracy"], info["test_set"])
+    return {TRAINED_SPACE: {"weights": key, **info}}
+
+
 def ensure_embeddings(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
-                      plan: ResourcePlan, fresh: bool) -> dict[str, str]:
-    """Cache keys of the features of every needed embedder (arrays ``ids``, ``features``)."""
+                      plan: ResourcePlan, fresh: bool,
+                      trained: dict[str, dict] | None = None) -> dict[str, str]:
+    """Cache keys of the features of every needed embedder (arrays ``ids``, ``features``).
+
+    ``trained``: :func:`ensure_trained_spaces`' result (weight files of trained spaces).
+    """
     keys = {}
     device = "cuda" if plan.actor_gpus else "cpu"
     for name in needed_embedders(cfg):
         weights = cfg.embed.weights.get(name)
-        key = embed_key(cache, source.fingerprint, name, weights)
+        weights_key = (trained or {}).get(name, {}).get("weights")
+        key = embed_key(cache, source.fingerprint, name, weights or weights_key)
         keys[name] = key
         if not fresh and cache.has(key, "arrays"):
             say("embed[%s/%s]: cached (%s)", ds_cfg.name, name, key)
             continue
         out = map_actor_pool(source.dataset.select_columns(["id", "image"]), EmbedActor,
                              {"name": name, "weights": weights, "device": device,
-                              "threads": plan.actor_threads},
+                              "threads": plan.actor_threads, "cache_root": cache.root,
+                              "weights_key": weights_key},
                              plan, cfg.embed.batch_size)
         cols = collect_by_id(out, ["features"])
         if len(cols["id"]) != source.count:
@@ -84,6 +144,8 @@ def check_embedders(cfg: Any) -> None:
     from orchestrator.errors import ConfigError
 
     for name in needed_embedders(cfg):
+        if name == TRAINED_SPACE:   # trained in this stage: no weight file to check
+            continue
         try:
             build_embedder(name, device="cpu", weights=cfg.embed.weights.get(name))
         except MissingWeightsError as e:

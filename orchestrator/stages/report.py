@@ -35,8 +35,9 @@ HIDDEN_IN_MARKDOWN = ("cov_share_",)
 
 
 def _metric_rank(name: str) -> tuple[int, str]:
+    """Display rank: by the metric (``precision_cls`` ranks as ``precision``), then name."""
     for i, prefix in enumerate(METRIC_ORDER):
-        if name == prefix or (prefix.endswith("_") and name.startswith(prefix)):
+        if name == prefix or name.startswith(prefix if prefix.endswith("_") else prefix + "_"):
             return i, name
     return len(METRIC_ORDER), name
 
@@ -313,9 +314,57 @@ class MlflowReporter:
         self.client.set_terminated(self.parent_id, status)
 
 
+def space_header(cfg: Any, specs: Sequence[TrialSpec]) -> str:
+    """Markdown lines naming the evaluation spaces, the primary one, the classifier's test
+    accuracy per dataset and the methods that select in an evaluation space."""
+    from orchestrator.config.checks import circularity_warnings
+
+    ev = cfg.eval
+    lines = [f"Evaluation spaces: {', '.join(ev.embedders)}; primary (verdicts): {ev.primary}."]
+    accs = {}
+    for spec in specs:
+        if "classifier_test_accuracy" in spec.params:
+            accs[spec.trial.dataset] = (spec.params["classifier_test_accuracy"],
+                                        spec.params.get("classifier_test_images"))
+    for ds, (acc, n) in accs.items():
+        lines.append(f"Classifier space ({ds}): test accuracy {float(acc):.4f} on {n} held-out "
+                     "labelled training images.")
+    lines += [w[0].upper() + w[1:] + "." for w in circularity_warnings(cfg)]
+    return "\n".join(f"- {line}" for line in lines) + "\n"
+
+
+def verdicts_markdown(cfg: Any, trials: pd.DataFrame) -> str:
+    """The paper's claims (a), (b) and, with ``cluster_coverage``, (c) on the primary space.
+
+    (a)/(b) test ``fd_<primary short>`` (``fid`` for Inception; lower is better), (c)
+    ``cov_kl_uniform_<primary short>``; methods selecting in the primary space are marked.
+    A claim the data cannot answer (no baseline, no column) gives its one-line reason.
+    """
+    from eval.verdicts import ClaimsError, render
+    from orchestrator.config.checks import circular_selections
+    from orchestrator.training.evaluate import metric_name, space_short
+
+    short = space_short(cfg.eval.primary)
+    circular = {label for label, space in circular_selections(cfg) if space == cfg.eval.primary}
+    metric = metric_name("fd", short)
+    parts = []
+    try:
+        parts.append(render(trials, metric, claims=("a", "b"), circular=circular))
+    except ClaimsError as e:
+        parts.append(f"Claims (a), (b): not computed: {e}\n")
+    if "cluster_coverage" in cfg.eval.metrics:
+        try:
+            parts.append(render(skewed=trials, claims=("c",), skewed_circular=circular,
+                                balance_metric=metric_name("cov_kl_uniform", short)))
+        except ClaimsError as e:
+            parts.append(f"Claim (c): not computed: {e}\n")
+    return "\n".join(parts)
+
+
 def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, str],
                fresh: bool = False) -> str:
-    """Table (CSV + Markdown, printed), plots and MLflow logging; returns the Markdown."""
+    """Table (CSV + Markdown, printed), verdicts, plots and MLflow logging; returns the Markdown."""
+    from eval.trials import trials_frame
     from orchestrator.config.loader import dump_yaml
     from orchestrator.stages.sweep import fetch_files, load_results
 
@@ -324,6 +373,12 @@ def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, s
     table = comparison_table(results, [m.label for m in cfg.pruning.methods])
     paths = write_table(table, out_dir)
     paths["trials"] = write_trials([r.to_json() for r in results], out_dir)  # per-seed values
+    verdicts = verdicts_markdown(cfg, trials_frame([r.to_json() for r in results])) \
+        if results else ""
+    paths["verdicts"] = os.path.join(out_dir, "verdicts.md")
+    Path(paths["verdicts"]).write_text(verdicts)
+    Path(paths["markdown"]).write_text(space_header(cfg, specs) + "\n" + to_markdown(table)
+                                       + ("\n## Verdicts\n\n" + verdicts if verdicts else ""))
     plots = (plot_methods_vs_ratio(table, out_dir) + plot_metric_vs_ratio(table, out_dir)
              if len(table) else [])
     reporter = MlflowReporter(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name,
@@ -346,10 +401,11 @@ def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, s
               "datasets": ",".join(d.name for d in cfg.data.datasets),
               "methods": ",".join(m.label for m in cfg.pruning.methods),
               "ratios": ",".join(str(r) for r in cfg.pruning.ratios),
-              "seeds": ",".join(str(s) for s in cfg.experiment.seeds)}
-    reporter.log_parent(params, [paths["csv"], paths["trials"], paths["markdown"], cfg_path, *plots],
-                        "FINISHED" if not errors else "FAILED")
-    _copy_outputs(cfg, [paths["csv"], paths["trials"], paths["markdown"], *plots])
+              "seeds": ",".join(str(s) for s in cfg.experiment.seeds),
+              "eval_spaces": ",".join(cfg.eval.embedders), "eval_primary": cfg.eval.primary}
+    files = [paths["csv"], paths["trials"], paths["markdown"], paths["verdicts"]]
+    reporter.log_parent(params, [*files, cfg_path, *plots], "FINISHED" if not errors else "FAILED")
+    _copy_outputs(cfg, [*files, *plots])
     return open(paths["markdown"]).read()
 
 

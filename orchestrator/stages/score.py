@@ -12,7 +12,7 @@ embeddings and proxy statistics, come from earlier stages). Keys:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ class DatasetArtifacts:
     latents: str
     embeddings: dict[str, str]
     proxy: str | None
+    trained: dict[str, dict] = field(default_factory=dict)  # embed.ensure_trained_spaces
 
 
 def subset_hash(indices: np.ndarray) -> str:

@@ -33,15 +33,34 @@ TRIAL_VERSION = 1
 TRIALS_DIR = "trials"
 
 
+def eval_inputs(cfg: Any, art: DatasetArtifacts) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Per evaluation space: feature keys, trained weight-file keys, local weight files."""
+    spaces = cfg.eval.embedders
+    features = {name: art.embeddings[name] for name in spaces}
+    trained = {name: art.trained[name]["weights"] for name in spaces if name in art.trained}
+    files = {name: cfg.embed.weights[name] for name in spaces if name in cfg.embed.weights}
+    return features, trained, files
+
+
 def trial_key(cache: ArtifactCache, cfg: Any, trial: Any, art: DatasetArtifacts, subset_key: str) -> str:
     """Everything a trial's result depends on: inputs' keys and the training/eval config."""
     ds = cfg.dataset(trial.dataset)
+    features, trained, files = eval_inputs(cfg, art)
     return cache.key("trial", TRIAL_VERSION, subset=subset_key, latents=art.latents,
-                     vqvae=art.vqvae, features=art.embeddings[cfg.eval.embedder],
+                     vqvae=art.vqvae, features=features, space_weights=trained,
                      conditional=ds.conditional, seed=trial.seed, model=asdict(cfg.model),
                      train=asdict(cfg.train), sample=asdict(cfg.sample), eval=asdict(cfg.eval),
-                     eval_weights=cfg.embed.weights.get(cfg.eval.embedder),
+                     eval_weights=files,
                      world_size=cfg.resources.num_workers)  # DDP ranks seed seed*world+rank
+
+
+def space_params(art: DatasetArtifacts) -> dict[str, Any]:
+    """MLflow params of a dataset's trained spaces (the classifier's test accuracy)."""
+    out: dict[str, Any] = {}
+    for name, info in art.trained.items():
+        out[f"{name}_test_accuracy"] = round(float(info["test_accuracy"]), 4)
+        out[f"{name}_test_images"] = int(info["n_test"])
+    return out
 
 
 def run_name(trial: Any, key: str) -> str:
@@ -58,17 +77,19 @@ def build_specs(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts
         ds = cfg.dataset(trial.dataset)
         sub_key = subsets[(trial.dataset, trial.method, float(trial.ratio), trial.seed)]
         key = trial_key(cache, cfg, trial, art, sub_key)
+        features, trained, files = eval_inputs(cfg, art)
         manifest = cache.load_json(sub_key)
         specs.append(TrialSpec(
             key=key, cache_root=cache.root, run_name=run_name(trial, key), trial=trial,
             params={"n_train": manifest["n_train"], "subset_hash": manifest["subset_hash"],
                     "n_total": manifest["n_total"], "model": cfg.model.preset,
-                    "train_steps": cfg.train.steps, "trial_key": key},
+                    "train_steps": cfg.train.steps, "trial_key": key,
+                    "eval_spaces": ",".join(cfg.eval.embedders), "eval_primary": cfg.eval.primary,
+                    **space_params(art)},
             inputs=TrialInputs(latents=art.latents, subset=sub_key, vqvae=art.vqvae,
-                               features=art.embeddings[cfg.eval.embedder]),
+                               features=features, weights=trained),
             conditional=ds.conditional, num_classes=art.num_classes, model=cfg.model,
-            train=cfg.train, sample=cfg.sample, eval=cfg.eval,
-            eval_weights=cfg.embed.weights.get(cfg.eval.embedder)))
+            train=cfg.train, sample=cfg.sample, eval=cfg.eval, eval_weights=files))
     return specs
 
 

@@ -1,5 +1,6 @@
 """A trained trial's samples and metrics: sample latents with the EMA model, decode them
-with the VQ-VAE, embed them with the eval embedder, compute the configured metrics.
+with the VQ-VAE, embed them in every evaluation space, compute the configured metrics
+per space.
 
 This is where a trial's metrics are computed (the formulas live in ``eval/``, the
 feature extractors in ``models/``). No Ray here.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -74,36 +75,67 @@ def generate(vq: Any, ema_model: Any, sc: SampleConfig, seed: int, conditional: 
     return np.concatenate(out)
 
 
+def space_short(embedder: str) -> str:
+    """The short name of an evaluation space (``models.EMBEDDERS[embedder].short``)."""
+    from models import EMBEDDERS
+
+    return EMBEDDERS[embedder].short
+
+
 def metric_name(key: str, embedder_short: str) -> str:
-    """A metric's reported name: ``fd`` becomes ``fid`` (Inception) or ``fd_<short>``."""
-    if key != "fd":
-        return key
-    return "fid" if embedder_short == "fid" else f"fd_{embedder_short}"
+    """The one naming rule of a metric measured in a feature space: ``<key>_<short>``
+    (``fd_effnet``, ``precision_cls``, ``mem_nn_mean_cls``), except ``fd`` in Inception
+    space, which is ``fid``."""
+    if key == "fd" and embedder_short == "fid":
+        return "fid"
+    return f"{key}_{embedder_short}"
 
 
-def evaluate(images: np.ndarray, features: np.ndarray, labels: np.ndarray, subset: np.ndarray,
-             ec: EvalConfig, seed: int, num_classes: int, device: str,
-             weights: str | None = None) -> dict[str, float]:
-    """Configured metrics of generated images against the full data's features.
+def evaluate(images: np.ndarray, features: Mapping[str, np.ndarray], labels: np.ndarray,
+             subset: np.ndarray, ec: EvalConfig, seed: int, num_classes: int, device: str,
+             weights: Mapping[str, str | None] | None = None) -> dict[str, float]:
+    """Configured metrics of generated images in every evaluation space (``ec.embedders``).
 
     Args:
         images: (M, H, W, 3) uint8 generated images.
-        features: (N, D) eval-embedder features of the whole dataset.
+        features: eval embedder name -> (N, D) features of the whole dataset.
         labels: (N,) int64 dataset labels (-1 = unlabelled).
         subset: (n_train,) int64 rows the trial trained on (memorization).
-        ec: embedder, metrics, ``num_real`` reference rows.
-        seed: picks the reference rows and the class-balanced labelling set.
+        ec: spaces, metrics, ``num_real`` reference rows.
+        seed: picks the reference rows (the same in every space) and the labelling set.
         num_classes: 0 when unlabelled.
-        device: "cpu" or "cuda" for the embedder.
-        weights: the embedder's weight file, or None for its default.
+        device: "cpu" or "cuda" for the embedders.
+        weights: embedder name -> local weight file (None or absent: its default).
 
     Returns:
-        metric name -> value (``fd`` renamed by :func:`metric_name`).
+        metric name -> value, named by :func:`metric_name` per space.
     """
-    from eval import METRICS, MetricInputs, balanced_indices, nearest_neighbour_labels
     from models import build_embedder
 
-    emb = build_embedder(ec.embedder, device=device, weights=weights)
+    metrics: dict[str, float] = {}
+    for name in ec.embedders:
+        emb = build_embedder(name, device=device, weights=(weights or {}).get(name))
+        metrics.update(evaluate_space(images, emb, features[name], labels, subset, ec, seed,
+                                      num_classes))
+    return metrics
+
+
+def evaluate_space(images: np.ndarray, emb: Any, features: np.ndarray, labels: np.ndarray,
+                   subset: np.ndarray, ec: EvalConfig, seed: int,
+                   num_classes: int) -> dict[str, float]:
+    """Configured metrics of generated images in one space, against the full data's features.
+
+    Args:
+        images: (M, H, W, 3) uint8 generated images.
+        emb: the space's embedder (``models.Embedder``: ``emb(images) -> (B, D)``, ``emb.short``).
+        features: (N, D) features of the whole dataset in this space.
+        labels, subset, ec, seed, num_classes: as :func:`evaluate`.
+
+    Returns:
+        metric name -> value, named ``metric_name(key, emb.short)``.
+    """
+    from eval import METRICS, MetricInputs, balanced_indices, nearest_neighbour_labels
+
     fake = np.concatenate([emb(images[s:s + 128]) for s in range(0, len(images), 128)])
     feats = features.astype(np.float32)
     n = feats.shape[0]

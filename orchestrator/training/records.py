@@ -21,7 +21,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.config.schema import EvalConfig, ModelConfig, SampleConfig, TrainConfig, Trial
+from orchestrator.config.schema import (ClassifierConfig, EvalConfig, ModelConfig, SampleConfig,
+                                        TrainConfig, Trial)
 
 
 def trial_to_json(trial: Trial) -> dict[str, Any]:
@@ -42,7 +43,8 @@ class TrialInputs:
     latents: str    # arrays ids (N,), labels (N,), latents (N, C, h, w)
     subset: str     # arrays indices (n_train,) into the latents; json manifest
     vqvae: str      # bytes of models.vqvae.save_vqvae
-    features: str   # arrays features (N, D) of the eval embedder
+    features: dict[str, str]   # eval embedder -> arrays features (N, D) of the dataset
+    weights: dict[str, str] = field(default_factory=dict)  # trained space -> bytes weight file
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,13 @@ class TrialSpec:
         run_name: fixed Ray Train run name (checkpoints live under it).
         trial: the grid point.
         params: logged to MLflow as the run's params (n_train, subset_hash, ...).
-        inputs: cache keys of latents, subset, VQ-VAE, eval features.
+        inputs: cache keys of latents, subset, VQ-VAE, features per evaluation space and
+            the weight files of trained spaces (the classifier).
         conditional: class-conditional training and sampling.
         num_classes: classes of the dataset (0 when unlabelled).
         model, train, sample, eval: the config sections.
-        eval_weights: weight file of the eval embedder, or None.
+        eval_weights: eval embedder -> its local weight file (``embed.weights``; absent =
+            its default).
     """
 
     key: str
@@ -74,7 +78,7 @@ class TrialSpec:
     train: TrainConfig
     sample: SampleConfig
     eval: EvalConfig
-    eval_weights: str | None = None
+    eval_weights: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "cache_root": self.cache_root, "run_name": self.run_name,
@@ -82,19 +86,21 @@ class TrialSpec:
                 "inputs": dataclasses.asdict(self.inputs), "conditional": self.conditional,
                 "num_classes": self.num_classes, "model": dataclasses.asdict(self.model),
                 "train": dataclasses.asdict(self.train), "sample": dataclasses.asdict(self.sample),
-                "eval": {**dataclasses.asdict(self.eval), "metrics": list(self.eval.metrics)},
-                "eval_weights": self.eval_weights}
+                "eval": {**dataclasses.asdict(self.eval), "metrics": list(self.eval.metrics),
+                         "embedders": list(self.eval.embedders)},
+                "eval_weights": dict(self.eval_weights)}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TrialSpec:
         ev = dict(d["eval"])
-        ev["metrics"] = tuple(ev["metrics"])
+        ev["metrics"], ev["embedders"] = tuple(ev["metrics"]), tuple(ev["embedders"])
+        ev["classifier"] = ClassifierConfig(**ev["classifier"])
         return cls(key=d["key"], cache_root=d["cache_root"], run_name=d["run_name"],
                    trial=trial_from_json(d["trial"]), params=dict(d["params"]),
                    inputs=TrialInputs(**d["inputs"]), conditional=bool(d["conditional"]),
                    num_classes=int(d["num_classes"]), model=ModelConfig(**d["model"]),
                    train=TrainConfig(**d["train"]), sample=SampleConfig(**d["sample"]),
-                   eval=EvalConfig(**ev), eval_weights=d.get("eval_weights"))
+                   eval=EvalConfig(**ev), eval_weights=dict(d.get("eval_weights") or {}))
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from orchestrator.training.evaluate import (evaluate, generate, sample_grid_key,
 from orchestrator.training.loop import (LoopSpec, TrialRuntime, all_mean, build_model,
                                         stream_seed, train_steps, unwrap)
 from orchestrator.training.records import TrialFiles, TrialResult, TrialSpec
+from orchestrator.training.spaces import local_weights
 
 STATE_FILE = "state.pt"   # a trial checkpoint: model, ema, opt, step, curve (rank 0 writes it)
 
@@ -123,10 +124,12 @@ def sample_evaluate_save(cache: ArtifactCache, spec: TrialSpec, ema_model: Any, 
     images = generate(vq, ema_model, spec.sample, spec.trial.seed, spec.conditional,
                       spec.num_classes, tuple(data["latents"].shape[1:]), device)
     t_sample = time.time() - clock["t0"] - clock["train_s"]
-    features = cache.load_arrays(spec.inputs.features)["features"]
-    metrics = evaluate(images, features, data["labels"], data["subset"], spec.eval,
-                       spec.trial.seed, spec.num_classes, "cuda" if device.type == "cuda" else "cpu",
-                       weights=spec.eval_weights)
+    features = {name: cache.load_arrays(key)["features"] for name, key in spec.inputs.features.items()}
+    with local_weights(cache, spec.inputs.weights) as trained:
+        metrics = evaluate(images, features, data["labels"], data["subset"], spec.eval,
+                           spec.trial.seed, spec.num_classes,
+                           "cuda" if device.type == "cuda" else "cpu",
+                           weights={**spec.eval_weights, **trained})
     t_eval = time.time() - clock["t0"] - clock["train_s"] - t_sample
     gkey = sample_grid_key(spec.key)
     save_sample_grid(cache, gkey, images)
