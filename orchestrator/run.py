@@ -17,7 +17,7 @@ import logging
 import sys
 from typing import Sequence
 
-from orchestrator.config import Config, dump_yaml, load_config
+from orchestrator.config import Config, describe_references, dump_yaml, load_config
 from orchestrator.errors import ConfigError
 
 STAGES = ("encode", "embed", "proxy", "score", "sweep", "report")
@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(dump_yaml(cfg), end="")
         print("---")
         print(format_grid(cfg))
+        print(describe_references(cfg))
         return 0
     missing = missing_stages()
     if "pipeline" in missing:

@@ -150,8 +150,10 @@ def test_evaluate_renames_fd_and_labels_generated_samples(tmp_path):
     ec = EvalConfig(embedder="pixels", num_real=90,
                     metrics=("fd", "prdc", "vendi", "memorization", "cluster_coverage"))
     fake = images[labels == 0][:30]                             # generated: only class 0
+    ref = rng.choice(n, 90, replace=False)                      # stands in for held-out images
     metrics = evaluate(fake, cache.load_arrays(fkey)["features"], labels, np.arange(0, n, 2), ec,
-                       seed=0, num_classes=3, device="cpu")
+                       seed=0, num_classes=3, device="cpu", reference=feats[ref],
+                       reference_labels=labels[ref])
     assert "fd_pixels" in metrics and "fd" not in metrics
     assert {"f_score", "vendi", "mem_nn_mean", "cov_kl_uniform"} <= set(metrics)
     shares = {k: v for k, v in metrics.items() if k.startswith("cov_share_")}

@@ -29,7 +29,7 @@ from orchestrator.storage.fsutil import join
 from orchestrator.training.records import TrialInputs, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)
-TRIAL_VERSION = 1
+TRIAL_VERSION = 2   # 2: metrics against the held-out reference; DiT init seeded by the trial seed
 TRIALS_DIR = "trials"
 
 
@@ -38,6 +38,7 @@ def trial_key(cache: ArtifactCache, cfg: Any, trial: Any, art: DatasetArtifacts,
     ds = cfg.dataset(trial.dataset)
     return cache.key("trial", TRIAL_VERSION, subset=subset_key, latents=art.latents,
                      vqvae=art.vqvae, features=art.embeddings[cfg.eval.embedder],
+                     reference=dict(sorted(art.reference.items())),
                      conditional=ds.conditional, seed=trial.seed, model=asdict(cfg.model),
                      train=asdict(cfg.train), sample=asdict(cfg.sample), eval=asdict(cfg.eval),
                      eval_weights=cfg.embed.weights.get(cfg.eval.embedder),
@@ -63,9 +64,12 @@ def build_specs(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts
             key=key, cache_root=cache.root, run_name=run_name(trial, key), trial=trial,
             params={"n_train": manifest["n_train"], "subset_hash": manifest["subset_hash"],
                     "n_total": manifest["n_total"], "model": cfg.model.preset,
-                    "train_steps": cfg.train.steps, "trial_key": key},
+                    "train_steps": cfg.train.steps, "trial_key": key,
+                    "reference_origin": art.reference_origin,
+                    "reference_size": art.reference_size},
             inputs=TrialInputs(latents=art.latents, subset=sub_key, vqvae=art.vqvae,
-                               features=art.embeddings[cfg.eval.embedder]),
+                               features=art.embeddings[cfg.eval.embedder],
+                               reference=dict(art.reference)),
             conditional=ds.conditional, num_classes=art.num_classes, model=cfg.model,
             train=cfg.train, sample=cfg.sample, eval=cfg.eval,
             eval_weights=cfg.embed.weights.get(cfg.eval.embedder)))

@@ -83,19 +83,27 @@ def metric_name(key: str, embedder_short: str) -> str:
 
 def evaluate(images: np.ndarray, features: np.ndarray, labels: np.ndarray, subset: np.ndarray,
              ec: EvalConfig, seed: int, num_classes: int, device: str,
-             weights: str | None = None) -> dict[str, float]:
-    """Configured metrics of generated images against the full data's features.
+             weights: str | None = None, *, reference: np.ndarray,
+             reference_labels: np.ndarray | None = None) -> dict[str, float]:
+    """Configured metrics of generated images against the held-out reference.
+
+    FD, PRDC, Vendi and the coverage metrics compare against ``reference`` (images no
+    training, proxy, scoring or selection saw); memorization measures the distance to
+    the full training set (``mem_nn_*``) and to the trial's subset (``mem_subset_*``).
 
     Args:
         images: (M, H, W, 3) uint8 generated images.
-        features: (N, D) eval-embedder features of the whole dataset.
-        labels: (N,) int64 dataset labels (-1 = unlabelled).
+        features: (N, D) eval-embedder features of the whole training set.
+        labels: (N,) int64 training-set labels (-1 = unlabelled).
         subset: (n_train,) int64 rows the trial trained on (memorization).
-        ec: embedder, metrics, ``num_real`` reference rows.
-        seed: picks the reference rows and the class-balanced labelling set.
+        ec: embedder, metrics, ``prdc_k``.
+        seed: picks the class-balanced labelling set.
         num_classes: 0 when unlabelled.
         device: "cpu" or "cuda" for the embedder.
         weights: the embedder's weight file, or None for its default.
+        reference: (R, D) eval-embedder features of the held-out reference (already
+            capped at ``eval.num_real``).
+        reference_labels: (R,) int64 labels of the reference (-1 = unlabelled), or None.
 
     Returns:
         metric name -> value (``fd`` renamed by :func:`metric_name`).
@@ -106,19 +114,22 @@ def evaluate(images: np.ndarray, features: np.ndarray, labels: np.ndarray, subse
     emb = build_embedder(ec.embedder, device=device, weights=weights)
     fake = np.concatenate([emb(images[s:s + 128]) for s in range(0, len(images), 128)])
     feats = features.astype(np.float32)
-    n = feats.shape[0]
-    real_idx = np.sort(np.random.default_rng(seed).permutation(n)[:min(ec.num_real, n)])
-    real, real_labels = feats[real_idx], labels[real_idx]
+    real = np.asarray(reference, dtype=np.float32)
+    if real.ndim != 2 or real.shape[0] == 0 or real.shape[1] != feats.shape[1]:
+        raise ValueError(f"reference features of shape {real.shape} for training features "
+                         f"of shape {feats.shape}")
+    if reference_labels is not None and (np.asarray(reference_labels) < 0).any():
+        reference_labels = None
     fake_labels = None
     if "cluster_coverage" in ec.metrics:
-        if (real_labels < 0).any():
+        if (labels < 0).any():
             raise ValueError("metric 'cluster_coverage' needs a labelled dataset")
         # label each sample by its nearest neighbour in a class-balanced labelled set, so a
         # skewed dataset's large classes get no head start
         bal = balanced_indices(labels, np.random.default_rng(seed))
         fake_labels = nearest_neighbour_labels(feats[bal], labels[bal], fake)
     inputs = MetricInputs(real=real, fake=fake, train=feats[subset], train_full=feats,
-                          reference_labels=real_labels, num_classes=num_classes or None,
+                          reference_labels=reference_labels, num_classes=num_classes or None,
                           fake_labels=fake_labels, prdc_k=ec.prdc_k)
     metrics: dict[str, float] = {}
     for name in ec.metrics:

@@ -43,6 +43,9 @@ class TrialInputs:
     subset: str     # arrays indices (n_train,) into the latents; json manifest
     vqvae: str      # bytes of models.vqvae.save_vqvae
     features: str   # arrays features (N, D) of the eval embedder
+    # eval embedder name -> arrays ids (R,), labels (R,), features (R, D) of the held-out
+    # reference (what the metrics compare against; never trained on)
+    reference: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class TrialSpec:
         run_name: fixed Ray Train run name (checkpoints live under it).
         trial: the grid point.
         params: logged to MLflow as the run's params (n_train, subset_hash, ...).
-        inputs: cache keys of latents, subset, VQ-VAE, eval features.
+        inputs: cache keys of latents, subset, VQ-VAE, eval features, reference features.
         conditional: class-conditional training and sampling.
         num_classes: classes of the dataset (0 when unlabelled).
         model, train, sample, eval: the config sections.
@@ -91,7 +94,9 @@ class TrialSpec:
         ev["metrics"] = tuple(ev["metrics"])
         return cls(key=d["key"], cache_root=d["cache_root"], run_name=d["run_name"],
                    trial=trial_from_json(d["trial"]), params=dict(d["params"]),
-                   inputs=TrialInputs(**d["inputs"]), conditional=bool(d["conditional"]),
+                   inputs=TrialInputs(**{**d["inputs"],
+                                         "reference": dict(d["inputs"].get("reference") or {})}),
+                   conditional=bool(d["conditional"]),
                    num_classes=int(d["num_classes"]), model=ModelConfig(**d["model"]),
                    train=TrainConfig(**d["train"]), sample=SampleConfig(**d["sample"]),
                    eval=EvalConfig(**ev), eval_weights=d.get("eval_weights"))
