@@ -74,6 +74,9 @@ def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeyp
     report = tmp_path / "out" / "report"
     for name in ("results.csv", "results.md", "ratio_random.png", "ratio_el2n.png"):
         assert (report / name).is_file(), name
+    header = (report / "results.md").read_text().split("\n| ")[0]
+    assert (f"- reference of fmnist: fashion_mnist split 'test', {cfg.eval.num_real} images"
+            in header), header
 
     records = trial_records(cache, cfg.train.steps)
     assert len(records) == 4
@@ -95,6 +98,9 @@ def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeyp
         assert run.data.tags["mlflow.parentRunId"] == parent
         assert run.info.status == "FINISHED"
         assert {"dataset", "method", "ratio", "seed", "n_train", "subset_hash"} <= set(run.data.params)
+        # the held-out reference: Fashion-MNIST's test split, capped at eval.num_real
+        assert run.data.params["reference_origin"] == "fashion_mnist split 'test'"
+        assert run.data.params["reference_size"] == str(cfg.eval.num_real)
         assert math.isfinite(run.data.metrics["fd_pixels"])
         files = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"samples.png", "subset_manifest.json", "loss_curve.png"} <= files

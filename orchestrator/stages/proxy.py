@@ -91,7 +91,7 @@ def ensure_proxy_stats(cache: ArtifactCache, cfg: Any, ds_cfg: Any, latents_key:
     key = cache.key("proxy", PROXY_VERSION, latents=latents_key, proxy=pc, stats=list(stats),
                     conditional=ds_cfg.conditional, seed=seed)
     if not fresh and cache.has(key, "arrays"):
-        say("proxy[%s/seed %d]: statistics cached (%s)", ds_cfg.name, seed, key)
+        say("proxy[%s]: statistics cached, seed %d (%s)", ds_cfg.name, seed, key)
         return key
     name = proxy_run_name(ds_cfg.name, key)
     if fresh:
@@ -100,8 +100,8 @@ def ensure_proxy_stats(cache: ArtifactCache, cfg: Any, ds_cfg: Any, latents_key:
     world = plan.num_workers
     shard_keys = [cache.key("proxyshard", PROXY_VERSION, proxy=key, rank=r, world=world)
                   for r in range(world)]
-    say("proxy[%s/seed %d]: %s on %d latents, %d step(s), stats %s", ds_cfg.name, seed,
-        cfg.proxy.model, n, cfg.proxy.steps, ", ".join(stats))
+    say("proxy[%s]: %s on %d latents, %d step(s), stats %s, seed %d", ds_cfg.name,
+        cfg.proxy.model, n, cfg.proxy.steps, ", ".join(stats), seed)
     wcfg = {**pc, "stats": list(stats), "n": n, "seed": seed, "conditional": ds_cfg.conditional,
             "num_classes": num_classes, "cache_root": cache.root, "latents_key": latents_key,
             "shard_keys": shard_keys}
