@@ -39,7 +39,7 @@ STAGES = ("encode", "embed", "proxy", "score", "trial")
 def _setup(overrides: list[str], root: str) -> tuple[Any, Any, Any, Any]:
     """(config, dataset entry, cache, DatasetArtifacts keys) shared by the stages."""
     from orchestrator.config import load_config
-    from orchestrator.stages.embed import needed_embedders
+    from orchestrator.stages.embed import eval_embedders, needed_embedders
     from orchestrator.stages.score import DatasetArtifacts
     from orchestrator.storage.cache import ArtifactCache
 
@@ -53,7 +53,9 @@ def _setup(overrides: list[str], root: str) -> tuple[Any, Any, Any, Any]:
     ds = cfg.data.datasets[0]
     key = lambda what: cache.key("bench", 1, what=what)  # noqa: E731
     arts = DatasetArtifacts(ds.name, "bench", 10, key("vqvae"), key("latents"),
-                            {e: key(f"embed-{e}") for e in needed_embedders(cfg)}, key("proxy"))
+                            {e: key(f"embed-{e}") for e in needed_embedders(cfg)},
+                            {s: key(f"proxy-{s}") for s in cfg.experiment.seeds},
+                            {e: key(f"reference-{e}") for e in eval_embedders(cfg)})
     return cfg, ds, cache, arts
 
 
@@ -93,16 +95,21 @@ def stage_embed(overrides: list[str], root: str) -> str:
     import torch
 
     from models import build_embedder
-    from orchestrator.data.sources import load_arrays
+    from orchestrator.data.sources import load_arrays, load_reference
 
     torch.set_num_threads(2)
     cfg, ds, cache, arts = _setup(overrides, root)
     src, bs = load_arrays(ds), cfg.embed.batch_size
+    ref = load_reference(ds, cfg.eval.num_real)
     for name, key in arts.embeddings.items():
         emb = build_embedder(name, weights=cfg.embed.weights.get(name))
         feats = np.concatenate([emb(src.images[s:s + bs]) for s in range(0, len(src.images), bs)])
         cache.save_arrays(key, ids=src.ids, features=feats.astype(np.float32))
-    return f"{len(src.images)} images x {', '.join(arts.embeddings)}"
+        if name in arts.reference:   # the held-out reference, embedded by the eval embedders
+            rf = np.concatenate([emb(ref.images[s:s + bs]) for s in range(0, len(ref.images), bs)])
+            cache.save_arrays(arts.reference[name], ids=ref.ids, labels=ref.labels,
+                              features=rf.astype(np.float32))
+    return f"{len(src.images)} images + {len(ref.images)} reference x {', '.join(arts.embeddings)}"
 
 
 def stage_proxy(overrides: list[str], root: str) -> str:
@@ -116,11 +123,13 @@ def stage_proxy(overrides: list[str], root: str) -> str:
     cfg, ds, cache, arts = _setup(overrides, root)
     pc, stats = asdict(cfg.proxy), needed_stats(cfg)
     data = cache.load_arrays(arts.latents)
-    wcfg = {**pc, "stats": list(stats), "n": int(data["ids"].shape[0]), "seed": ds.seed,
+    seed = cfg.experiment.seeds[0]   # the pipeline trains one proxy per experiment seed
+    wcfg = {**pc, "stats": list(stats), "n": int(data["ids"].shape[0]), "seed": seed,
             "conditional": ds.conditional, "num_classes": 10}
     rec, _ = train_proxy(wcfg, data, 0, 1, torch.device("cpu"), lambda m: m, None,
                          lambda *_: None)   # the pipeline's loop, without Ray or checkpoints
-    cache.save_arrays(arts.proxy, **rec)
+    for key in arts.proxy.values():
+        cache.save_arrays(key, **rec)
     return f"{pc['steps']} proxy steps on {wcfg['n']} latents, stats {', '.join(stats)}"
 
 
@@ -159,9 +168,12 @@ def stage_trial(overrides: list[str], root: str) -> str:
                       spec.conditional, spec.num_classes, tuple(data["latents"].shape[1:]), cpu)
     t2 = time.perf_counter()
     features = {n: cache.load_arrays(k)["features"] for n, k in spec.inputs.features.items()}
+    refs = {n: cache.load_arrays(k) for n, k in spec.inputs.reference.items()}
     with local_weights(cache, spec.inputs.weights) as trained:
         metrics = evaluate(images, features, data["labels"], data["subset"], spec.eval, seed,
-                           spec.num_classes, "cpu", weights={**spec.eval_weights, **trained})
+                           spec.num_classes, "cpu", weights={**spec.eval_weights, **trained},
+                           reference={n: r["features"] for n, r in refs.items()},
+                           reference_labels=refs[spec.eval.primary]["labels"])
     t3 = time.perf_counter()
     n_train = len(data["subset"])
     return (f"{spec.trial.name} on {n_train} latents, {threads} thread(s): train {t1 - t0:.1f}s, "

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) -> dict:
     """Run encode, embed and proxy for every dataset; returns DatasetArtifacts by name."""
     from orchestrator.data.sources import load_dataset
-    from orchestrator.stages.embed import ensure_embeddings, ensure_trained_spaces
+    from orchestrator.stages.embed import ensure_embeddings, ensure_reference, ensure_trained_spaces
     from orchestrator.stages.encode import ensure_latents, ensure_vqvae
     from orchestrator.stages.proxy import ensure_proxy_stats
     from orchestrator.stages.score import DatasetArtifacts
@@ -45,13 +45,20 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) 
         t1 = time.time()
         trained = ensure_trained_spaces(cache, cfg, source, ds, fresh)
         emb = ensure_embeddings(cache, cfg, source, ds, plan, fresh, trained)
-        _say(f"{ds.name}: embed done: {', '.join(emb)} ({time.time() - t1:.0f}s)")
+        ref = ensure_reference(cache, cfg, ds, plan, fresh, trained)
+        _say(f"{ds.name}: embed done: {', '.join(emb)}; held-out reference: {ref.origin}, "
+             f"{ref.size} images ({time.time() - t1:.0f}s)")
         t1 = time.time()
-        proxy = ensure_proxy_stats(cache, cfg, ds, lat, source.num_classes, plan, fresh)
+        proxy = {}
+        for seed in cfg.experiment.seeds:   # one proxy per experiment seed
+            key = ensure_proxy_stats(cache, cfg, ds, lat, source.num_classes, plan, fresh, seed)
+            if key:
+                proxy[seed] = key
         if proxy:
             _say(f"{ds.name}: proxy statistics done ({time.time() - t1:.0f}s)")
         arts[ds.name] = DatasetArtifacts(ds.name, source.fingerprint, source.num_classes, vq, lat,
-                                         emb, proxy, trained)
+                                         emb, proxy or None, trained, ref.keys, ref.origin,
+                                         ref.size)
     return arts
 
 

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 2 a user mistake (missing config file, bad YAML, a config
 error: one line on stderr, no traceback); 1 a failed run. ``--dry-run`` validates
-the config, prints it resolved (YAML) and the trial grid, and never imports Ray.
+the config, prints it resolved (YAML), each dataset's held-out reference (origin and
+size) and the trial grid, and never imports Ray.
 
 Relative paths in the config are resolved against the directory this command is
 started in. Under ``ray job submit`` that is the job's temporary working dir, so
@@ -17,7 +18,7 @@ import logging
 import sys
 from typing import Sequence
 
-from orchestrator.config import Config, dump_yaml, load_config
+from orchestrator.config import Config, describe_references, dump_yaml, load_config
 from orchestrator.config.checks import circularity_warnings
 from orchestrator.errors import ConfigError
 
@@ -79,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         print(dump_yaml(cfg), end="")
         print("---")
+        print(describe_references(cfg))
         print(format_grid(cfg))
         for line in circularity_warnings(cfg):
             print(line, file=sys.stderr)

@@ -206,7 +206,9 @@ def test_k_is_checked_against_the_skewed_count(tmp_path: Path, fmnist_dir: Path)
 
 
 def test_unlabelled_sources_cannot_be_conditional(tmp_path: Path):
-    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    for i in range(10):   # listed, not decoded, by the checks (the reference must not be empty)
+        (tmp_path / "imgs" / "a" / f"{i}.png").write_bytes(b"x")
     ds = {"name": "g", "source": "image_folder", "path": str(tmp_path / "imgs"),
           "conditional": True}
     msg = _error(minimal_config(data={"datasets": [ds]}), tmp_path)

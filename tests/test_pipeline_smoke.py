@@ -79,6 +79,9 @@ def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeyp
     report = tmp_path / "out" / "report"
     for name in ("results.csv", "results.md", "ratio_random.png", "ratio_el2n.png"):
         assert (report / name).is_file(), name
+    header = (report / "results.md").read_text().split("\n| ")[0]
+    assert (f"- reference of fmnist: fashion_mnist split 'test', {cfg.eval.num_real} images"
+            in header), header
 
     records = trial_records(cache, cfg.train.steps)
     assert len(records) == 4
@@ -106,6 +109,9 @@ def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeyp
         assert {"dataset", "method", "ratio", "seed", "n_train", "subset_hash"} <= set(run.data.params)
         assert math.isfinite(run.data.metrics["fd_pixels"]) and math.isfinite(run.data.metrics["fd_cls"])
         assert float(run.data.params["classifier_test_accuracy"]) > 0.1
+        # the held-out reference: Fashion-MNIST's test split, capped at eval.num_real
+        assert run.data.params["reference_origin"] == "fashion_mnist split 'test'"
+        assert run.data.params["reference_size"] == str(cfg.eval.num_real)
         files = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"samples.png", "subset_manifest.json", "loss_curve.png"} <= files
         history = client.get_metric_history(run.info.run_id, "train_loss")

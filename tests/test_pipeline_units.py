@@ -165,9 +165,12 @@ def test_evaluate_names_metrics_per_space_and_labels_generated_samples(tmp_path)
                     metrics=metric_keys)
     fake = images[labels == 0][:30]                             # generated: only class 0
     subset = np.arange(0, n, 2)
+    ref = np.sort(rng.choice(n, 90, replace=False))             # stands in for held-out images
+    reference = {"pixels": feats[ref], "classifier": cfeats[ref]}
     metrics = evaluate(fake, {"pixels": cache.load_arrays(fkey)["features"], "classifier": cfeats},
                        labels, subset, ec, seed=0, num_classes=3, device="cpu",
-                       weights={"classifier": str(clf)})
+                       weights={"classifier": str(clf)}, reference=reference,
+                       reference_labels=labels[ref])
     assert "fd" not in metrics and "fd_pixels" in metrics and "fd_cls" in metrics
     for short in ("pixels", "cls"):
         assert {f"f_score_{short}", f"vendi_{short}", f"mem_nn_mean_{short}",
@@ -180,12 +183,13 @@ def test_evaluate_names_metrics_per_space_and_labels_generated_samples(tmp_path)
     for name, short, feats in (("pixels", "pixels", feats), ("classifier", "cls", cfeats)):
         one = evaluate(fake, {name: feats}, labels, subset,
                        EvalConfig(embedders=(name,), primary=name, num_real=90, metrics=metric_keys),
-                       seed=0, num_classes=3, device="cpu", weights={"classifier": str(clf)})
+                       seed=0, num_classes=3, device="cpu", weights={"classifier": str(clf)},
+                       reference={name: reference[name]}, reference_labels=labels[ref])
         assert one == {k: v for k, v in metrics.items() if k.endswith(f"_{short}")}
     # fd_cls is the Frechet distance of the classifier features, computed here in float64
     from scipy import linalg
 
-    real = cfeats[np.sort(np.random.default_rng(0).permutation(n)[:90])].astype(np.float64)
+    real = cfeats[ref].astype(np.float64)
     gen = build_embedder("classifier", weights=str(clf))(fake).astype(np.float64)
     mu1, mu2 = real.mean(0), gen.mean(0)
     c1, c2 = np.cov(real, rowvar=False), np.cov(gen, rowvar=False)

@@ -150,4 +150,7 @@ def test_missing_and_corrupt_fashion_mnist(tmp_path: Path, fmnist_dir: Path):
 def test_real_fashion_mnist_subset():
     a = load_arrays(fm(FASHION_MNIST_DIR, limit=500, resolution=32))
     assert a.images.shape == (500, 32, 32, 3) and a.num_classes == 10
-    assert check_dataset(fm(FASHION_MNIST_DIR, split="test"), "d") == 10_000
+    assert check_dataset(fm(FASHION_MNIST_DIR, split="train"), "d") == 60_000
+    from orchestrator.data.sources import reference_count
+
+    assert reference_count(fm(FASHION_MNIST_DIR), 12_000) == 10_000   # the whole test split

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from orchestrator.config import DatasetConfig
+from orchestrator.data.base import held_out
 from orchestrator.data.images import decode_image
 from orchestrator.data.sources import SOURCES, load_arrays, load_dataset
 
@@ -76,12 +77,16 @@ def test_image_folder_skips_and_lists_broken_files(tmp_path: Path):
     ds = DatasetConfig(name="g", source="image_folder", path=str(tmp_path / "imgs"),
                        resolution=16)
     a = load_arrays(ds)
-    assert a.images.shape == (6, 16, 16, 3) and a.images.dtype == np.uint8
-    assert sorted(s.path for s in a.skipped) == kinds["bad"]
-    assert all(s.reason for s in a.skipped)
-    # ids are positions in the sorted listing (hidden files excluded), bad ones left out
+    # ids are positions in the sorted listing (hidden files excluded), bad ones left out,
+    # and the held-out reference share (data.datasets[i].holdout) removed first
     listing = sorted(kinds["good"] + kinds["bad"])
-    assert [listing[i] for i in a.ids] == kinds["good"]
+    held = {listing[i] for i in held_out(len(listing), ds)}
+    assert len(held) == 1                                   # round(10 * 0.1)
+    good = [f for f in kinds["good"] if f not in held]
+    assert a.images.shape == (len(good), 16, 16, 3) and a.images.dtype == np.uint8
+    assert sorted(s.path for s in a.skipped) == [f for f in kinds["bad"] if f not in held]
+    assert all(s.reason for s in a.skipped)
+    assert [listing[i] for i in a.ids] == good
     assert np.all(a.labels == -1) and a.num_classes == 0
     again = load_arrays(ds)
     assert again.fingerprint == a.fingerprint

@@ -4,6 +4,7 @@
 types, resolved paths), ``checks`` validates values, registry names and data.
 """
 
+from orchestrator.config.checks import describe_references
 from orchestrator.config.loader import config_from_dict, dump_yaml, load_config
 from orchestrator.config.schema import (FULL_METHOD, AutoencoderConfig, ClassifierConfig,
                                         Config, DataConfig, DatasetConfig, EmbedConfig, EvalConfig, ExperimentConfig,
@@ -16,4 +17,4 @@ __all__ = ["FULL_METHOD", "AutoencoderConfig", "ClassifierConfig", "Config", "Co
            "DataConfig",           "DatasetConfig", "EmbedConfig", "EvalConfig", "ExperimentConfig", "MethodConfig",
            "MlflowConfig", "ModelConfig", "ProxyConfig", "PruningConfig", "ResourcesConfig",
            "SampleConfig", "StorageConfig", "TrainConfig", "Trial", "as_mapping",
-           "config_from_dict", "dump_yaml", "load_config"]
+           "config_from_dict", "describe_references", "dump_yaml", "load_config"]

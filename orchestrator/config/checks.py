@@ -104,6 +104,9 @@ def check_values(cfg: Config) -> None:
         _positive(ds.resolution, f"{p}.resolution")
         if ds.limit is not None:
             _positive(ds.limit, f"{p}.limit")
+        if not 0.0 < ds.holdout < 1.0:
+            raise ConfigError(f"{p}.holdout: the held-out reference share must be in (0, 1), "
+                              f"got {ds.holdout}")
         for label, frac in (ds.skew or {}).items():
             if label != "*" and not label.lstrip("-").isdigit():
                 raise ConfigError(f"{p}.skew.{label}: keys are integer labels or '*'")
@@ -273,3 +276,17 @@ def circularity_warnings(cfg: Config) -> list[str]:
             f"that space are rewarded by construction"
             + ("; it is eval.primary, so its verdict rows are marked" if space == cfg.eval.primary
                else "") for label, space in circular_selections(cfg)]
+
+
+def describe_references(cfg: Config) -> str:
+    """One line per dataset: where its held-out reference comes from and its size
+    (printed by ``--dry-run``; the metrics compare against it)."""
+    from orchestrator.data.sources import reference_count, reference_origin
+
+    lines = ["held-out reference (metrics compare against it; nothing trains on it):"]
+    for ds in cfg.data.datasets:
+        n = reference_count(ds, cfg.eval.num_real)
+        size = f"{n} images" if n is not None else f"up to {cfg.eval.num_real} images"
+        lines.append(f"  {ds.name}: {reference_origin(ds)}, {size} (cap eval.num_real "
+                     f"= {cfg.eval.num_real})")
+    return "\n".join(lines)

@@ -35,7 +35,9 @@ class DatasetConfig:
     conditional: bool = False
     skew: dict[str, float] | None = None   # label (as str) or "*" -> keep fraction
     class_subfolders: bool = False          # image_folder: class = first subfolder
-    seed: int = 0                           # seeds the limit / skew subsample
+    seed: int = 0                           # seeds the holdout, limit / skew subsample
+    holdout: float = 0.1                    # share held out as the reference (sources
+                                            # without a reference split: digits, folders)
 
 
 @dataclass(frozen=True)

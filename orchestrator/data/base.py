@@ -1,13 +1,22 @@
-"""Shared pieces of the data sources: result types, subset selection, fingerprints.
+"""Shared pieces of the data sources: result types, held-out reference, subset
+selection, fingerprints.
 
 See ``orchestrator.data.sources`` for the registry and the user-facing description.
+
+Every source splits its images into two roles: ``"train"`` (everything the pipeline
+trains, scores and selects on) and ``"reference"`` (the held-out images the metrics
+compare against, never seen by training, the proxy, scoring or selection). A source
+with a ``reference_split`` (Fashion-MNIST ``test``, ImageNet ``val``) takes the whole
+other split as its reference and its training images are unchanged by the holdout; any
+other source removes a seeded ``holdout`` share first, before ``skew`` and ``limit``.
+The reference is then capped at ``cap`` images (``eval.num_real``), a seeded subsample.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,6 +26,9 @@ from orchestrator.data.images import gray_to_rgb, resize_batch
 from orchestrator.errors import ConfigError, SourceError
 
 FINGERPRINT_SAMPLES = 32
+ROLES = ("train", "reference")
+# SeedSequence([dataset seed, stream]) streams of the draws over a source's images
+SKEW_STREAM, LIMIT_STREAM, HOLDOUT_STREAM, CAP_STREAM = 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,7 @@ def select_subset(labels: np.ndarray, ds: DatasetConfig) -> np.ndarray:
     n = len(labels)
     keep = np.arange(n, dtype=np.int64)
     if ds.skew:
-        rng = np.random.default_rng(np.random.SeedSequence([ds.seed, 1]))
+        rng = np.random.default_rng(np.random.SeedSequence([ds.seed, SKEW_STREAM]))
         default = ds.skew.get("*", 1.0)
         parts = []
         for label in np.unique(labels):
@@ -66,18 +78,41 @@ def select_subset(labels: np.ndarray, ds: DatasetConfig) -> np.ndarray:
             parts.append(np.sort(rng.choice(members, size=m, replace=False)))
         keep = np.sort(np.concatenate(parts)) if parts else keep
     if ds.limit is not None and ds.limit < len(keep):
-        rng = np.random.default_rng(np.random.SeedSequence([ds.seed, 2]))
+        rng = np.random.default_rng(np.random.SeedSequence([ds.seed, LIMIT_STREAM]))
         keep = np.sort(rng.choice(keep, size=ds.limit, replace=False))
     return keep
 
 
+def held_out(n: int, ds: DatasetConfig) -> np.ndarray:
+    """The ``round(n * ds.holdout)`` positions of ``range(n)`` held out as the reference,
+    sorted int64, drawn with the dataset seed (independent of ``limit`` and ``skew``)."""
+    m = int(round(n * ds.holdout))
+    rng = np.random.default_rng(np.random.SeedSequence([ds.seed, HOLDOUT_STREAM]))
+    return np.sort(rng.choice(n, size=m, replace=False)).astype(np.int64)
+
+
+def cap_positions(positions: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
+    """At most ``cap`` of ``positions`` (a seeded uniform subsample), sorted int64."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if cap is None or cap >= len(positions):
+        return positions
+    rng = np.random.default_rng(np.random.SeedSequence([seed, CAP_STREAM]))
+    return np.sort(rng.choice(positions, size=cap, replace=False))
+
+
 def fingerprint(ds: DatasetConfig, ids: np.ndarray, labels: np.ndarray,
-                blobs: list[bytes], extra: str = "") -> str:
-    """sha256 of the subset (ids, labels, count), a bytes sample and the settings."""
+                blobs: list[bytes], extra: str = "", holdout: float | None = None) -> str:
+    """sha256 of the subset (ids, labels, count), a bytes sample and the settings.
+
+    ``holdout`` is hashed only when the source holds out a share (so the training
+    fingerprints of sources with a reference split are what they were before).
+    """
     h = hashlib.sha256()
     settings = {"source": ds.source, "split": ds.split, "resolution": ds.resolution,
                 "limit": ds.limit, "skew": ds.skew, "seed": ds.seed, "count": int(len(ids)),
                 "class_subfolders": ds.class_subfolders}
+    if holdout is not None:
+        settings["holdout"] = holdout
     h.update(json.dumps(settings, sort_keys=True).encode())
     h.update(np.ascontiguousarray(ids, dtype="<i8").tobytes())
     h.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
@@ -108,19 +143,72 @@ def arrays_to_ray(arrays: SourceArrays, rows_per_block: int = 2048) -> Any:
 
 
 class Source:
-    """Base class; subclasses fill ``arrays`` and may override the Ray path."""
+    """Base class; subclasses fill ``arrays`` and may override the Ray path.
+
+    ``reference_split`` names the split that is the held-out reference (its images are
+    never trained on); None means a seeded ``holdout`` share of the entry's own images.
+    """
 
     name: ClassVar[str]
     splits: ClassVar[tuple[str | None, ...] | None] = None   # None = any string
+    reference_split: ClassVar[str | None] = None
 
     def labelled(self, ds: DatasetConfig) -> bool:
         return True
+
+    @property
+    def holds_out(self) -> bool:
+        """Whether the reference is a held-out share of the entry's own images."""
+        return self.reference_split is None
+
+    def role_config(self, ds: DatasetConfig, role: str) -> DatasetConfig:
+        """The entry whose images ``role`` draws from (the reference split's, or ``ds``)."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        if role == "reference" and self.reference_split is not None:
+            return replace(ds, split=self.reference_split, limit=None, skew=None)
+        return ds
+
+    def positions(self, labels: np.ndarray, ds: DatasetConfig, role: str,
+                  cap: int | None = None) -> np.ndarray:
+        """Sorted int64 positions (= ids) of ``role``'s images among the ``labels`` of
+        ``role_config(ds, role)``: the held-out share comes off first, then skew/limit
+        (training) or the cap (reference)."""
+        n = len(labels)
+        if role == "train":
+            if not self.holds_out:
+                return select_subset(labels, ds)
+            rest = np.setdiff1d(np.arange(n, dtype=np.int64), held_out(n, ds))
+            return rest[select_subset(labels[rest], ds)]
+        pos = held_out(n, ds) if self.holds_out else np.arange(n, dtype=np.int64)
+        return cap_positions(pos, cap, ds.seed)
+
+    def fingerprint_of(self, ds: DatasetConfig, role: str, cap: int | None, ids: np.ndarray,
+                       labels: np.ndarray, blobs: list[bytes], extra: str = "") -> str:
+        """The fingerprint of ``role``'s selection (the reference's names role and cap)."""
+        if role == "reference":
+            extra = f"{extra}\nreference of {self.name} split {ds.split!r}, cap {cap}"
+        return fingerprint(self.role_config(ds, role), ids, labels, blobs, extra,
+                           holdout=ds.holdout if self.holds_out else None)
+
+    def reference_origin(self, ds: DatasetConfig) -> str:
+        """Where the reference comes from, in words (dry-run, MLflow, report header)."""
+        if self.holds_out:
+            return f"held-out share {ds.holdout:g} of {self.name} (data seed {ds.seed})"
+        return f"{self.name} split '{self.reference_split}'"
+
+    def reference_count(self, ds: DatasetConfig, cap: int | None = None) -> int | None:
+        """Images of the reference after the cap, if cheap to know (else None)."""
+        return None
 
     def check(self, ds: DatasetConfig, key: str) -> int | None:
         """Raise ConfigError (key-prefixed) for a bad entry; the image count if cheap."""
         if self.splits is not None and ds.split not in self.splits:
             raise ConfigError(f"{key}.split: {ds.split!r} is not one of "
                               f"{', '.join(str(s) for s in self.splits)} for {self.name}")
+        if self.reference_split is not None and ds.split == self.reference_split:
+            raise ConfigError(f"{key}.split: {ds.split!r} is the held-out reference of "
+                              f"{self.name}; training on it would score against training images")
         if not self.labelled(ds):
             if ds.conditional:
                 raise ConfigError(f"{key}.conditional: {self.name} here has no labels "
@@ -129,13 +217,27 @@ class Source:
                 raise ConfigError(f"{key}.skew: needs labels, which {self.name} here lacks")
         return ds.limit
 
-    def arrays(self, ds: DatasetConfig) -> SourceArrays:
+    def arrays(self, ds: DatasetConfig, role: str = "train", cap: int | None = None) -> SourceArrays:
         raise NotImplementedError
 
-    def __call__(self, ds: DatasetConfig) -> SourceData:
-        arrays = self.arrays(ds)
+    def __call__(self, ds: DatasetConfig, role: str = "train", cap: int | None = None) -> SourceData:
+        arrays = self.arrays(ds, role, cap)
         return SourceData(ds.name, arrays_to_ray(arrays), arrays.fingerprint,
                           len(arrays.ids), arrays.num_classes, arrays.skipped)
+
+
+def check_split_sizes(key: str, name: str, ds: DatasetConfig, n: int, n_train: int,
+                      n_ref: int, holds_out: bool) -> None:
+    """ConfigError when the reference or the training images would be empty."""
+    if n_ref == 0:
+        if holds_out:
+            raise ConfigError(f"{key}.holdout: {ds.holdout:g} of {n} images holds out none; "
+                              "the held-out reference would be empty")
+        raise ConfigError(f"{key}.path: the reference split '{name}' has no images")
+    if n_train == 0:
+        what = "holdout" if holds_out and round(n * ds.holdout) >= n else (
+            "skew" if ds.skew else "limit")
+        raise ConfigError(f"{key}.{what}: leaves no training image of {n}")
 
 
 class LabelledArraySource(Source):
@@ -151,16 +253,30 @@ class LabelledArraySource(Source):
     def check(self, ds: DatasetConfig, key: str) -> int | None:
         super().check(ds, key)
         try:
-            return len(select_subset(self.raw_labels(ds), ds))
+            labels = self.raw_labels(ds)
+            ref_cfg = self.role_config(ds, "reference")
+            ref_labels = labels if ref_cfg is ds else self.raw_labels(ref_cfg)
         except SourceError as e:
             raise ConfigError(f"{key}.path: {e}") from None
+        n_train = len(self.positions(labels, ds, "train"))
+        n_ref = len(self.positions(ref_labels, ds, "reference"))
+        check_split_sizes(key, str(ref_cfg.split), ds, len(labels), n_train, n_ref, self.holds_out)
+        return n_train
 
-    def arrays(self, ds: DatasetConfig) -> SourceArrays:
-        images, labels = self.raw(ds)
-        keep = select_subset(labels, ds)
+    def reference_count(self, ds: DatasetConfig, cap: int | None = None) -> int | None:
+        try:
+            return len(self.positions(self.raw_labels(self.role_config(ds, "reference")), ds,
+                                      "reference", cap))
+        except SourceError:
+            return None
+
+    def arrays(self, ds: DatasetConfig, role: str = "train", cap: int | None = None) -> SourceArrays:
+        images, labels = self.raw(self.role_config(ds, role))
+        keep = self.positions(labels, ds, role, cap)
         small = resize_batch(images[keep], ds.resolution)
         rgb = small if small.ndim == 4 else gray_to_rgb(small)
         labels = labels[keep].astype(np.int64)
         blobs = [rgb[i].tobytes() for i in sample_positions(len(keep))]
-        return SourceArrays(keep, rgb, labels, fingerprint(ds, keep, labels, blobs),
+        return SourceArrays(keep, rgb, labels,
+                            self.fingerprint_of(ds, role, cap, keep, labels, blobs),
                             num_classes=int(labels.max(initial=-1)) + 1)

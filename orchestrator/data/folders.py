@@ -25,7 +25,7 @@ import numpy as np
 
 from orchestrator.config.schema import DatasetConfig
 from orchestrator.data.base import (SkippedFile, Source, SourceArrays, SourceData,
-                                    fingerprint, sample_positions, select_subset)
+                                    check_split_sizes, sample_positions)
 from orchestrator.data.images import decode_image
 from orchestrator.errors import ConfigError
 from orchestrator.storage import fsutil
@@ -114,18 +114,40 @@ class FolderSource(Source):
             raise ConfigError(f"{key}.path: {e}") from None
         if not remote and not os.path.isdir(self.root(ds)):
             raise ConfigError(f"{key}.path: directory not found: {self.root(ds)}")
-        return ds.limit
+        ref_cfg = self.role_config(ds, "reference")
+        if remote:
+            return ds.limit
+        if not os.path.isdir(self.root(ref_cfg)):
+            raise ConfigError(f"{key}.path: directory not found: {self.root(ref_cfg)} "
+                              f"(the held-out reference split of {self.name})")
+        # local folders: list the reference's folder, so an empty reference (or, for a
+        # held-out share, an empty training set) fails here, before any Ray work
+        ref_labels = self.listing(ref_cfg).labels
+        n_ref = len(self.positions(ref_labels, ds, "reference"))
+        if not self.holds_out:   # the training split is not listed (ImageNet: 1.28M files)
+            check_split_sizes(key, str(ref_cfg.split), ds, n_ref, 1, n_ref, False)
+            return ds.limit
+        n_train = len(self.positions(ref_labels, ds, "train"))
+        check_split_sizes(key, str(ref_cfg.split), ds, len(ref_labels), n_train, n_ref, True)
+        return n_train
 
-    def _selected(self, ds: DatasetConfig) -> tuple[Listing, np.ndarray, str, list[bytes]]:
-        lst = self.listing(ds)
-        keep = select_subset(lst.labels, ds)
+    def reference_count(self, ds: DatasetConfig, cap: int | None = None) -> int | None:
+        ref_cfg = self.role_config(ds, "reference")
+        if not ds.path or fsutil.is_remote(ds.path) or not os.path.isdir(self.root(ref_cfg)):
+            return None
+        return len(self.positions(self.listing(ref_cfg).labels, ds, "reference", cap))
+
+    def _selected(self, ds: DatasetConfig, role: str = "train",
+                  cap: int | None = None) -> tuple[Listing, np.ndarray, str, list[bytes]]:
+        lst = self.listing(self.role_config(ds, role))
+        keep = self.positions(lst.labels, ds, role, cap)
         blobs = [_read(lst.uri, lst.files[keep[i]]) for i in sample_positions(len(keep))]
         extra = "\n".join(f"{lst.files[i]}\t{lst.sizes[i]}" for i in keep)
         return lst, keep, extra, blobs
 
-    def arrays(self, ds: DatasetConfig) -> SourceArrays:
-        lst, keep, extra, blobs = self._selected(ds)
-        fp = fingerprint(ds, keep, lst.labels[keep], blobs, extra)
+    def arrays(self, ds: DatasetConfig, role: str = "train", cap: int | None = None) -> SourceArrays:
+        lst, keep, extra, blobs = self._selected(ds, role, cap)
+        fp = self.fingerprint_of(ds, role, cap, keep, lst.labels[keep], blobs, extra)
         workers = min(8, (os.cpu_count() or 1) * 2)  # PIL decoding releases the GIL
         with ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(lambda i: _decode_one(lst.uri, lst.files[i], ds.resolution),
@@ -141,12 +163,12 @@ class FolderSource(Source):
         return SourceArrays(keep[ok], stacked, lst.labels[keep][ok], fp, lst.num_classes,
                             skipped)
 
-    def __call__(self, ds: DatasetConfig) -> SourceData:
+    def __call__(self, ds: DatasetConfig, role: str = "train", cap: int | None = None) -> SourceData:
         import pyarrow as pa
         import ray.data
 
-        lst, keep, extra, blobs = self._selected(ds)
-        fp = fingerprint(ds, keep, lst.labels[keep], blobs, extra)
+        lst, keep, extra, blobs = self._selected(ds, role, cap)
+        fp = self.fingerprint_of(ds, role, cap, keep, lst.labels[keep], blobs, extra)
         step = 256  # files per block: enough blocks for parallel decoding
         tables = [pa.table({"id": pa.array(keep[s:s + step]),
                             "path": pa.array([lst.files[i] for i in keep[s:s + step]]),
@@ -183,6 +205,7 @@ class ImageNet(FolderSource):
 
     name = "imagenet"
     splits = ("train", "val")
+    reference_split = "val"
 
     def synsets(self, ds: DatasetConfig) -> list[str]:
         import pyarrow.fs as pafs

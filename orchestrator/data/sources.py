@@ -5,6 +5,12 @@
 ``load_arrays(dataset_cfg) -> SourceArrays`` gives the same rows as numpy arrays
 for in-memory use (Fashion-MNIST, digits and modest image folders).
 
+Every entry also has a **held-out reference** (``load_reference`` / ``reference_data``,
+described by ``reference_origin``): Fashion-MNIST's ``test`` split, ImageNet's ``val``
+split, and for digits, image folders and CelebA-HQ a seeded ``holdout`` share removed
+before anything else (see ``orchestrator.data.base``). No training, proxy, scoring or
+selection sees it; the metrics compare against it, capped at ``eval.num_real``.
+
 Ids are the position of an image in its source (the IDX file, sklearn's digits,
 the sorted file listing), so they stay stable when ``limit`` / ``skew`` subsets or
 skipped files change. Subsets are drawn from ``numpy.random.default_rng`` seeded
@@ -31,6 +37,7 @@ from orchestrator.errors import ConfigError, SourceError
 
 __all__ = ["SOURCES", "SkippedFile", "Source", "SourceArrays", "SourceData", "SourceError",
            "arrays_to_ray", "check_dataset", "fingerprint", "load_arrays", "load_dataset",
+           "load_reference", "reference_count", "reference_data", "reference_origin",
            "select_subset"]
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,7 @@ class FashionMNIST(LabelledArraySource):
 
     name = "fashion_mnist"
     splits = (None, "train", "test")   # None = train
+    reference_split = "test"           # the reference; training on it is a config error
 
     def _files(self, ds: DatasetConfig) -> tuple[Path, Path]:
         root = Path(ds.path or FASHION_MNIST_DIR)
@@ -106,6 +114,31 @@ def load_arrays(ds: DatasetConfig) -> SourceArrays:
 def load_dataset(ds: DatasetConfig) -> SourceData:
     """The Ray Data view of ``ds`` (same ids, labels and fingerprint as load_arrays)."""
     return SOURCES[ds.source](ds)
+
+
+def load_reference(ds: DatasetConfig, cap: int | None = None) -> SourceArrays:
+    """The held-out reference of ``ds`` in memory, at most ``cap`` images (seeded).
+
+    Its ids are positions in the reference's own split (Fashion-MNIST ``test``, ImageNet
+    ``val``) or, for a held-out share, in the same listing as the training ids (the two
+    sets are disjoint). Its fingerprint names the role, the origin and the cap.
+    """
+    return SOURCES[ds.source].arrays(ds, "reference", cap)
+
+
+def reference_data(ds: DatasetConfig, cap: int | None = None) -> SourceData:
+    """The Ray Data view of :func:`load_reference` (same ids, labels and fingerprint)."""
+    return SOURCES[ds.source](ds, "reference", cap)
+
+
+def reference_origin(ds: DatasetConfig) -> str:
+    """Where the reference of ``ds`` comes from, in words."""
+    return SOURCES[ds.source].reference_origin(ds)
+
+
+def reference_count(ds: DatasetConfig, cap: int | None = None) -> int | None:
+    """Images in the reference of ``ds`` after the cap, or None when not cheap to know."""
+    return SOURCES[ds.source].reference_count(ds, cap)
 
 
 SOURCES: dict[str, Source] = {

@@ -5,11 +5,16 @@ libraries normalize where their method says so), cached by the data fingerprint,
 the embedder name and its weight file. The ``classifier`` space is first trained here,
 once per dataset, on the dataset's labelled training images
 (:func:`ensure_trained_spaces`; cached by the data fingerprint and ``eval.classifier``).
+
+The held-out reference (``orchestrator.data.sources.reference_data``, capped at
+``eval.num_real``) is embedded here too, by every evaluation embedder: arrays ``ids``,
+``labels``, ``features`` under a ``reference`` key of its own fingerprint, the
+embedder and its weights (:func:`ensure_reference`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +28,23 @@ from orchestrator.training.spaces import fit_classifier, local_weights
 
 EMBED_VERSION = 1
 CLASSIFIER_VERSION = 1
+REFERENCE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A dataset's embedded held-out reference.
+
+    Attributes:
+        keys: eval embedder name -> cache key (arrays ``ids`` (R,), ``labels`` (R,),
+            ``features`` (R, D) float32).
+        origin: where the images come from, in words (``reference_origin``).
+        size: R, the number of reference images.
+    """
+
+    keys: dict[str, str]
+    origin: str
+    size: int
 
 
 class EmbedActor:
@@ -47,11 +69,19 @@ class EmbedActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feats = self.embedder(np.ascontiguousarray(batch["image"]))
-        return {"id": batch["id"], "features": np.asarray(feats, dtype=np.float32)}
+        out = {"id": batch["id"], "features": np.asarray(feats, dtype=np.float32)}
+        if "label" in batch:
+            out["label"] = batch["label"]
+        return out
 
 
 def embed_key(cache: ArtifactCache, fingerprint: str, name: str, weights: str | None) -> str:
     return cache.key("embed", EMBED_VERSION, fingerprint=fingerprint, embedder=name, weights=weights)
+
+
+def reference_key(cache: ArtifactCache, fingerprint: str, name: str, weights: str | None) -> str:
+    return cache.key("reference", REFERENCE_VERSION, fingerprint=fingerprint, embedder=name,
+                     weights=weights)
 
 
 def needed_embedders(cfg: Any) -> list[str]:
@@ -135,6 +165,43 @@ def ensure_embeddings(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
                           features=cols["features"].astype(np.float32))
         say("embed[%s/%s]: %s features", ds_cfg.name, name, cols["features"].shape)
     return keys
+
+
+def ensure_reference(cache: ArtifactCache, cfg: Any, ds_cfg: Any, plan: ResourcePlan,
+                     fresh: bool, trained: dict[str, dict] | None = None) -> Reference:
+    """Embed the held-out reference of ``ds_cfg`` in every evaluation space (cached).
+
+    ``trained``: :func:`ensure_trained_spaces`' result (weight files of trained spaces).
+    """
+    from orchestrator.data.sources import reference_data, reference_origin
+
+    source = reference_data(ds_cfg, cfg.eval.num_real)
+    origin = reference_origin(ds_cfg)
+    keys = {}
+    device = "cuda" if plan.actor_gpus else "cpu"
+    for name in cfg.eval.embedders:
+        weights = cfg.embed.weights.get(name)
+        weights_key = (trained or {}).get(name, {}).get("weights")
+        key = reference_key(cache, source.fingerprint, name, weights or weights_key)
+        keys[name] = key
+        if not fresh and cache.has(key, "arrays"):
+            say("reference[%s/%s]: cached (%s)", ds_cfg.name, name, key)
+            continue
+        out = map_actor_pool(source.dataset.select_columns(["id", "image", "label"]), EmbedActor,
+                             {"name": name, "weights": weights, "device": device,
+                              "threads": plan.actor_threads, "cache_root": cache.root,
+                              "weights_key": weights_key},
+                             plan, cfg.embed.batch_size)
+        cols = collect_by_id(out, ["label", "features"])
+        if len(cols["id"]) == 0:
+            raise RuntimeError(f"reference[{ds_cfg.name}]: no readable image in {origin}")
+        cache.save_arrays(key, ids=cols["id"].astype(np.int64),
+                          labels=cols["label"].astype(np.int64),
+                          features=cols["features"].astype(np.float32))
+        say("reference[%s/%s]: %s features of %s", ds_cfg.name, name, cols["features"].shape,
+            origin)
+    size = int(cache.load_arrays(next(iter(keys.values())))["ids"].shape[0])
+    return Reference(keys, origin, size)
 
 
 def check_embedders(cfg: Any) -> None:

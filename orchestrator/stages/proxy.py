@@ -1,6 +1,10 @@
-"""Proxy stage: one DDP proxy DiT run on all latents, recording per-sample statistics.
+"""Proxy stage: one DDP proxy DiT run on all latents per experiment seed, recording
+per-sample statistics.
 
-Runs only when a configured method's ``needs_stats`` asks. The training and the
+Runs only when a configured method's ``needs_stats`` asks. The experiment seed sets
+the proxy's initial weights, batch order, class dropout and the statistics' (t, noise)
+draws, so the score-based subsets of two seeds come from two independent proxies
+(``experiment.seeds: [0, 1, 2]`` trains three proxies per dataset). The training and the
 statistics are :func:`orchestrator.training.proxy_stats.train_proxy`; this module
 decides what is cached, runs it as a Ray Train run (:func:`proxy_worker`) and merges
 the ranks' shards. Each rank writes its shard to the cache; the driver gathers the
@@ -26,7 +30,7 @@ from orchestrator.storage import fsutil
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.training.proxy_stats import STAT_KEYS, rank_files, read_rank_state, train_proxy
 
-PROXY_VERSION = 2   # 2: K draws at a shared stratified t grid (pruning.stats)
+PROXY_VERSION = 2   # 2: shared stratified t grid (pruning.stats); seeded by the experiment seed
 
 
 def needed_stats(cfg: Any) -> tuple[str, ...]:
@@ -71,8 +75,11 @@ def proxy_run_name(ds_name: str, key: str) -> str:
 
 
 def ensure_proxy_stats(cache: ArtifactCache, cfg: Any, ds_cfg: Any, latents_key: str,
-                       num_classes: int, plan: ResourcePlan, fresh: bool) -> str | None:
+                       num_classes: int, plan: ResourcePlan, fresh: bool,
+                       seed: int) -> str | None:
     """Cache key of the merged statistics (arrays named by STAT_KEYS), or None if unneeded.
+
+    ``seed`` is the experiment seed: it seeds the proxy's initialisation and every draw.
 
     A json record under the same key says how the statistics were made
     (``resumed_from_step``: 0, or the checkpoint step a cut run continued from).
@@ -82,9 +89,9 @@ def ensure_proxy_stats(cache: ArtifactCache, cfg: Any, ds_cfg: Any, latents_key:
         return None
     pc = asdict(cfg.proxy)
     key = cache.key("proxy", PROXY_VERSION, latents=latents_key, proxy=pc, stats=list(stats),
-                    conditional=ds_cfg.conditional, seed=ds_cfg.seed)
+                    conditional=ds_cfg.conditional, seed=seed)
     if not fresh and cache.has(key, "arrays"):
-        say("proxy[%s]: statistics cached (%s)", ds_cfg.name, key)
+        say("proxy[%s]: statistics cached, seed %d (%s)", ds_cfg.name, seed, key)
         return key
     name = proxy_run_name(ds_cfg.name, key)
     if fresh:
@@ -93,9 +100,9 @@ def ensure_proxy_stats(cache: ArtifactCache, cfg: Any, ds_cfg: Any, latents_key:
     world = plan.num_workers
     shard_keys = [cache.key("proxyshard", PROXY_VERSION, proxy=key, rank=r, world=world)
                   for r in range(world)]
-    say("proxy[%s]: %s on %d latents, %d step(s), stats %s", ds_cfg.name, cfg.proxy.model, n,
-        cfg.proxy.steps, ", ".join(stats))
-    wcfg = {**pc, "stats": list(stats), "n": n, "seed": ds_cfg.seed, "conditional": ds_cfg.conditional,
+    say("proxy[%s]: %s on %d latents, %d step(s), stats %s, seed %d", ds_cfg.name,
+        cfg.proxy.model, n, cfg.proxy.steps, ", ".join(stats), seed)
+    wcfg = {**pc, "stats": list(stats), "n": n, "seed": seed, "conditional": ds_cfg.conditional,
             "num_classes": num_classes, "cache_root": cache.root, "latents_key": latents_key,
             "shard_keys": shard_keys}
     call_isolated(fit_only, proxy_worker, wcfg, plan, name, cfg.storage.ray_storage,

@@ -95,13 +95,29 @@ def to_markdown(table: pd.DataFrame, hide: Iterable[str] = HIDDEN_IN_MARKDOWN) -
     return "\n".join(lines) + "\n"
 
 
-def write_table(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, str]:
-    """Write ``results.csv`` and ``results.md``; return their paths."""
+def reference_header(specs: Sequence[TrialSpec]) -> str:
+    """The report's header: each dataset's held-out reference (origin and size), from the
+    trials' ``reference_origin`` / ``reference_size`` params."""
+    refs: dict[str, tuple[Any, Any]] = {}
+    for spec in specs:
+        refs.setdefault(spec.trial.dataset, (spec.params.get("reference_origin"),
+                                             spec.params.get("reference_size")))
+    if not refs:
+        return ""
+    lines = ["Metrics compare the generated samples with a held-out reference that no "
+             "training, proxy, scoring or selection saw:", ""]
+    lines += [f"- reference of {ds}: {origin}, {size} images" for ds, (origin, size) in refs.items()]
+    return "\n".join(lines) + "\n\n"
+
+
+def write_table(table: pd.DataFrame, out_dir: str | os.PathLike,
+                header: str = "") -> dict[str, str]:
+    """Write ``results.csv`` and ``results.md`` (``header`` above the table); return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv, md = out / "results.csv", out / "results.md"
     table.to_csv(csv, index=False)
-    md.write_text(to_markdown(table))
+    md.write_text(header + to_markdown(table))
     return {"csv": str(csv), "markdown": str(md)}
 
 
@@ -371,7 +387,7 @@ def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, s
     results = load_results(cache, specs)
     out_dir = os.path.join(tempfile.mkdtemp(prefix="prunediff-report-"))
     table = comparison_table(results, [m.label for m in cfg.pruning.methods])
-    paths = write_table(table, out_dir)
+    paths = write_table(table, out_dir, header=reference_header(specs))
     paths["trials"] = write_trials([r.to_json() for r in results], out_dir)  # per-seed values
     verdicts = verdicts_markdown(cfg, trials_frame([r.to_json() for r in results])) \
         if results else ""

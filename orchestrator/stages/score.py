@@ -27,7 +27,15 @@ FULL = "full"
 
 @dataclass(frozen=True)
 class DatasetArtifacts:
-    """Cache keys of one dataset's upstream artifacts."""
+    """Cache keys of one dataset's upstream artifacts.
+
+    Attributes:
+        embeddings: embedder name -> features of the training images.
+        proxy: experiment seed -> proxy statistics (None: no method needs them).
+        reference: eval embedder name -> features of the held-out reference
+            (``orchestrator.stages.embed.ensure_reference``).
+        reference_origin, reference_size: where the reference comes from, its images.
+    """
 
     name: str
     fingerprint: str
@@ -35,8 +43,11 @@ class DatasetArtifacts:
     vqvae: str
     latents: str
     embeddings: dict[str, str]
-    proxy: str | None
+    proxy: dict[int, str] | None                           # experiment seed -> stats key
     trained: dict[str, dict] = field(default_factory=dict)  # embed.ensure_trained_spaces
+    reference: dict[str, str] = field(default_factory=dict)  # eval embedder -> held-out features
+    reference_origin: str = ""
+    reference_size: int = 0
 
 
 def subset_hash(indices: np.ndarray) -> str:
@@ -60,7 +71,7 @@ def ensure_scores(cache: ArtifactCache, method: Any, seed: int, art: DatasetArti
     if pruner.embedder:
         inputs["embedding"] = art.embeddings[pruner.embedder]
     if pruner.needs_stats:
-        inputs["proxy"] = art.proxy
+        inputs["proxy"] = art.proxy[seed]   # the proxy run of this experiment seed
     key = cache.key("score", SCORE_VERSION, fingerprint=art.fingerprint, method=method.name,
                     params=params, seed=seed, inputs=inputs)
     if not fresh and cache.has(key, "arrays"):
@@ -72,7 +83,7 @@ def ensure_scores(cache: ArtifactCache, method: Any, seed: int, art: DatasetArti
         embeddings[pruner.embedder] = cache.load_arrays(art.embeddings[pruner.embedder])["features"]
     stats = {}
     if pruner.needs_stats:
-        proxy = cache.load_arrays(art.proxy)
+        proxy = cache.load_arrays(art.proxy[seed])
         stats = {k: proxy[k] for k in pruner.needs_stats}
     ctx = ScoreContext(n=len(labels), seed=seed, labels=labels, embeddings=embeddings, stats=stats)
     result = pruner.score(ctx)

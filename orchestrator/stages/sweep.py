@@ -29,7 +29,7 @@ from orchestrator.storage.fsutil import join
 from orchestrator.training.records import TrialInputs, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)
-TRIAL_VERSION = 1
+TRIAL_VERSION = 2   # 2: metrics against the held-out reference; DiT init seeded by the trial seed
 TRIALS_DIR = "trials"
 
 
@@ -48,6 +48,7 @@ def trial_key(cache: ArtifactCache, cfg: Any, trial: Any, art: DatasetArtifacts,
     features, trained, files = eval_inputs(cfg, art)
     return cache.key("trial", TRIAL_VERSION, subset=subset_key, latents=art.latents,
                      vqvae=art.vqvae, features=features, space_weights=trained,
+                     reference=dict(sorted(art.reference.items())),
                      conditional=ds.conditional, seed=trial.seed, model=asdict(cfg.model),
                      train=asdict(cfg.train), sample=asdict(cfg.sample), eval=asdict(cfg.eval),
                      eval_weights=files,
@@ -85,9 +86,11 @@ def build_specs(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts
                     "n_total": manifest["n_total"], "model": cfg.model.preset,
                     "train_steps": cfg.train.steps, "trial_key": key,
                     "eval_spaces": ",".join(cfg.eval.embedders), "eval_primary": cfg.eval.primary,
-                    **space_params(art)},
+                    "reference_origin": art.reference_origin,
+                    "reference_size": art.reference_size, **space_params(art)},
             inputs=TrialInputs(latents=art.latents, subset=sub_key, vqvae=art.vqvae,
-                               features=features, weights=trained),
+                               features=features, weights=trained,
+                               reference=dict(art.reference)),
             conditional=ds.conditional, num_classes=art.num_classes, model=cfg.model,
             train=cfg.train, sample=cfg.sample, eval=cfg.eval, eval_weights=files))
     return specs

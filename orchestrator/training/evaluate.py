@@ -93,19 +93,29 @@ def metric_name(key: str, embedder_short: str) -> str:
 
 def evaluate(images: np.ndarray, features: Mapping[str, np.ndarray], labels: np.ndarray,
              subset: np.ndarray, ec: EvalConfig, seed: int, num_classes: int, device: str,
-             weights: Mapping[str, str | None] | None = None) -> dict[str, float]:
-    """Configured metrics of generated images in every evaluation space (``ec.embedders``).
+             weights: Mapping[str, str | None] | None = None, *,
+             reference: Mapping[str, np.ndarray],
+             reference_labels: np.ndarray | None = None) -> dict[str, float]:
+    """Configured metrics of generated images in every evaluation space (``ec.embedders``),
+    against the held-out reference.
+
+    FD, PRDC, Vendi and the coverage metrics compare against ``reference`` (images no
+    training, proxy, scoring or selection saw); memorization measures the distance to
+    the full training set (``mem_nn_*``) and to the trial's subset (``mem_subset_*``).
 
     Args:
         images: (M, H, W, 3) uint8 generated images.
-        features: eval embedder name -> (N, D) features of the whole dataset.
-        labels: (N,) int64 dataset labels (-1 = unlabelled).
+        features: eval embedder name -> (N, D) features of the whole training set.
+        labels: (N,) int64 training-set labels (-1 = unlabelled).
         subset: (n_train,) int64 rows the trial trained on (memorization).
-        ec: spaces, metrics, ``num_real`` reference rows.
-        seed: picks the reference rows (the same in every space) and the labelling set.
+        ec: spaces, metrics, ``prdc_k``.
+        seed: picks the class-balanced labelling set.
         num_classes: 0 when unlabelled.
         device: "cpu" or "cuda" for the embedders.
         weights: embedder name -> local weight file (None or absent: its default).
+        reference: eval embedder name -> (R, D) features of the held-out reference
+            (already capped at ``eval.num_real``).
+        reference_labels: (R,) int64 labels of the reference (-1 = unlabelled), or None.
 
     Returns:
         metric name -> value, named by :func:`metric_name` per space.
@@ -116,20 +126,23 @@ def evaluate(images: np.ndarray, features: Mapping[str, np.ndarray], labels: np.
     for name in ec.embedders:
         emb = build_embedder(name, device=device, weights=(weights or {}).get(name))
         metrics.update(evaluate_space(images, emb, features[name], labels, subset, ec, seed,
-                                      num_classes))
+                                      num_classes, reference=reference[name],
+                                      reference_labels=reference_labels))
     return metrics
 
 
 def evaluate_space(images: np.ndarray, emb: Any, features: np.ndarray, labels: np.ndarray,
-                   subset: np.ndarray, ec: EvalConfig, seed: int,
-                   num_classes: int) -> dict[str, float]:
-    """Configured metrics of generated images in one space, against the full data's features.
+                   subset: np.ndarray, ec: EvalConfig, seed: int, num_classes: int, *,
+                   reference: np.ndarray,
+                   reference_labels: np.ndarray | None = None) -> dict[str, float]:
+    """Configured metrics of generated images in one space, against the held-out reference.
 
     Args:
         images: (M, H, W, 3) uint8 generated images.
         emb: the space's embedder (``models.Embedder``: ``emb(images) -> (B, D)``, ``emb.short``).
-        features: (N, D) features of the whole dataset in this space.
-        labels, subset, ec, seed, num_classes: as :func:`evaluate`.
+        features: (N, D) features of the whole training set in this space.
+        labels, subset, ec, seed, num_classes, reference_labels: as :func:`evaluate`.
+        reference: (R, D) features of the held-out reference in this space.
 
     Returns:
         metric name -> value, named ``metric_name(key, emb.short)``.
@@ -138,19 +151,22 @@ def evaluate_space(images: np.ndarray, emb: Any, features: np.ndarray, labels: n
 
     fake = np.concatenate([emb(images[s:s + 128]) for s in range(0, len(images), 128)])
     feats = features.astype(np.float32)
-    n = feats.shape[0]
-    real_idx = np.sort(np.random.default_rng(seed).permutation(n)[:min(ec.num_real, n)])
-    real, real_labels = feats[real_idx], labels[real_idx]
+    real = np.asarray(reference, dtype=np.float32)
+    if real.ndim != 2 or real.shape[0] == 0 or real.shape[1] != feats.shape[1]:
+        raise ValueError(f"reference features of shape {real.shape} for training features "
+                         f"of shape {feats.shape}")
+    if reference_labels is not None and (np.asarray(reference_labels) < 0).any():
+        reference_labels = None
     fake_labels = None
     if "cluster_coverage" in ec.metrics:
-        if (real_labels < 0).any():
+        if (labels < 0).any():
             raise ValueError("metric 'cluster_coverage' needs a labelled dataset")
         # label each sample by its nearest neighbour in a class-balanced labelled set, so a
         # skewed dataset's large classes get no head start
         bal = balanced_indices(labels, np.random.default_rng(seed))
         fake_labels = nearest_neighbour_labels(feats[bal], labels[bal], fake)
     inputs = MetricInputs(real=real, fake=fake, train=feats[subset], train_full=feats,
-                          reference_labels=real_labels, num_classes=num_classes or None,
+                          reference_labels=reference_labels, num_classes=num_classes or None,
                           fake_labels=fake_labels, prdc_k=ec.prdc_k)
     metrics: dict[str, float] = {}
     for name in ec.metrics:

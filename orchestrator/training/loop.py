@@ -131,19 +131,18 @@ def build_model(preset: str, latent_shape: tuple[int, ...], num_classes: int, se
         seed, rank, world: the streams are seeded ``seed * world + rank`` (t and noise)
             and that + 7919 (class dropout, ``model.label_generator``).
         class_dropout: probability of the null class in training.
-        init_seed: seeds torch's global generator before the weights are drawn (None:
-            leave it, as the sweep trials always did).
+        init_seed: seeds the initial weights (``DiT(seed=...)``, its own generator, the
+            same on every rank); None: ``seed``. Torch's global generator is not used.
 
     Returns:
         (model on CPU, the t/noise generator).
     """
     from models import build_dit
 
-    if init_seed is not None:
-        torch.manual_seed(init_seed)  # identical initial weights on every rank
     c, h = latent_shape[0], latent_shape[1]
     model = build_dit(preset, input_size=h, in_channels=c, num_classes=num_classes,
-                      class_dropout_prob=class_dropout)
+                      class_dropout_prob=class_dropout,
+                      seed=int(seed if init_seed is None else init_seed))
     base = stream_seed(seed, rank, world)
     model.label_generator = torch.Generator().manual_seed(base + LABEL_STREAM_OFFSET)
     return model, torch.Generator().manual_seed(base)

@@ -45,6 +45,9 @@ class TrialInputs:
     vqvae: str      # bytes of models.vqvae.save_vqvae
     features: dict[str, str]   # eval embedder -> arrays features (N, D) of the dataset
     weights: dict[str, str] = field(default_factory=dict)  # trained space -> bytes weight file
+    # eval embedder name -> arrays ids (R,), labels (R,), features (R, D) of the held-out
+    # reference (what the metrics compare against; never trained on)
+    reference: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,9 @@ class TrialSpec:
         run_name: fixed Ray Train run name (checkpoints live under it).
         trial: the grid point.
         params: logged to MLflow as the run's params (n_train, subset_hash, ...).
-        inputs: cache keys of latents, subset, VQ-VAE, features per evaluation space and
-            the weight files of trained spaces (the classifier).
+        inputs: cache keys of latents, subset, VQ-VAE, features per evaluation space,
+            the held-out reference's features per space and the weight files of trained
+            spaces (the classifier).
         conditional: class-conditional training and sampling.
         num_classes: classes of the dataset (0 when unlabelled).
         model, train, sample, eval: the config sections.
@@ -97,7 +101,9 @@ class TrialSpec:
         ev["classifier"] = ClassifierConfig(**ev["classifier"])
         return cls(key=d["key"], cache_root=d["cache_root"], run_name=d["run_name"],
                    trial=trial_from_json(d["trial"]), params=dict(d["params"]),
-                   inputs=TrialInputs(**d["inputs"]), conditional=bool(d["conditional"]),
+                   inputs=TrialInputs(**{**d["inputs"],
+                                         "reference": dict(d["inputs"].get("reference") or {})}),
+                   conditional=bool(d["conditional"]),
                    num_classes=int(d["num_classes"]), model=ModelConfig(**d["model"]),
                    train=TrainConfig(**d["train"]), sample=SampleConfig(**d["sample"]),
                    eval=EvalConfig(**ev), eval_weights=dict(d.get("eval_weights") or {}))

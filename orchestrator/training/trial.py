@@ -55,9 +55,11 @@ def train_model(spec: TrialSpec, data: dict[str, np.ndarray],
     tc, seed, rank, world = spec.train, spec.trial.seed, runtime.rank, runtime.world
     x_all = torch.from_numpy(data["latents"][data["subset"]])
     y_all = torch.from_numpy(data["labels"][data["subset"]]) if spec.conditional else None
+    # the trial seed draws the initial weights (the same on every rank), and seeds the
+    # t/noise, class-dropout and batch-order streams
     model, gen = build_model(spec.model.preset, tuple(x_all.shape[1:]),
                              spec.num_classes if spec.conditional else 0, seed, rank, world,
-                             class_dropout=spec.model.class_dropout)
+                             class_dropout=spec.model.class_dropout, init_seed=seed)
     ema = EMA(model, tc.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start, curve = 0, []
@@ -125,11 +127,14 @@ def sample_evaluate_save(cache: ArtifactCache, spec: TrialSpec, ema_model: Any, 
                       spec.num_classes, tuple(data["latents"].shape[1:]), device)
     t_sample = time.time() - clock["t0"] - clock["train_s"]
     features = {name: cache.load_arrays(key)["features"] for name, key in spec.inputs.features.items()}
+    refs = {name: cache.load_arrays(key) for name, key in spec.inputs.reference.items()}  # held-out
     with local_weights(cache, spec.inputs.weights) as trained:
         metrics = evaluate(images, features, data["labels"], data["subset"], spec.eval,
                            spec.trial.seed, spec.num_classes,
                            "cuda" if device.type == "cuda" else "cpu",
-                           weights={**spec.eval_weights, **trained})
+                           weights={**spec.eval_weights, **trained},
+                           reference={name: r["features"] for name, r in refs.items()},
+                           reference_labels=refs[spec.eval.primary]["labels"])
     t_eval = time.time() - clock["t0"] - clock["train_s"] - t_sample
     gkey = sample_grid_key(spec.key)
     save_sample_grid(cache, gkey, images)
