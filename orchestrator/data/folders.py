@@ -220,7 +220,7 @@ class ImageNet(FolderSource):
         index = {s: i for i, s in enumerate(synsets)}
         solution = fsutil.join(ds.path, "LOC_val_solution.csv")
         by_image: dict[str, str] = {}
-        if ds.split == "val" and not any("/" in f for f in lst.files):
+        if ds.split == "val" and lst.files and not any("/" in f for f in lst.files):
             text = _read(ds.path, "LOC_val_solution.csv").decode()
             rows = list(csv.reader(text.splitlines()))[1:]  # ImageId,PredictionString
             by_image = {row[0]: row[1].split()[0] for row in rows if len(row) > 1 and row[1]}
