@@ -232,7 +232,13 @@ def test_eval_spaces_primary_defaults_to_the_first_and_names_metrics(tmp_path: P
 
 
 def test_classifier_space_needs_labelled_datasets(tmp_path: Path):
-    (tmp_path / "imgs").mkdir()
+    import numpy as np
+    from PIL import Image
+
+    for cls in ("a", "b"):   # 2 classes x 10 images: labelled only with class_subfolders
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((8, 8, 3), 20 * i, np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
     ds = {"name": "g", "source": "image_folder", "path": str(tmp_path / "imgs")}
     raw = minimal_config(data={"datasets": [ds]}, eval={"embedders": ["pixels", "classifier"]},
                          pruning={"methods": [{"name": "random"}]})

@@ -157,7 +157,7 @@ def test_bad_references_exit_2_with_one_line(dataset, message, write_config, cap
 
 
 def test_dry_run_names_the_reference(write_config, capsys, fmnist_dir):
-    cfg = minimal_config(eval={"embedder": "pixels", "metrics": ["fd"], "num_real": 150})
+    cfg = minimal_config(eval={"embedders": ["pixels"], "metrics": ["fd"], "num_real": 150})
     cfg["data"]["datasets"].append({"name": "fm", "source": "fashion_mnist", "split": "train",
                                     "path": str(fmnist_dir), "resolution": 16})
     assert run.main([str(write_config(cfg)), "--dry-run"]) == 0
@@ -188,9 +188,10 @@ def test_metrics_compare_against_the_reference_not_the_training_set():
     ref_img = rng.integers(100, 256, (60, 6, 6, 3), dtype=np.uint8)
     fake_img = rng.integers(0, 256, (50, 6, 6, 3), dtype=np.uint8)
     train, ref, fake = emb(train_img), emb(ref_img), emb(fake_img)
-    ec = EvalConfig(embedder="pixels", metrics=("fd", "memorization"), num_real=60)
-    m = evaluate(fake_img, train, np.zeros(80, np.int64), np.arange(40), ec, seed=0,
-                 num_classes=0, device="cpu", reference=ref)
+    ec = EvalConfig(embedders=("pixels",), primary="pixels", metrics=("fd", "memorization"),
+                    num_real=60)
+    m = evaluate(fake_img, {"pixels": train}, np.zeros(80, np.int64), np.arange(40), ec, seed=0,
+                 num_classes=0, device="cpu", reference={"pixels": ref})
     assert m["fd_pixels"] == pytest.approx(_frechet64(ref, fake), rel=1e-3)
     assert abs(m["fd_pixels"] - _frechet64(train, fake)) > 0.1 * _frechet64(train, fake)
     # memorization: nearest training image of each sample (L2-normalized features), to the
@@ -201,11 +202,11 @@ def test_metrics_compare_against_the_reference_not_the_training_set():
 
     dist = np.sqrt(((unit(fake)[:, None] - unit(train)[None]) ** 2).sum(-1))
     d_full, d_sub = dist.min(1), dist[:, :40].min(1)
-    assert m["mem_nn_mean"] == pytest.approx(d_full.mean(), rel=1e-4)
-    assert m["mem_subset_nn_mean"] == pytest.approx(d_sub.mean(), rel=1e-4)
+    assert m["mem_nn_mean_pixels"] == pytest.approx(d_full.mean(), rel=1e-4)
+    assert m["mem_subset_nn_mean_pixels"] == pytest.approx(d_sub.mean(), rel=1e-4)
     with pytest.raises(ValueError, match="reference features of shape"):
-        evaluate(fake_img, train, np.zeros(80, np.int64), np.arange(40), ec, seed=0,
-                 num_classes=0, device="cpu", reference=ref[:0])
+        evaluate(fake_img, {"pixels": train}, np.zeros(80, np.int64), np.arange(40), ec, seed=0,
+                 num_classes=0, device="cpu", reference={"pixels": ref[:0]})
 
 
 def test_trial_key_params_and_report_header_name_the_reference():
@@ -219,19 +220,23 @@ def test_trial_key_params_and_report_header_name_the_reference():
 
     cfg = load_config(SMOKE, check=False)
     cache = ArtifactCache("/nonexistent-cache")
-    art = DatasetArtifacts("fmnist", "fp", 10, "vqvae/x", "latents/x", {"pixels": "embed/x"},
-                           None, {}, {"pixels": "reference/a"}, "fashion_mnist split 'test'", 200)
+    art = DatasetArtifacts("fmnist", "fp", 10, "vqvae/x", "latents/x",
+                           {"pixels": "embed/x", "classifier": "embed/c"}, None,
+                           {"classifier": {"weights": "classifier/w"}},
+                           {"pixels": "reference/a", "classifier": "reference/c"},
+                           "fashion_mnist split 'test'", 200)
     trial = cfg.trial_grid()[0]
     k1 = trial_key(cache, cfg, trial, art, "subset/a")
-    other = replace(art, reference={"pixels": "reference/b"})
+    other = replace(art, reference={"pixels": "reference/b", "classifier": "reference/c"})
     assert k1 != trial_key(cache, cfg, trial, other, "subset/a")
     spec_json = {"key": k1, "cache_root": "/c", "run_name": "r",
                  "trial": {"dataset": "fmnist", "method": "full", "ratio": 0.0, "seed": 0},
                  "params": {"reference_origin": art.reference_origin, "reference_size": 200},
-                 "inputs": {"latents": "l", "subset": "s", "vqvae": "v", "features": "f",
+                 "inputs": {"latents": "l", "subset": "s", "vqvae": "v", "features": {"pixels": "f"},
                             "reference": {"pixels": "reference/a"}},
                  "conditional": True, "num_classes": 10, "model": {}, "train": {},
-                 "sample": {}, "eval": {"metrics": ["fd"]}}
+                 "sample": {}, "eval": {"metrics": ["fd"], "embedders": ["pixels"],
+                                        "primary": "pixels", "classifier": {}}}
     spec = TrialSpec.from_json(spec_json)
     assert spec.inputs.reference == {"pixels": "reference/a"}
     assert TrialSpec.from_json(spec.to_json()) == spec
