@@ -184,9 +184,9 @@ def test_metrics_compare_against_the_reference_not_the_training_set():
 
     rng = np.random.default_rng(0)
     emb = build_embedder("pixels")
-    train_img = rng.integers(0, 128, (80, 6, 6, 3), dtype=np.uint8)
-    ref_img = rng.integers(100, 256, (60, 6, 6, 3), dtype=np.uint8)
-    fake_img = rng.integers(0, 256, (50, 6, 6, 3), dtype=np.uint8)
+    train_img = rng.integers(0, 128, (80, 4, 4, 3), dtype=np.uint8)   # 48 dims < samples
+    ref_img = rng.integers(100, 256, (60, 4, 4, 3), dtype=np.uint8)
+    fake_img = rng.integers(0, 256, (50, 4, 4, 3), dtype=np.uint8)
     train, ref, fake = emb(train_img), emb(ref_img), emb(fake_img)
     ec = EvalConfig(embedders=("pixels",), primary="pixels", metrics=("fd", "memorization"),
                     num_real=60)
