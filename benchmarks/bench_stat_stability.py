@@ -8,8 +8,9 @@ draws of ``pruning.stats.fixed_draws``:
 - ``per_sample``: every sample draws its own K values of t (the former default);
 - ``shared_grid``: t on a stratified grid t_j = (j + u) / K shared by every sample,
   noise per (seed, id) (the default now);
-- ``shared_noise`` (``--shared-noise``): the grid, and one noise shared by every sample
-  too (every id passed as 0), so every sample is ranked under identical draws.
+- ``shared_grid+shared_noise`` (``--shared-noise``): the grid, and ``noise="shared"``:
+  one noise per draw shared by every sample (a function of the draw seed only), so
+  every sample is ranked under identical (t, noise) draws.
 
 Data: the quickstart's (experiments/quickstart.yaml: Fashion-MNIST train, limit 3000,
 32x32), encoded by a VQ-VAE trained with the quickstart autoencoder recipe
@@ -101,7 +102,7 @@ def train_proxy_checkpoints(pcfg: dict, data: dict, num_classes: int) -> tuple[d
 
 
 def measure(model: Any, data: dict, pcfg: dict, weights: dict, k: int, seed: int,
-            t_mode: str, shared_noise: bool, rows: np.ndarray) -> tuple[dict[str, np.ndarray], float, float]:
+            t_mode: str, noise: str, rows: np.ndarray) -> tuple[dict[str, np.ndarray], float, float]:
     """The proxy's statistics at K draws of one draw seed (as orchestrator.proxy._measure).
 
     Args:
@@ -113,8 +114,6 @@ def measure(model: Any, data: dict, pcfg: dict, weights: dict, k: int, seed: int
     x = torch.from_numpy(data["latents"][rows].astype(np.float32))
     y = torch.from_numpy(data["labels"][rows].astype(np.int64)) if pcfg["conditional"] else None
     ids = torch.from_numpy(data["ids"][rows].astype(np.int64))
-    if shared_noise:
-        ids = torch.zeros_like(ids)   # noise is a function of (seed, id): one id, one noise
     chunk, n = pcfg["chunk"], x.shape[0]
     bs = max(chunk, 256)
     parts = [(x[s:s + bs], None if y is None else y[s:s + bs], ids[s:s + bs]) for s in range(0, n, bs)]
@@ -126,15 +125,16 @@ def measure(model: Any, data: dict, pcfg: dict, weights: dict, k: int, seed: int
     for step in sorted(set(log_at) | set(grad_at)):
         model.load_state_dict(weights[step])
         if step in log_at:
-            traj.append(torch.cat([st.per_sample_losses(model, loss_fn, xb, yb, ib, k, seed, t_mode)
-                                   for xb, yb, ib in parts]).numpy())
+            traj.append(torch.cat([st.per_sample_losses(model, loss_fn, xb, yb, ib, k, seed, t_mode,
+                                                        noise) for xb, yb, ib in parts]).numpy())
         if step in grad_at:
             grand.append(torch.cat([st.per_sample_grad_norms(model, loss_fn, xb, yb, ib, k, seed,
-                                                             chunk, t_mode)
+                                                             chunk, t_mode, noise)
                                     for xb, yb, ib in parts]).numpy())
-            g_mean = sum(st.gradient_sum(model, loss_fn, xb, yb, ib, k, seed, chunk, t_mode)
-                         for xb, yb, ib in parts) / n
-            sq, dots = zip(*[st.moso_terms(model, loss_fn, xb, yb, ib, k, seed, g_mean, chunk, t_mode)
+            g_mean = sum(st.gradient_sum(model, loss_fn, xb, yb, ib, k, seed, chunk, t_mode,
+                                         noise) for xb, yb, ib in parts) / n
+            sq, dots = zip(*[st.moso_terms(model, loss_fn, xb, yb, ib, k, seed, g_mean, chunk, t_mode,
+                                           noise)
                              for xb, yb, ib in parts])
             moso.append(st.moso_scores(n, g_mean, torch.cat(sq), torch.cat(dots)))
             meangrad.append(torch.cat(sq).sqrt().numpy())
@@ -183,16 +183,18 @@ def main() -> None:
     def ks(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
 
-    variants = ([("per_sample", 2, False)]   # the former default: the cost reference
-                + [("shared_grid", k, False) for k in ks(args.ks)]
-                + [("shared_noise", k, True) for k in ks(args.shared_noise)]
-                + [("per_sample", k, False) for k in ks(args.before_ks) if k != 2])
+    # (row label, t_mode, noise, K); the first row, the former default, is the cost reference
+    variants = ([("per_sample", "per_sample", "per_sample", 2)]
+                + [("shared_grid", "shared_grid", "per_sample", k) for k in ks(args.ks)]
+                + [("shared_grid+shared_noise", "shared_grid", "shared", k)
+                   for k in ks(args.shared_noise)]
+                + [("per_sample", "per_sample", "per_sample", k) for k in ks(args.before_ks)
+                   if k != 2])
     results = []
-    for mode, k, shared_noise in variants:
-        t_mode = "per_sample" if mode == "per_sample" else "shared_grid"
+    for mode, t_mode, noise, k in variants:
         halves, walls, cpus = [], [], []
         for seed in DRAW_SEEDS:
-            scores, wall, cpu = measure(model, data, pcfg, weights, k, seed, t_mode, shared_noise, rows)
+            scores, wall, cpu = measure(model, data, pcfg, weights, k, seed, t_mode, noise, rows)
             halves.append(scores)
             walls.append(wall)
             cpus.append(cpu)
