@@ -21,7 +21,8 @@ points feed every variant. Costs: seconds of the statistics passes (one draw see
 and of the whole proxy stage (training + those passes), and the ratio of the whole
 proxy against the former default (per_sample, K = 2) measured in the same run.
 
-    .venv/bin/python -m benchmarks.bench_stat_stability [--ks 1,2,4,8] [--vqvae-steps 500]
+    .venv/bin/python -m benchmarks.bench_stat_stability [--ks 1,2,4,8] [--shared-noise 2,3,4]
+        [--vqvae-steps 500] [--subset 1000] [--draw-seeds 0,1]
 """
 
 from __future__ import annotations
@@ -156,6 +157,9 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=0,
                         help="measure the statistics on M random samples (0 = all N); costs "
                              "are then also given scaled by N / M (every pass is per sample)")
+    parser.add_argument("--draw-seeds", default="0,1",
+                        help="the two draw seeds of the split halves (another pair: another "
+                             "noise realisation, to see the spread of the split-half values)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache-dir", default="/tmp")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -163,6 +167,9 @@ def main() -> None:
     args = parser.parse_args()
     header("bench_stat_stability", vars(args))
     torch.set_num_threads(args.threads)
+    draw_seeds = tuple(int(v) for v in args.draw_seeds.split(","))
+    if len(draw_seeds) != 2 or draw_seeds[0] == draw_seeds[1]:
+        parser.error(f"--draw-seeds: two different seeds, got {args.draw_seeds!r}")
     cfg = load_config(args.config, args.set)
     ds = cfg.data.datasets[0]
     vq_steps = cfg.autoencoder.train_steps if args.vqvae_steps is None else args.vqvae_steps
@@ -193,7 +200,7 @@ def main() -> None:
     results = []
     for mode, t_mode, noise, k in variants:
         halves, walls, cpus = [], [], []
-        for seed in DRAW_SEEDS:
+        for seed in draw_seeds:
             scores, wall, cpu = measure(model, data, pcfg, weights, k, seed, t_mode, noise, rows)
             halves.append(scores)
             walls.append(wall)
@@ -202,19 +209,19 @@ def main() -> None:
         results.append((mode, k, rho, float(np.mean(walls)), float(np.mean(cpus))))
         print(f"{mode} K={k}: " + "  ".join(f"{nm} {r:.3f}" for nm, r in rho.items())
               + f"  stats {np.mean(walls):.1f} s ({np.mean(cpus):.1f} CPU s) on {m}", flush=True)
-        _table(results, train_s, train_cpu, scale, pcfg, n, m, vq_steps)
+        _table(results, train_s, train_cpu, scale, pcfg, n, m, vq_steps, draw_seeds)
     header("bench_stat_stability (end)", {})
 
 
 def _table(results: list, train_s: float, train_cpu: float, scale: float, pcfg: dict, n: int,
-           m: int, vq_steps: int) -> None:
+           m: int, vq_steps: int, draw_seeds: tuple[int, int] = DRAW_SEEDS) -> None:
     """Markdown table of the rows so far; ratio of the whole proxy against per_sample K=2."""
     ref = results[0]
     ref_cpu = train_cpu + ref[4] * scale
     print(f"\nN = {n} (statistics on M = {m} random samples), proxy {pcfg['steps']} steps "
           f"(train {train_s:.1f} s wall, {train_cpu:.1f} CPU s), log_points {pcfg['log_points']}, "
           f"grad_checkpoints {pcfg['grad_checkpoints']}, chunk {pcfg['chunk']}, VQ-VAE steps "
-          f"{vq_steps}. Split-half Spearman between draw seeds {DRAW_SEEDS}. stats = one draw "
+          f"{vq_steps}. Split-half Spearman between draw seeds {draw_seeds}. stats = one draw "
           f"seed's passes on M; proxy CPU s = train + stats x N/M; ratio = proxy CPU s / "
           f"(per_sample, K=2)'s.")
     print("| t draws | K | EL2N | GraNd | MoSo | monotonicity | GraNd (norm of K-mean grad) "
