@@ -8,8 +8,9 @@ draws of ``pruning.stats.fixed_draws``:
 - ``per_sample``: every sample draws its own K values of t (the former default);
 - ``shared_grid``: t on a stratified grid t_j = (j + u) / K shared by every sample,
   noise per (seed, id) (the default now);
-- ``shared_noise`` (``--shared-noise``): the grid, and one noise shared by every sample
-  too (every id passed as 0), so every sample is ranked under identical draws.
+- ``shared_grid+shared_noise`` (``--shared-noise``): the grid, and ``noise="shared"``:
+  one noise per draw shared by every sample (a function of the draw seed only), so
+  every sample is ranked under identical (t, noise) draws.
 
 Data: the quickstart's (experiments/quickstart.yaml: Fashion-MNIST train, limit 3000,
 32x32), encoded by a VQ-VAE trained with the quickstart autoencoder recipe
@@ -20,7 +21,8 @@ points feed every variant. Costs: seconds of the statistics passes (one draw see
 and of the whole proxy stage (training + those passes), and the ratio of the whole
 proxy against the former default (per_sample, K = 2) measured in the same run.
 
-    .venv/bin/python -m benchmarks.bench_stat_stability [--ks 1,2,4,8] [--vqvae-steps 500]
+    .venv/bin/python -m benchmarks.bench_stat_stability [--ks 1,2,4,8] [--shared-noise 2,3,4]
+        [--vqvae-steps 500] [--subset 1000] [--draw-seeds 0,1]
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def train_proxy_checkpoints(pcfg: dict, data: dict, num_classes: int) -> tuple[d
 
 
 def measure(model: Any, data: dict, pcfg: dict, weights: dict, k: int, seed: int,
-            t_mode: str, shared_noise: bool, rows: np.ndarray) -> tuple[dict[str, np.ndarray], float, float]:
+            t_mode: str, noise: str, rows: np.ndarray) -> tuple[dict[str, np.ndarray], float, float]:
     """The proxy's statistics at K draws of one draw seed (as orchestrator.proxy._measure).
 
     Args:
@@ -113,8 +115,6 @@ def measure(model: Any, data: dict, pcfg: dict, weights: dict, k: int, seed: int
     x = torch.from_numpy(data["latents"][rows].astype(np.float32))
     y = torch.from_numpy(data["labels"][rows].astype(np.int64)) if pcfg["conditional"] else None
     ids = torch.from_numpy(data["ids"][rows].astype(np.int64))
-    if shared_noise:
-        ids = torch.zeros_like(ids)   # noise is a function of (seed, id): one id, one noise
     chunk, n = pcfg["chunk"], x.shape[0]
     bs = max(chunk, 256)
     parts = [(x[s:s + bs], None if y is None else y[s:s + bs], ids[s:s + bs]) for s in range(0, n, bs)]
@@ -126,15 +126,16 @@ def measure(model: Any, data: dict, pcfg: dict, weights: dict, k: int, seed: int
     for step in sorted(set(log_at) | set(grad_at)):
         model.load_state_dict(weights[step])
         if step in log_at:
-            traj.append(torch.cat([st.per_sample_losses(model, loss_fn, xb, yb, ib, k, seed, t_mode)
-                                   for xb, yb, ib in parts]).numpy())
+            traj.append(torch.cat([st.per_sample_losses(model, loss_fn, xb, yb, ib, k, seed, t_mode,
+                                                        noise) for xb, yb, ib in parts]).numpy())
         if step in grad_at:
             grand.append(torch.cat([st.per_sample_grad_norms(model, loss_fn, xb, yb, ib, k, seed,
-                                                             chunk, t_mode)
+                                                             chunk, t_mode, noise)
                                     for xb, yb, ib in parts]).numpy())
-            g_mean = sum(st.gradient_sum(model, loss_fn, xb, yb, ib, k, seed, chunk, t_mode)
-                         for xb, yb, ib in parts) / n
-            sq, dots = zip(*[st.moso_terms(model, loss_fn, xb, yb, ib, k, seed, g_mean, chunk, t_mode)
+            g_mean = sum(st.gradient_sum(model, loss_fn, xb, yb, ib, k, seed, chunk, t_mode,
+                                         noise) for xb, yb, ib in parts) / n
+            sq, dots = zip(*[st.moso_terms(model, loss_fn, xb, yb, ib, k, seed, g_mean, chunk, t_mode,
+                                           noise)
                              for xb, yb, ib in parts])
             moso.append(st.moso_scores(n, g_mean, torch.cat(sq), torch.cat(dots)))
             meangrad.append(torch.cat(sq).sqrt().numpy())
@@ -156,6 +157,9 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=0,
                         help="measure the statistics on M random samples (0 = all N); costs "
                              "are then also given scaled by N / M (every pass is per sample)")
+    parser.add_argument("--draw-seeds", default="0,1",
+                        help="the two draw seeds of the split halves (another pair: another "
+                             "noise realisation, to see the spread of the split-half values)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache-dir", default="/tmp")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -163,6 +167,9 @@ def main() -> None:
     args = parser.parse_args()
     header("bench_stat_stability", vars(args))
     torch.set_num_threads(args.threads)
+    draw_seeds = tuple(int(v) for v in args.draw_seeds.split(","))
+    if len(draw_seeds) != 2 or draw_seeds[0] == draw_seeds[1]:
+        parser.error(f"--draw-seeds: two different seeds, got {args.draw_seeds!r}")
     cfg = load_config(args.config, args.set)
     ds = cfg.data.datasets[0]
     vq_steps = cfg.autoencoder.train_steps if args.vqvae_steps is None else args.vqvae_steps
@@ -183,16 +190,18 @@ def main() -> None:
     def ks(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
 
-    variants = ([("per_sample", 2, False)]   # the former default: the cost reference
-                + [("shared_grid", k, False) for k in ks(args.ks)]
-                + [("shared_noise", k, True) for k in ks(args.shared_noise)]
-                + [("per_sample", k, False) for k in ks(args.before_ks) if k != 2])
+    # (row label, t_mode, noise, K); the first row, the former default, is the cost reference
+    variants = ([("per_sample", "per_sample", "per_sample", 2)]
+                + [("shared_grid", "shared_grid", "per_sample", k) for k in ks(args.ks)]
+                + [("shared_grid+shared_noise", "shared_grid", "shared", k)
+                   for k in ks(args.shared_noise)]
+                + [("per_sample", "per_sample", "per_sample", k) for k in ks(args.before_ks)
+                   if k != 2])
     results = []
-    for mode, k, shared_noise in variants:
-        t_mode = "per_sample" if mode == "per_sample" else "shared_grid"
+    for mode, t_mode, noise, k in variants:
         halves, walls, cpus = [], [], []
-        for seed in DRAW_SEEDS:
-            scores, wall, cpu = measure(model, data, pcfg, weights, k, seed, t_mode, shared_noise, rows)
+        for seed in draw_seeds:
+            scores, wall, cpu = measure(model, data, pcfg, weights, k, seed, t_mode, noise, rows)
             halves.append(scores)
             walls.append(wall)
             cpus.append(cpu)
@@ -200,19 +209,19 @@ def main() -> None:
         results.append((mode, k, rho, float(np.mean(walls)), float(np.mean(cpus))))
         print(f"{mode} K={k}: " + "  ".join(f"{nm} {r:.3f}" for nm, r in rho.items())
               + f"  stats {np.mean(walls):.1f} s ({np.mean(cpus):.1f} CPU s) on {m}", flush=True)
-        _table(results, train_s, train_cpu, scale, pcfg, n, m, vq_steps)
+        _table(results, train_s, train_cpu, scale, pcfg, n, m, vq_steps, draw_seeds)
     header("bench_stat_stability (end)", {})
 
 
 def _table(results: list, train_s: float, train_cpu: float, scale: float, pcfg: dict, n: int,
-           m: int, vq_steps: int) -> None:
+           m: int, vq_steps: int, draw_seeds: tuple[int, int] = DRAW_SEEDS) -> None:
     """Markdown table of the rows so far; ratio of the whole proxy against per_sample K=2."""
     ref = results[0]
     ref_cpu = train_cpu + ref[4] * scale
     print(f"\nN = {n} (statistics on M = {m} random samples), proxy {pcfg['steps']} steps "
           f"(train {train_s:.1f} s wall, {train_cpu:.1f} CPU s), log_points {pcfg['log_points']}, "
           f"grad_checkpoints {pcfg['grad_checkpoints']}, chunk {pcfg['chunk']}, VQ-VAE steps "
-          f"{vq_steps}. Split-half Spearman between draw seeds {DRAW_SEEDS}. stats = one draw "
+          f"{vq_steps}. Split-half Spearman between draw seeds {draw_seeds}. stats = one draw "
           f"seed's passes on M; proxy CPU s = train + stats x N/M; ratio = proxy CPU s / "
           f"(per_sample, K=2)'s.")
     print("| t draws | K | EL2N | GraNd | MoSo | monotonicity | GraNd (norm of K-mean grad) "

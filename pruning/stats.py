@@ -6,12 +6,22 @@ The orchestrator's proxy stage calls these functions on batches of
 
 - evaluates every sample at K fixed draws: the t values are a stratified grid
   t_j = (j + u) / K, j = 0..K-1, shared by every sample (one offset u per seed), and
-  the noise is a pure function of (seed, id). Results do not depend on batch
+  the noise is a pure function of (seed, id), or of the seed only. Results do not depend on batch
   composition, shard or device, and every sample is ranked at the same timesteps
   (the per-sample flow loss varies O(1) with t, so per-sample t would mostly rank
   the t a sample drew; the paper's code scores all samples at one shared t).
   ``t_mode="per_sample"`` keeps the former per-(seed, id) t draws, for
   benchmarks/bench_stat_stability.py only;
+- ``noise="shared"`` (config ``proxy.noise``) also shares the noise: draw j uses one
+  noise eps_j, a function of the seed only, for every sample (common random numbers).
+  Sound because every sample is then ranked under identical (t_j, eps_j) conditions,
+  so score differences come from the samples (and the model), not from who drew the
+  easier noise; and eps_j is drawn independently of the data, so no sample is
+  favoured in expectation. Caveat: the scores are conditional on one noise
+  realisation per draw (a sample whose x1 happens to align with eps_j is scored at
+  that alignment), and K draws average over only K realisations; another seed gives
+  another realisation (split-half = two seeds). ``noise="per_sample"`` (a stream per
+  (seed, id)) keeps the former noise;
 - runs the model in eval mode (no label dropout) and restores its mode after;
 - works on any shard (DDP: each rank passes its own ids; the caller gathers
   per-id results; `gradient_sum` returns a sum so ranks can all-reduce it);
@@ -39,7 +49,9 @@ LossFn = Callable[[nn.Module, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 T_MODES = ("shared_grid", "per_sample")
+NOISE_MODES = ("per_sample", "shared")
 _GRID_KEY = 0x5EED   # spawn key of the grid-offset stream, distinct from every (seed, id) stream
+_NOISE_KEY = 0x5EEE  # spawn key of the shared-noise stream, distinct from the above
 
 
 def grid_offset(seed: int) -> float:
@@ -48,8 +60,14 @@ def grid_offset(seed: int) -> float:
     return float(np.random.default_rng(ss).random())
 
 
+def shared_noise(k: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """The K noises of ``noise="shared"``: (K, *shape) float32 N(0, I), a function of seed only."""
+    ss = np.random.SeedSequence(seed, spawn_key=(_NOISE_KEY,))
+    return np.random.default_rng(ss).standard_normal((k, *shape), dtype=np.float32)
+
+
 def fixed_draws(ids: Tensor, k: int, shape: tuple[int, ...], seed: int,
-                t_mode: str = "shared_grid") -> tuple[Tensor, Tensor]:
+                t_mode: str = "shared_grid", noise: str = "per_sample") -> tuple[Tensor, Tensor]:
     """The K fixed (t, noise) draws of every sample, a function of (seed, id) only.
 
     With ``t_mode="shared_grid"`` (default) every sample gets the same t values, one
@@ -57,7 +75,10 @@ def fixed_draws(ids: Tensor, k: int, shape: tuple[int, ...], seed: int,
     noise comes from the sample's own stream ``default_rng([seed, id])`` (which first
     yields the K t values of ``"per_sample"``, skipped here, so both modes share the
     noise). ``"per_sample"`` uses those K per-sample t values instead (the former
-    behaviour). Two seeds give disjoint draws (another grid offset, other noise).
+    behaviour). With ``noise="shared"`` the K noises come from one stream of the seed
+    (:func:`shared_noise`) and every sample gets the same ones (common random
+    numbers, see the module docstring). Two seeds give disjoint draws (another grid
+    offset, other noise) in every mode.
 
     Args:
         ids: (B,) int64 dataset ids (any device).
@@ -65,6 +86,7 @@ def fixed_draws(ids: Tensor, k: int, shape: tuple[int, ...], seed: int,
         shape: per-sample latent shape (C, H, W).
         seed: experiment seed (>= 0).
         t_mode: ``"shared_grid"`` or ``"per_sample"``.
+        noise: ``"per_sample"`` (a stream per (seed, id)) or ``"shared"`` (one per seed).
 
     Returns:
         t: (B, K) float32 in [0, 1); noise: (B, K, *shape) float32 N(0, I);
@@ -74,20 +96,26 @@ def fixed_draws(ids: Tensor, k: int, shape: tuple[int, ...], seed: int,
         raise ValueError(f"need seed >= 0 and k >= 1, got seed={seed}, k={k}")
     if t_mode not in T_MODES:
         raise ValueError(f"t_mode must be one of {T_MODES}, got {t_mode!r}")
+    if noise not in NOISE_MODES:
+        raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
     id_list = ids.detach().cpu().to(torch.int64).tolist()
     t = np.empty((len(id_list), k), dtype=np.float32)
-    noise = np.empty((len(id_list), k, *shape), dtype=np.float32)
+    eps = np.empty((len(id_list), k, *shape), dtype=np.float32)
+    common = shared_noise(k, shape, seed) if noise == "shared" else None
     for row, sample_id in enumerate(id_list):
         if sample_id < 0:
             raise ValueError(f"ids must be >= 0, got {sample_id}")
         # One independent stream per (seed, id): reproducible on every rank.
         gen = np.random.default_rng([seed, sample_id])
         t[row] = gen.random(k, dtype=np.float32)
-        noise[row] = gen.standard_normal((k, *shape), dtype=np.float32)
+        if common is None:
+            eps[row] = gen.standard_normal((k, *shape), dtype=np.float32)
+        else:
+            eps[row] = common
     if t_mode == "shared_grid":
         grid = (np.arange(k, dtype=np.float64) + grid_offset(seed)) / k
         t[:] = np.minimum(grid.astype(np.float32), np.nextafter(np.float32(1), np.float32(0)))
-    return torch.from_numpy(t).to(ids.device), torch.from_numpy(noise).to(ids.device)
+    return torch.from_numpy(t).to(ids.device), torch.from_numpy(eps).to(ids.device)
 
 
 @contextmanager
@@ -170,7 +198,7 @@ def _chunked_grads(
 
 def per_sample_losses(
     model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int, seed: int,
-    t_mode: str = "shared_grid",
+    t_mode: str = "shared_grid", noise: str = "per_sample",
 ) -> Tensor:
     """Flow loss of each sample, mean over its K fixed draws (no gradients).
 
@@ -179,38 +207,38 @@ def per_sample_losses(
         loss_fn: per-sample loss, see LossFn.
         x: (B, C, H, W) latents; y: (B,) int64 labels or None; ids: (B,) int64.
         k: draws per sample; seed: experiment seed.
-        t_mode: how t is drawn, see `fixed_draws`.
+        t_mode, noise: how t and the noise are drawn, see `fixed_draws`.
 
     Returns:
         (B,) float64 on x.device.
     """
-    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode)
+    t, eps = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode, noise)
     out = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     with _eval_mode(model) as inner, torch.no_grad():
         for j in range(k):
-            out += loss_fn(inner, x, y, t[:, j], noise[:, j]).double()
+            out += loss_fn(inner, x, y, t[:, j], eps[:, j]).double()
     return out / k
 
 
 def per_sample_grad_norms(
     model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int,
-    seed: int, chunk: int = 64, t_mode: str = "shared_grid",
+    seed: int, chunk: int = 64, t_mode: str = "shared_grid", noise: str = "per_sample",
 ) -> Tensor:
     """GraNd: mean over K draws of the full-parameter per-sample gradient norm.
 
     Args:
-        model, loss_fn, x, y, ids, k, seed, t_mode: as `per_sample_losses`.
+        model, loss_fn, x, y, ids, k, seed, t_mode, noise: as `per_sample_losses`.
         chunk: per-(sample, draw) gradients held at once (memory chunk x P).
 
     Returns:
         (B,) float64 on x.device.
     """
     b = x.shape[0]
-    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode)
+    t, eps = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode, noise)
     # One vmapped item per (sample, draw): the norm is taken per draw.
     xs = x.repeat_interleave(k, dim=0)
     ys = y.repeat_interleave(k, dim=0) if y is not None else None
-    ts, ns = t.reshape(b * k, 1), noise.reshape(b * k, 1, *x.shape[1:])
+    ts, ns = t.reshape(b * k, 1), eps.reshape(b * k, 1, *x.shape[1:])
     sq = torch.zeros(b * k, dtype=torch.float64, device=x.device)
     with _eval_mode(model) as inner:
         for rows, grads in _chunked_grads(inner, loss_fn, xs, ys, ts, ns, chunk):
@@ -221,7 +249,7 @@ def per_sample_grad_norms(
 
 def gradient_sum(
     model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int,
-    seed: int, chunk: int = 64, t_mode: str = "shared_grid",
+    seed: int, chunk: int = 64, t_mode: str = "shared_grid", noise: str = "per_sample",
 ) -> Tensor:
     """MoSo pass 1: sum over the batch of per-sample gradients g_z.
 
@@ -236,7 +264,7 @@ def gradient_sum(
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode)
+    t, eps = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode, noise)
     with _eval_mode(model) as inner:
         params = [p for p in inner.parameters() if p.requires_grad]
         total = [torch.zeros(p.shape, dtype=torch.float64, device=p.device) for p in params]
@@ -245,7 +273,7 @@ def gradient_sum(
             xs = x[rows].repeat_interleave(k, dim=0)
             ys = y[rows].repeat_interleave(k, dim=0) if y is not None else None
             loss = loss_fn(inner, xs, ys, t[rows].reshape(-1),
-                           noise[rows].reshape(-1, *x.shape[1:])).sum() / k
+                           eps[rows].reshape(-1, *x.shape[1:])).sum() / k
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             for acc, g in zip(total, grads):
                 if g is not None:
@@ -256,6 +284,7 @@ def gradient_sum(
 def moso_terms(
     model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int,
     seed: int, g_mean: Tensor, chunk: int = 64, t_mode: str = "shared_grid",
+    noise: str = "per_sample",
 ) -> tuple[Tensor, Tensor]:
     """MoSo pass 2: ||g_z||^2 and <g_mean, g_z> per sample, without storing g_z.
 
@@ -266,7 +295,7 @@ def moso_terms(
     Returns:
         sq_norms: (B,) float64; dots: (B,) float64; on x.device.
     """
-    t, noise = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode)
+    t, eps = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode, noise)
     b = x.shape[0]
     sq = torch.zeros(b, dtype=torch.float64, device=x.device)
     dots = torch.zeros(b, dtype=torch.float64, device=x.device)
@@ -276,7 +305,7 @@ def moso_terms(
         if sum(sizes) != g_mean.numel():
             raise ValueError(f"g_mean has {g_mean.numel()} entries, model has {sum(sizes)}")
         pieces = dict(zip(params, torch.split(g_mean.to(x.device, torch.float64), sizes)))
-        for rows, grads in _chunked_grads(inner, loss_fn, x, y, t, noise, chunk):
+        for rows, grads in _chunked_grads(inner, loss_fn, x, y, t, eps, chunk):
             for name, g in grads.items():
                 flat = g.reshape(g.shape[0], -1).double()
                 sq[rows] += flat.pow(2).sum(dim=1)

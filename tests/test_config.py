@@ -160,6 +160,7 @@ def _set(raw: dict, dotted: str, value) -> dict:
     ("eval.classifier", {"epochs": 3}, "eval.classifier.epochs: unknown key"),
     ("embed.weights", {"classifier": "/x.pt"}, "embed.weights.classifier: this space is trained"),
     ("sample.method", "rk4", "sample.method: 'rk4' is not one of euler, heun"),
+    ("proxy.noise", "common", "proxy.noise: 'common' is not one of per_sample, shared"),
     ("experiment.seeds", [], "experiment.seeds: needs at least one seed"),
     ("data.datasets.0.source", "mnist", "data.datasets[0].source: unknown name 'mnist'"),
     ("data.datasets.0.limit", 0, "data.datasets[0].limit: must be positive"),
@@ -315,3 +316,25 @@ def test_extends_errors(tmp_path: Path):
     (tmp_path / "d.yaml").write_text("extends: [1]\n")
     with pytest.raises(ConfigError, match="extends: expected the path"):
         load_config(tmp_path / "d.yaml")
+
+
+def test_proxy_noise_is_loaded_checked_and_in_the_proxy_cache_key(tmp_path: Path):
+    from orchestrator.stages.proxy import ensure_proxy_stats
+    from orchestrator.storage.cache import ArtifactCache
+    from pruning.stats import NOISE_MODES
+
+    class _CachedEverything:   # records the proxy key; reports it cached (no Ray work)
+        key = staticmethod(ArtifactCache.key)
+
+        def has(self, key, kind):
+            return True
+
+    keys = {}
+    for mode in NOISE_MODES:   # the checks accept exactly pruning.stats' modes
+        raw = minimal_config(proxy={"noise": mode})
+        raw["pruning"]["methods"] = [{"name": "el2n"}]
+        cfg = _load(raw, tmp_path)
+        assert cfg.proxy.noise == mode
+        keys[mode] = ensure_proxy_stats(_CachedEverything(), cfg, cfg.data.datasets[0],
+                                        "latents/x", 10, None, False)
+    assert keys["per_sample"] != keys["shared"]   # what is computed changes -> another key

@@ -1,6 +1,7 @@
 """pruning.stats against batch-size-1 autograd loops and float64 explicit formulas.
 
-Also the draws: t on a stratified grid shared by every sample, noise per (seed, id).
+Also the draws: t on a stratified grid shared by every sample, noise per (seed, id)
+or (``noise="shared"``) one noise per seed shared by every sample.
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ def _data(b=6, c=2, hw=4, seed=0):
     return x, y, ids
 
 
-def _loop_grads(model, x, y, ids, k, seed, per_draw=False):
+def _loop_grads(model, x, y, ids, k, seed, per_draw=False, noise_mode="per_sample"):
     """Per-sample gradients by a batch-size-1 autograd loop, float64 (B, [K,] P)."""
     model.eval()
-    t, noise = stats.fixed_draws(ids, k, tuple(x.shape[1:]), seed)
+    t, noise = stats.fixed_draws(ids, k, tuple(x.shape[1:]), seed, noise=noise_mode)
     params = [p for p in model.parameters() if p.requires_grad]
     rows = []
     for i in range(x.shape[0]):
@@ -146,9 +147,80 @@ def test_per_sample_mode_keeps_former_draws_with_the_same_noise():
     np.testing.assert_array_equal(npn[1].numpy(), gen.standard_normal((3, *SHAPE), dtype=np.float32))
 
 
+def _expected_shared_noise(k, seed):
+    """The shared noise recomputed from its documented stream: SeedSequence(seed, (0x5EEE,))."""
+    gen = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x5EEE,)))
+    return gen.standard_normal((k, *SHAPE), dtype=np.float32)
+
+
+@pytest.mark.parametrize("t_mode", stats.T_MODES)
+def test_shared_noise_is_identical_across_ids_and_batches(t_mode):
+    k, seed = 3, 4
+    t, n = stats.fixed_draws(torch.tensor([3, 5, 1000, 0]), k, SHAPE, seed, t_mode, "shared")
+    assert n.shape == (4, k, *SHAPE) and n.dtype == torch.float32
+    for row in range(4):                                # every id gets the seed's K noises
+        np.testing.assert_array_equal(n[row].numpy(), _expected_shared_noise(k, seed))
+    _, n_other = stats.fixed_draws(torch.tensor([77]), k, SHAPE, seed, t_mode, "shared")
+    assert torch.equal(n_other[0], n[0])                # in any batch
+    assert not torch.equal(n[0, 0], n[0, 1])            # the K draws differ
+    t_ps, _ = stats.fixed_draws(torch.tensor([3, 5, 1000, 0]), k, SHAPE, seed, t_mode)
+    assert torch.equal(t, t_ps)                         # noise sharing leaves t alone
+    assert abs(float(n.mean())) < 0.3 and 0.8 < float(n[0].std()) < 1.2
+
+
+@pytest.mark.parametrize("t_mode", stats.T_MODES)
+def test_shared_noise_differs_across_seeds(t_mode):
+    ids = torch.arange(20)
+    na = stats.fixed_draws(ids, 4, SHAPE, 0, t_mode, "shared")[1]
+    nb = stats.fixed_draws(ids, 4, SHAPE, 1, t_mode, "shared")[1]
+    assert not np.intersect1d(na.numpy().ravel(), nb.numpy().ravel()).size
+    # and differs from every per-sample stream of the same seed
+    npn = stats.fixed_draws(ids, 4, SHAPE, 0, t_mode)[1]
+    assert not np.intersect1d(na[0].numpy().ravel(), npn.numpy().ravel()).size
+
+
+def test_per_sample_noise_is_the_default_and_unchanged():
+    ids = torch.tensor([4, 11])
+    t0, n0 = stats.fixed_draws(ids, 3, SHAPE, 2)
+    t1, n1 = stats.fixed_draws(ids, 3, SHAPE, 2, noise="per_sample")
+    assert torch.equal(t0, t1) and torch.equal(n0, n1)
+    gen = np.random.default_rng([2, 11])                # K t values, then the noise
+    gen.random(3, dtype=np.float32)
+    np.testing.assert_array_equal(n0[1].numpy(), gen.standard_normal((3, *SHAPE), dtype=np.float32))
+
+
+def test_statistics_use_shared_noise():
+    torch.manual_seed(6)
+    model = TinyNet()
+    x, y, ids = _data()
+    k, seed = 2, 3
+    t, noise = stats.fixed_draws(ids, k, SHAPE, seed, noise="shared")
+    got = stats.per_sample_losses(model, flow_loss, x, y, ids, k, seed, noise="shared")
+    model.eval()
+    with torch.no_grad():
+        ref = [np.mean([float(flow_loss(model, x[i:i + 1], y[i:i + 1], t[i, j:j + 1],
+                                        torch.from_numpy(_expected_shared_noise(k, seed)[j:j + 1])))
+                        for j in range(k)]) for i in range(len(ids))]
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5)
+    per = stats.per_sample_losses(model, flow_loss, x, y, ids, k, seed)
+    assert not np.allclose(per.numpy(), got.numpy())
+    g_norm = stats.per_sample_grad_norms(model, flow_loss, x, y, ids, k, seed, 4, noise="shared")
+    loop = _loop_grads(model, x, y, ids, k, seed, per_draw=True, noise_mode="shared")
+    np.testing.assert_allclose(g_norm.numpy(), np.linalg.norm(loop, axis=2).mean(axis=1), rtol=1e-4)
+    mean_g = loop.mean(axis=1)                          # (B, P) K-draw mean gradients
+    g_sum = stats.gradient_sum(model, flow_loss, x, y, ids, k, seed, 4, noise="shared")
+    np.testing.assert_allclose(g_sum.numpy(), mean_g.sum(axis=0), rtol=1e-4, atol=1e-6)
+    g_bar = torch.from_numpy(mean_g.mean(axis=0))
+    sq, dots = stats.moso_terms(model, flow_loss, x, y, ids, k, seed, g_bar, 4, noise="shared")
+    np.testing.assert_allclose(sq.numpy(), (mean_g ** 2).sum(axis=1), rtol=1e-4)
+    np.testing.assert_allclose(dots.numpy(), mean_g @ g_bar.numpy(), rtol=1e-4, atol=1e-7)
+
+
 def test_fixed_draws_rejects_bad_arguments():
     with pytest.raises(ValueError, match="t_mode"):
         stats.fixed_draws(torch.tensor([1]), 2, SHAPE, 0, "uniform")
+    with pytest.raises(ValueError, match="noise must be one of"):
+        stats.fixed_draws(torch.tensor([1]), 2, SHAPE, 0, noise="common")
     with pytest.raises(ValueError, match="k >= 1"):
         stats.fixed_draws(torch.tensor([1]), 0, SHAPE, 0)
     with pytest.raises(ValueError, match="ids must be >= 0"):

@@ -152,6 +152,7 @@ def check_values(cfg: Config) -> None:
     _fraction(cfg.model.class_dropout, "model.class_dropout")
     _choice(cfg.train.precision, ("fp32", "bf16", "fp16"), "train.precision")
     _choice(cfg.sample.method, ("euler", "heun"), "sample.method")
+    _choice(cfg.proxy.noise, ("per_sample", "shared"), "proxy.noise")   # pruning.stats.NOISE_MODES
     _positive(cfg.sample.cfg_scale, "sample.cfg_scale", allow_zero=True)
     res = cfg.resources
     _positive(res.gpus_per_actor, "resources.gpus_per_actor", allow_zero=True)

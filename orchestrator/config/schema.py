@@ -71,6 +71,7 @@ class ProxyConfig:
     grad_checkpoints: int = 1
     draws: int = 3
     chunk: int = 64
+    noise: str = "shared"   # "shared" | "per_sample" (pruning.stats.fixed_draws; stat_stability.md)
 
 
 @dataclass(frozen=True)

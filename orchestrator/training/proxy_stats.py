@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from orchestrator.config.schema import ProxyConfig
 from orchestrator.training.loop import (LoopSpec, build_model, train_steps, unwrap,
                                         write_checkpoint_files)
 
@@ -46,25 +47,29 @@ def _measure(cfg: dict, model: Any, x: Any, y: Any, ids: Any, stats: tuple[str, 
     from pruning import stats as st
 
     k, seed, chunk, n_total = cfg["draws"], cfg["seed"], cfg["chunk"], cfg["n"]
+    noise = cfg.get("noise", ProxyConfig.noise)   # proxy.noise: per-sample or shared noise
     bs = max(chunk, 256)
     parts = [(x[s:s + bs], None if y is None else y[s:s + bs], ids[s:s + bs])
              for s in range(0, x.shape[0], bs)]
     out: dict[str, np.ndarray] = {}
     if which == "log" and "loss_traj" in stats:
-        out["loss_traj"] = torch.cat([st.per_sample_losses(model, loss_fn, xb, yb, ib, k, seed)
-                                      for xb, yb, ib in parts]).cpu().numpy()
+        out["loss_traj"] = torch.cat([
+            st.per_sample_losses(model, loss_fn, xb, yb, ib, k, seed, noise=noise)
+            for xb, yb, ib in parts]).cpu().numpy()
     if which == "grad" and "grad_norm" in stats:
-        out["grad_norm"] = torch.cat([st.per_sample_grad_norms(model, loss_fn, xb, yb, ib, k, seed, chunk)
-                                      for xb, yb, ib in parts]).cpu().numpy()
+        out["grad_norm"] = torch.cat([
+            st.per_sample_grad_norms(model, loss_fn, xb, yb, ib, k, seed, chunk, noise=noise)
+            for xb, yb, ib in parts]).cpu().numpy()
     if which == "grad" and "moso" in stats:
-        g_sum = sum(st.gradient_sum(model, loss_fn, xb, yb, ib, k, seed, chunk) for xb, yb, ib in parts)
+        g_sum = sum(st.gradient_sum(model, loss_fn, xb, yb, ib, k, seed, chunk, noise=noise)
+                    for xb, yb, ib in parts)
         if world > 1:
             import torch.distributed as dist
 
             dist.all_reduce(g_sum)
         g_mean = g_sum / n_total
-        sq, dots = zip(*[st.moso_terms(model, loss_fn, xb, yb, ib, k, seed, g_mean, chunk)
-                         for xb, yb, ib in parts])
+        sq, dots = zip(*[st.moso_terms(model, loss_fn, xb, yb, ib, k, seed, g_mean, chunk,
+                                       noise=noise) for xb, yb, ib in parts])
         out["moso"] = st.moso_scores(n_total, g_mean, torch.cat(sq), torch.cat(dots))
     return out
 
