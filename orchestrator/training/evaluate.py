@@ -7,6 +7,7 @@ feature extractors in ``models/``). No Ray here.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from typing import Any
@@ -74,6 +75,15 @@ def generate(vq: Any, ema_model: Any, sc: SampleConfig, seed: int, conditional: 
     return np.concatenate(out)
 
 
+@functools.lru_cache(maxsize=4)
+def cached_embedder(name: str, device: str, weights: str | None) -> Any:
+    """``models.build_embedder`` once per process (a process that evaluates several
+    trials builds the network and loads its weights once)."""
+    from models import build_embedder
+
+    return build_embedder(name, device=device, weights=weights)
+
+
 def metric_name(key: str, embedder_short: str) -> str:
     """A metric's reported name: ``fd`` becomes ``fid`` (Inception) or ``fd_<short>``."""
     if key != "fd":
@@ -101,9 +111,8 @@ def evaluate(images: np.ndarray, features: np.ndarray, labels: np.ndarray, subse
         metric name -> value (``fd`` renamed by :func:`metric_name`).
     """
     from eval import METRICS, MetricInputs, balanced_indices, nearest_neighbour_labels
-    from models import build_embedder
 
-    emb = build_embedder(ec.embedder, device=device, weights=weights)
+    emb = cached_embedder(ec.embedder, device, weights)
     fake = np.concatenate([emb(images[s:s + 128]) for s in range(0, len(images), 128)])
     feats = features.astype(np.float32)
     n = feats.shape[0]
