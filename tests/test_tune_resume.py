@@ -101,8 +101,8 @@ def test_solo_trial_resumes_from_tune_checkpoint_bit_identical(tmp_path, monkeyp
     monkeypatch.setenv("RAY_ADDRESS", "local")
     ray_tmp = tempfile.mkdtemp(prefix="tr", dir="/tmp")   # socket paths <= 107 chars
     monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
         run_dir = str(tmp_path / "trials" / spec.run_name)
         tuner = tune.Tuner(
             tune.with_resources(flaky_trial, {"CPU": 1}),
