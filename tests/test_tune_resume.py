@@ -155,3 +155,45 @@ def test_solo_trials_ask_for_their_workers_share():
     gpu = plan_resources(ResourcesConfig(num_workers=1, use_gpu=True), {"CPU": 8.0, "GPU": 1.0},
                          [{"CPU": 8.0, "GPU": 1.0}])
     assert trial_resources(gpu)["GPU"] == 1.0
+
+
+class _Cut(Exception):
+    pass
+
+
+def test_solo_trial_resumes_from_its_run_folder_bit_identical(tmp_path, monkeypatch, one_torch_thread):
+    """A driver killed after a checkpoint (new Tune experiment: no Tune checkpoint): the
+    rerun resumes from the run folder. Tune's report/get_checkpoint are stubbed, no cluster."""
+    from ray import tune
+
+    from orchestrator.runtime.tune import TuneRuntime, run_checkpoints
+    from orchestrator.training.loop import LocalRuntime
+    from orchestrator.training.records import TrialResult
+    from orchestrator.training.trial import run_trial
+
+    reports: list = []
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    ref_spec, spec = _spec(str(tmp_path / "ref")), _spec(str(tmp_path / "cut"))
+    torch.manual_seed(0)
+    reference = run_trial(ref_spec, LocalRuntime())
+    run_dir = str(tmp_path / "trials" / spec.run_name)
+
+    class Cut(TuneRuntime):
+        def save_checkpoint(self, metrics, files):
+            super().save_checkpoint(metrics, files)
+            if files and metrics["step"] == FAIL_AT:
+                raise _Cut
+
+    torch.manual_seed(0)
+    with pytest.raises(_Cut):
+        run_trial(spec, Cut(run_dir, device="cpu"))
+    assert [int(p.rsplit("_", 1)[1]) for p in run_checkpoints(run_dir)] == [5, 10]
+    torch.manual_seed(123)   # the resumed run takes nothing from the global generator
+    run_trial(spec, TuneRuntime(run_dir, device="cpu"))
+    got = TrialResult.from_json(ArtifactCache(spec.cache_root).load_json(spec.key))
+    assert got.resumed_from_step == FAIL_AT and reference.resumed_from_step == 0
+    assert got.loss_curve == reference.loss_curve
+    assert got.metrics == reference.metrics
+    assert [int(p.rsplit("_", 1)[1]) for p in run_checkpoints(run_dir)] == [15, 20]
+    assert reports[-1]["trial_finished"] == 1

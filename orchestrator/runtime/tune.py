@@ -96,6 +96,7 @@ class TuneRuntime:
             for path in (final + ".tmp", final):
                 if fs.get_file_info(path).type != pafs.FileType.NotFound:
                     fs.delete_dir(path)
+            fs.create_dir(final + ".tmp")
             pafs.copy_files(d, final + ".tmp", source_filesystem=pafs.LocalFileSystem(),
                             destination_filesystem=fs)
             fs.move(final + ".tmp", final)
