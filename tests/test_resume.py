@@ -2,7 +2,9 @@
 
 Finished trials are not trained again (their result records stay byte-identical),
 a trial cut after a checkpoint continues from it, cached stages are reused, and the
-table is complete.
+table is complete. Both trial paths: one worker (the loop inside the Tune trainable,
+resuming from the trial's run folder) and two DDP workers (a TorchTrainer run).
+A Tune-restarted single-worker trial: ``tests/test_tune_resume.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import pytest
 from tests.pipeline_helpers import (REPO, assert_complete_table, child_env, cli, needs_fmnist,
                                     shared_cache, trial_records)
 
-STEPS = 40   # train.steps of this test's trials: distinct keys from the other tests
+# train.steps of this test's trials per DDP world size: distinct keys from the other
+# tests and from each other (trial_records filters by steps)
+STEPS = {1: 40, 2: 30}
 
 
 def _session_pids(sid: int) -> list[int]:
@@ -43,19 +47,21 @@ def _checkpointed_runs(out: Path) -> set[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @needs_fmnist
-def test_resume_after_sigkill(tmp_path, tmp_path_factory):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_resume_after_sigkill(tmp_path, tmp_path_factory, workers):
     cache = shared_cache(tmp_path_factory)
     out = tmp_path / "out"
+    steps = STEPS[workers]
     args = ["experiments/smoke.yaml", "--set", f"experiment.output_dir={out}",
-            "--set", f"storage.cache_dir={cache}", "--set", f"train.steps={STEPS}",
-            "--set", "train.checkpoint_every=10"]
+            "--set", f"storage.cache_dir={cache}", "--set", f"train.steps={steps}",
+            "--set", "train.checkpoint_every=10", "--set", f"resources.num_workers={workers}"]
     log = open(tmp_path / "first.log", "w")
     first = subprocess.Popen([sys.executable, "-m", "orchestrator.run", *args], cwd=REPO,
                              env=child_env(), stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)
     try:
         deadline = time.time() + 1200
-        while not trial_records(cache, STEPS):
+        while not trial_records(cache, steps):
             assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             assert time.time() < deadline, "no trial finished in time"
             time.sleep(0.5)
@@ -71,7 +77,7 @@ def test_resume_after_sigkill(tmp_path, tmp_path_factory):
             os.killpg(first.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    finished = trial_records(cache, STEPS)
+    finished = trial_records(cache, steps)
     assert 1 <= len(finished) < 4, "kill came too late to test resuming"
     cut = _checkpointed_runs(out) - {f"{r['trial']['name']}-{k.split('/')[1][:10]}"
                                      for k, r in finished.items()}
@@ -83,11 +89,12 @@ def test_resume_after_sigkill(tmp_path, tmp_path_factory):
     assert "encode[fmnist]: VQ-VAE cached" in text and "training VQ-VAE" not in text
     assert "proxy[fmnist]: statistics cached" in text
     assert_complete_table(text)
-    after = trial_records(cache, STEPS)
+    after = trial_records(cache, steps)
     assert len(after) == 4
     for key, rec in finished.items():
         assert after[key] == rec, f"finished trial {rec['trial']['name']} was trained again"
     for key, rec in after.items():
+        assert rec["world_size"] == workers
         run = f"{rec['trial']['name']}-{key.split('/')[1][:10]}"
         if run in cut:   # cut mid-way after a checkpoint: continued from it
             assert rec["resumed_from_step"] > 0, rec["trial"]["name"]

@@ -36,8 +36,17 @@ def init_ray() -> bool:
 
 def map_actor_pool(ds: Any, actor_cls: type, ctor_kwargs: dict, plan: ResourcePlan,
                    batch_size: int) -> Any:
-    """``ds.map_batches(actor_cls)`` on an actor pool sized and requested from ``plan``."""
-    from ray.data import ActorPoolStrategy
+    """``ds.map_batches(actor_cls)`` on an actor pool sized and requested from ``plan``.
+
+    Ray Data's progress bars are turned off when stdout is not a terminal (a log file
+    got one redraw line per update, issue #13).
+    """
+    import sys
+
+    from ray.data import ActorPoolStrategy, DataContext
+
+    if not sys.stdout.isatty():
+        DataContext.get_current().enable_progress_bars = False
 
     return ds.map_batches(
         actor_cls, fn_constructor_kwargs=ctor_kwargs, batch_size=batch_size,

@@ -94,8 +94,7 @@ class TrainRuntime:
     reports via ``ray.train.report`` (each report carries the worker's placement-group
     id, see ``workarounds.release_placement_group``).
 
-    A Tune-trainable implementation for single-worker trials (no TorchTrainer) would
-    provide the same five members with ``ray.tune.report`` / ``ray.tune.get_checkpoint``.
+    Single-worker sweep trials use ``runtime.tune.TuneRuntime`` instead (no TorchTrainer).
     """
 
     def __init__(self) -> None:

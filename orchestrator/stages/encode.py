@@ -25,6 +25,10 @@ from orchestrator.training.evaluate import VQVAE_FILE, vqvae_from_cache
 
 VQVAE_VERSION = 1
 LATENTS_VERSION = 1
+# Image sets up to this size are materialized before the VQ-VAE trains (3000 32x32
+# images: 9 MB). Unmaterialized, streaming_split reads and decodes the dataset again
+# for every epoch, on the CPUs the training uses (~10 epochs in the quickstart).
+MATERIALIZE_BYTES = 1 << 30
 
 
 def train_vqvae_worker(config: dict) -> None:
@@ -122,9 +126,11 @@ def ensure_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan:
     ae_cfg = {"preset": ae.preset, "steps": ae.train_steps, "batch_size": ae.batch_size,
               "lr": ae.lr, "seed": ds_cfg.seed}
     images = source.dataset.select_columns(["image"])
-    if plan.spare_cpus() < 1.0:
-        # No CPU left for Ray Data's tasks beside the Train workers (small machines):
-        # run the read/select tasks now, so the workers only fetch finished blocks.
+    small = source.count * ds_cfg.resolution ** 2 * 3 <= MATERIALIZE_BYTES
+    if plan.spare_cpus() < 1.0 or small:
+        # No CPU left for Ray Data's tasks beside the Train workers (small machines), or
+        # a small dataset: run the read/select tasks once, now, so the workers only
+        # fetch finished blocks (not a re-read per epoch).
         images = images.materialize()
     call_isolated(_fit_vqvae, ae_cfg, plan, f"vqvae-{ds_cfg.name}-{key.split('/')[1][:10]}",
                   cfg.storage.ray_storage, cfg.resources.max_failures, images, cache.root, key)

@@ -1,16 +1,21 @@
 """Sweep stage: a Ray Tune grid over dataset x method x ratio x seed (+ baselines).
 
-Each Tune trial is a function trainable with a sliver of CPU that builds a
-``TorchTrainer`` (Ray Train V2: ``Tuner(trainer)`` is gone) running
-:func:`trial_worker` (:func:`orchestrator.training.trial.run_trial` on a
+Each Tune trial is a function trainable. With ``resources.num_workers == 1`` it runs
+the trial itself (:func:`solo_trial`: :func:`orchestrator.training.trial.run_trial`
+on a ``runtime.tune.TuneRuntime``), asking for the trial's CPUs (GPU) directly;
+no Ray Train run per trial (issue #13: that machinery was ~31% of a quickstart trial's
+slot). With more workers it takes a sliver of CPU and builds a ``TorchTrainer`` (Ray
+Train V2: ``Tuner(trainer)`` is gone) running :func:`trial_worker` (``run_trial`` on a
 ``TrainRuntime``), with ``TuneReportCallback`` so Tune's status table shows the
 workers' loss and final metrics. A trial is given a
 :class:`~orchestrator.training.records.TrialSpec` (cache keys, never arrays) and
 returns a :class:`~orchestrator.training.records.TrialResult` (cached under the trial key).
 
 Resume: a trial is done when its result record is in the cache; only missing
-trials are launched. Each trial's TorchTrainer has a fixed name and storage path,
-so a trial cut mid-way continues from its last checkpoint.
+trials are launched. Each trial has a fixed run folder (``<ray_storage>/trials/<run
+name>``, the TorchTrainer's run or the solo trial's checkpoints), so a trial cut
+mid-way continues from its last checkpoint; within a sweep, Tune's
+``FailureConfig(max_failures)`` restarts a failed solo trial from its Tune checkpoint.
 """
 
 from __future__ import annotations
@@ -117,6 +122,34 @@ def trial_worker(config: dict) -> None:
     run_trial(TrialSpec.from_json(config["spec"]), TrainRuntime())
 
 
+def solo_trial(config: dict) -> None:
+    """Tune function trainable of a single-worker trial: the loop runs right here.
+
+    Checkpoints go to Tune (``tune.report``) and to the trial's fixed run folder; see
+    :class:`orchestrator.runtime.tune.TuneRuntime`.
+    """
+    from orchestrator.runtime.train import torch_threads
+    from orchestrator.runtime.tune import TuneRuntime
+    from orchestrator.training.trial import run_trial
+
+    spec = ArtifactCache(config["cache_root"]).load_json(config["trial"]["spec"])
+    plan = ResourcePlan(**config["plan"])
+    torch_threads(plan.torch_threads)
+    run_trial(TrialSpec.from_json(spec), TuneRuntime(join(config["storage"], spec["run_name"])))
+    say("trial %s: finished", spec["run_name"])
+
+
+def trial_resources(plan: ResourcePlan) -> dict[str, float]:
+    """What a Tune trial asks for: the worker's share itself when it runs the loop
+    (one worker), else a sliver (its TorchTrainer's workers ask for theirs)."""
+    if plan.num_workers == 1:
+        res = {"CPU": round(plan.worker_cpus + plan.trial_cpus, 2)}
+        if plan.worker_gpus:
+            res["GPU"] = plan.worker_gpus
+        return res
+    return {"CPU": plan.trial_cpus}
+
+
 def tune_trial(config: dict) -> None:
     """Tune function trainable: one TorchTrainer; its metrics reach Tune via the callback.
 
@@ -166,7 +199,8 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[TrialSpec], plan: Reso
                                               for s in pending]),
                    "cache_root": cache.root, "plan": asdict(plan), "storage": storage,
                    "max_failures": cfg.resources.max_failures}
-    trainable = tune.with_resources(tune_trial, {"CPU": plan.trial_cpus})
+    solo = plan.num_workers == 1
+    trainable = tune.with_resources(solo_trial if solo else tune_trial, trial_resources(plan))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tuner = tune.Tuner(
         trainable, param_space=param_space,
@@ -174,7 +208,12 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[TrialSpec], plan: Reso
                                     trial_name_creator=lambda t: t.config["trial"]["name"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["name"]),
         run_config=tune.RunConfig(name=f"sweep-{cfg.experiment.name}-{stamp}", storage_path=cfg.storage.ray_storage,
-                                  verbose=1, log_to_file=False, callbacks=[release_callback()],
+                                  verbose=1, log_to_file=False,
+                                  # TorchTrainer trials restart within their own run.
+                                  failure_config=tune.FailureConfig(
+                                      max_failures=cfg.resources.max_failures if solo else 0),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                  callbacks=[] if solo else [release_callback()],
                                   progress_reporter=tune.CLIReporter(
                                       metric_columns=["step", "loss"], parameter_columns=[],
                                       max_report_frequency=30)),

@@ -8,6 +8,7 @@ feature extractors in ``models/``). No Ray here.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from typing import Any, Mapping
@@ -82,6 +83,15 @@ def space_short(embedder: str) -> str:
     return EMBEDDERS[embedder].short
 
 
+@functools.lru_cache(maxsize=4)
+def cached_embedder(name: str, device: str, weights: str | None) -> Any:
+    """``models.build_embedder`` once per process (a process that evaluates several
+    trials builds the network and loads its weights once)."""
+    from models import build_embedder
+
+    return build_embedder(name, device=device, weights=weights)
+
+
 def metric_name(key: str, embedder_short: str) -> str:
     """The one naming rule of a metric measured in a feature space: ``<key>_<short>``
     (``fd_effnet``, ``precision_cls``, ``mem_nn_mean_cls``), except ``fd`` in Inception
@@ -120,11 +130,9 @@ def evaluate(images: np.ndarray, features: Mapping[str, np.ndarray], labels: np.
     Returns:
         metric name -> value, named by :func:`metric_name` per space.
     """
-    from models import build_embedder
-
     metrics: dict[str, float] = {}
     for name in ec.embedders:
-        emb = build_embedder(name, device=device, weights=(weights or {}).get(name))
+        emb = cached_embedder(name, device, (weights or {}).get(name))
         metrics.update(evaluate_space(images, emb, features[name], labels, subset, ec, seed,
                                       num_classes, reference=reference[name],
                                       reference_labels=reference_labels))

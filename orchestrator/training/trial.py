@@ -69,11 +69,17 @@ def train_model(spec: TrialSpec, data: dict[str, np.ndarray],
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         start, curve = int(state["step"]), state["curve"].tolist()
-        # Rank 0 saves the checkpoint, so each rank re-derives its own streams from
-        # (seed, world, rank, step): reproducible, and ranks stay independent.
-        base = stream_seed(seed, rank, world) * 1_000_003 + start
-        gen.manual_seed(base % 2**63)
-        model.label_generator.manual_seed((base + 7_919) % 2**63)
+        if world == 1 and "rng" in state:
+            # One rank: the checkpoint holds its streams, so the resumed run is
+            # bit-identical to an uninterrupted one.
+            gen.set_state(state["rng"]["noise"])
+            model.label_generator.set_state(state["rng"]["labels"])
+        else:
+            # Rank 0 saves the checkpoint, so each rank re-derives its own streams from
+            # (seed, world, rank, step): reproducible, and ranks stay independent.
+            base = stream_seed(seed, rank, world) * 1_000_003 + start
+            gen.manual_seed(base % 2**63)
+            model.label_generator.manual_seed((base + 7_919) % 2**63)
     ema.module.to(runtime.device)
     model = runtime.prepare_model(model)
     window: list[float] = []
@@ -93,6 +99,9 @@ def train_model(spec: TrialSpec, data: dict[str, np.ndarray],
                 files[STATE_FILE] = {
                     "model": inner.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                     "step": done, "curve": torch.tensor(curve, dtype=torch.float64).reshape(-1, 2)}
+                if world == 1:
+                    files[STATE_FILE]["rng"] = {"noise": gen.get_state(),
+                                                "labels": inner.label_generator.get_state()}
             runtime.save_checkpoint({"step": done, "loss": loss_val}, files)
 
     amp = runtime.device.type == "cuda" and tc.precision == "bf16"
