@@ -96,6 +96,14 @@ def none_readable(folder: str, skipped: list[tuple[str, str]], total: int,
     return SourceError(f"{where}: no readable image in {folder}: {what}{eg}")
 
 
+def _probe(lst: Listing, keep: np.ndarray, where: str) -> None:
+    rels = [lst.files[keep[i]] for i in sample_positions(len(keep), PROBE_FILES)]
+    results = _decode_many(lst.uri, rels, 8)
+    if not any(img is not None for img, _ in results):
+        skipped = [(rel, reason) for rel, (_, reason) in zip(rels, results)]
+        raise none_readable(lst.uri, skipped, len(keep), where)
+
+
 def _decode_batch(batch: dict[str, np.ndarray], uri: str, size: int) -> dict[str, np.ndarray]:
     """Ray Data map_batches fn: {id, path, label} -> {id, image, label}, bad files dropped."""
     images, keep = [], []
@@ -149,12 +157,7 @@ class FolderSource(Source):
             SourceError: not one of them decodes (names the folder and the count).
         """
         lst = self.listing(ds)
-        keep = select_subset(lst.labels, ds)
-        rels = [lst.files[keep[i]] for i in sample_positions(len(keep), PROBE_FILES)]
-        results = _decode_many(lst.uri, rels, 8)
-        if not any(img is not None for img, _ in results):
-            skipped = [(rel, reason) for rel, (_, reason) in zip(rels, results)]
-            raise none_readable(lst.uri, skipped, len(keep), where)
+        _probe(lst, select_subset(lst.labels, ds), where)
 
     def _selected(self, ds: DatasetConfig) -> tuple[Listing, np.ndarray, str, list[bytes]]:
         lst = self.listing(ds)
@@ -185,8 +188,8 @@ class FolderSource(Source):
         import pyarrow as pa
         import ray.data
 
-        self.probe(ds, f"dataset {ds.name}")
         lst, keep, extra, blobs = self._selected(ds)
+        _probe(lst, keep, f"dataset {ds.name}")  # before Ray Data drops every file silently
         fp = fingerprint(ds, keep, lst.labels[keep], blobs, extra)
         step = 256  # files per block: enough blocks for parallel decoding
         tables = [pa.table({"id": pa.array(keep[s:s + step]),
