@@ -198,7 +198,10 @@ def test_k_is_checked_against_the_skewed_count(tmp_path: Path, fmnist_dir: Path)
 
 
 def test_unlabelled_sources_cannot_be_conditional(tmp_path: Path):
-    (tmp_path / "imgs").mkdir()
+    from PIL import Image
+
+    (tmp_path / "imgs" / "a").mkdir(parents=True)   # one readable image: the folder probe passes
+    Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "a" / "x.png")
     ds = {"name": "g", "source": "image_folder", "path": str(tmp_path / "imgs"),
           "conditional": True}
     msg = _error(minimal_config(data={"datasets": [ds]}), tmp_path)

@@ -101,7 +101,8 @@ def test_disk_full_mid_run_keeps_earlier_artifacts(tmp_path: Path, monkeypatch, 
     rc, out, err, writes = _run(tmp_path, cache, 2, monkeypatch, capsys)
     # driver write 1 = latents, 2 = pixel embeddings (the VQ-VAE is written by its actor)
     assert rc == 1, out[-3000:] + err[-3000:]
-    assert len(writes) == 2 and "/latents/" in writes[0] and "/embed/" in writes[1], writes
+    assert len(writes) == 2 and "/latents/" in writes[0] and "/embed/" in writes[1], (
+        writes, err[-2000:])
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, err
     assert errors[0].startswith(f"error: run failed: No space left on device: {writes[1]}.tmp-")

@@ -48,8 +48,8 @@ def _one_line(p: subprocess.CompletedProcess, code: int, start: str) -> None:
     (b"experiment:\n  name: caf\xe9\n", "not a UTF-8 text file (byte 0xe9 at offset 23)"),
     (bytes(range(256)) * 4, "not a UTF-8 text file (byte 0x80 at offset 128)"),
     (b"\x00\x01\x02garbage\x07", "invalid YAML"),
-    (b"just a string\n", "expected a YAML mapping of config sections, got str"),
-    (b"- a\n- b\n", "expected a YAML mapping of config sections, got list"),
+    (b"just a string\n", "expected a mapping of sections, got str"),
+    (b"- a\n- b\n", "expected a mapping of sections, got list"),
 ])
 def test_config_that_is_not_yaml_text(content, says, tmp_path: Path, capsys):
     path = tmp_path / "cfg.yaml"

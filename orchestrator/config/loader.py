@@ -268,8 +268,7 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (),
         raise ConfigError(f"config file not found: {path}")
     raw = read_yaml(p)
     if raw is not None and not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a YAML mapping of config sections, got "
-                          f"{type(raw).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     return config_from_dict(raw, overrides, base_dir=base_dir, check=check)
 
 
