@@ -18,6 +18,7 @@ from orchestrator.config import Config
 from orchestrator.config.checks import circularity_warnings
 from orchestrator.progress import say as _say
 from orchestrator.storage.cache import ArtifactCache
+from orchestrator.storage.lock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,29 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) 
 
 
 def run_pipeline(cfg: Config, fresh: bool = False) -> int:
-    """Run every stage; returns 0 when every trial finished, 1 otherwise."""
+    """Run every stage; returns 0 when every trial finished, 1 otherwise.
+
+    Holds ``experiment.output_dir``'s :class:`RunLock` from before the first check
+    until it returns (also on an exception or Ctrl-C).
+
+    Raises:
+        OutputLocked: another run holds the output directory.
+        TrackingUnavailable: an ``http(s)://`` MLflow server does not answer.
+    """
+    with RunLock(cfg.experiment.output_dir):
+        return _run_stages(cfg, fresh)
+
+
+def _run_stages(cfg: Config, fresh: bool) -> int:
     from orchestrator.runtime.cluster import init_ray
     from orchestrator.runtime.resources import current_plan, describe
     from orchestrator.stages.embed import check_embedders
-    from orchestrator.stages.report import run_report
+    from orchestrator.stages.report import check_tracking_server, run_report
     from orchestrator.stages.score import build_subsets
     from orchestrator.stages.sweep import build_specs, run_sweep
 
     t_start = time.time()
+    check_tracking_server(cfg.mlflow.tracking_uri)
     check_embedders(cfg)
     for line in circularity_warnings(cfg):
         _say(line)

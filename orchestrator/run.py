@@ -1,7 +1,12 @@
 """The command line: ``python -m orchestrator.run CONFIG [--set k=v ...] [--dry-run] [--fresh]``.
 
-Exit codes: 0 success; 2 a user mistake (missing config file, bad YAML, a config
-error: one line on stderr, no traceback); 1 a failed run. ``--dry-run`` validates
+Exit codes: 0 success; 2 a user mistake (missing config file, bad YAML, a file that
+is not UTF-8 text, a config error, an image folder without one readable image: one
+line on stderr, no traceback); 1 a failed run. These runs fail with one line (exit
+1, the traceback with ``-v``): the output directory is locked by another live run
+(``storage/lock.py``), the MLflow server does not answer, an artifact write fails
+(``OSError``, e.g. a full disk: the artifacts written before stay valid and are
+reused by the next run). ``--dry-run`` validates
 the config, prints it resolved (YAML), each dataset's held-out reference (origin and
 size) and the trial grid, and never imports Ray.
 
@@ -20,7 +25,7 @@ from typing import Sequence
 
 from orchestrator.config import Config, describe_references, dump_yaml, load_config
 from orchestrator.config.checks import circularity_warnings
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, RunError
 
 STAGES = ("encode", "embed", "proxy", "score", "sweep", "report")
 
@@ -60,10 +65,20 @@ def missing_stages() -> list[str]:
     return [s for s, mod in modules.items() if importlib.util.find_spec(mod) is None]
 
 
-def _error(message: str) -> int:
+def _error(message: str, code: int = 2) -> int:
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
     print(f"error: {first}", file=sys.stderr)
-    return 2
+    return code
+
+
+def _os_error(e: OSError) -> str:
+    """``No space left on device: /path`` for an OSError, also one raised in a Ray task."""
+    cause = getattr(e, "cause", None)  # ray.exceptions.RayTaskError(OSError)
+    if isinstance(cause, OSError):
+        e = cause
+    where = e.filename or ""
+    what = e.strerror or str(e).strip().splitlines()[-1]
+    return f"{what}: {where}" if where else what
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,6 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(run_pipeline(cfg, fresh=args.fresh))
     except ConfigError as e:
         return _error(str(e))
+    except RunError as e:
+        logging.getLogger("orchestrator.run").debug("run failed", exc_info=True)
+        return _error(str(e), 1)
+    except OSError as e:  # disk full, permissions, a vanished bucket
+        logging.getLogger("orchestrator.run").debug("run failed", exc_info=True)
+        return _error(f"run failed: {_os_error(e)} (artifacts written before are kept and "
+                      f"reused by the next run; -v for the traceback)", 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

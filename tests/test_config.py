@@ -207,9 +207,11 @@ def test_k_is_checked_against_the_skewed_count(tmp_path: Path, fmnist_dir: Path)
 
 
 def test_unlabelled_sources_cannot_be_conditional(tmp_path: Path):
-    (tmp_path / "imgs" / "a").mkdir(parents=True)
-    for i in range(10):   # listed, not decoded, by the checks (the reference must not be empty)
-        (tmp_path / "imgs" / "a" / f"{i}.png").write_bytes(b"x")
+    from PIL import Image
+
+    (tmp_path / "imgs" / "a").mkdir(parents=True)   # readable images: the folder probe passes,
+    for i in range(10):                              # and the held-out reference is not empty
+        Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "a" / f"{i}.png")
     ds = {"name": "g", "source": "image_folder", "path": str(tmp_path / "imgs"),
           "conditional": True}
     msg = _error(minimal_config(data={"datasets": [ds]}), tmp_path)
@@ -336,5 +338,5 @@ def test_proxy_noise_is_loaded_checked_and_in_the_proxy_cache_key(tmp_path: Path
         cfg = _load(raw, tmp_path)
         assert cfg.proxy.noise == mode
         keys[mode] = ensure_proxy_stats(_CachedEverything(), cfg, cfg.data.datasets[0],
-                                        "latents/x", 10, None, False)
+                                        "latents/x", 10, None, False, seed=0)
     assert keys["per_sample"] != keys["shared"]   # what is computed changes -> another key

@@ -233,7 +233,10 @@ def read_yaml(p: Path, chain: tuple[Path, ...] = ()) -> Any:
     """Parse ``p``; a top-level ``extends: base.yaml`` (relative to ``p``) is loaded first
     and ``p`` merged over it: mappings merge key by key, lists and scalars replace."""
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not a UTF-8 text file (byte {e.object[e.start]:#04x} at "
+                          f"offset {e.start}); a config must be YAML text") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" (line {where.line + 1})" if where is not None else ""
@@ -275,9 +278,13 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (),
         ConfigError: the file is missing or not valid YAML, or a key is wrong.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a YAML config file")
     if not p.is_file():
         raise ConfigError(f"config file not found: {path}")
     raw = read_yaml(p)
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     return config_from_dict(raw, overrides, base_dir=base_dir, check=check)
 
 

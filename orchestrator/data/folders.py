@@ -11,6 +11,12 @@ skipped and listed (``SourceArrays.skipped``), never fatal.
   for big folders. Undecodable files are dropped in the workers (and logged there),
   so ``SourceData.count`` is the number of listed files and ``skipped`` is empty;
   run ``load_arrays`` on a ``limit``-ed entry to list them.
+
+A folder with no readable image is a user mistake, reported in one line before any
+work: ``check`` (run by the config checks, so also at ``--dry-run``) probes a local
+folder, the Ray path probes any folder, by decoding up to ``PROBE_FILES`` evenly
+spaced selected files; when none decodes, :class:`SourceError` names the folder and
+the count of files skipped (``load_arrays`` counts all of them).
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from orchestrator.config.schema import DatasetConfig
 from orchestrator.data.base import (SkippedFile, Source, SourceArrays, SourceData,
                                     check_split_sizes, sample_positions)
 from orchestrator.data.images import decode_image
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, SourceError
 from orchestrator.storage import fsutil
 
 log = logging.getLogger(__name__)
+
+PROBE_FILES = 64   # files decoded by the readability probe (seconds, even from a bucket)
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,30 @@ def _decode_one(uri: str, rel: str, size: int) -> tuple[np.ndarray | None, str]:
         return decode_image(_read(uri, rel), size), ""
     except (ValueError, OSError) as e:
         return None, str(e)
+
+
+def _decode_many(uri: str, rels: list[str], size: int) -> list[tuple[np.ndarray | None, str]]:
+    workers = min(8, (os.cpu_count() or 1) * 2)  # PIL decoding releases the GIL
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda rel: _decode_one(uri, rel, size), rels))
+
+
+def none_readable(folder: str, skipped: list[tuple[str, str]], total: int,
+                  where: str) -> SourceError:
+    """The one-line error for a selection in which not one file decodes."""
+    checked = (f"all {len(skipped)} files" if len(skipped) == total
+               else f"{len(skipped)} of {total} files checked, all")
+    what = f"{checked} skipped as unreadable" if skipped else "no files"
+    eg = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+    return SourceError(f"{where}: no readable image in {folder}: {what}{eg}")
+
+
+def _probe(lst: Listing, keep: np.ndarray, where: str) -> None:
+    rels = [lst.files[keep[i]] for i in sample_positions(len(keep), PROBE_FILES)]
+    results = _decode_many(lst.uri, rels, 8)
+    if not any(img is not None for img, _ in results):
+        skipped = [(rel, reason) for rel, (_, reason) in zip(rels, results)]
+        raise none_readable(lst.uri, skipped, len(keep), where)
 
 
 def _decode_batch(batch: dict[str, np.ndarray], uri: str, size: int) -> dict[str, np.ndarray]:
@@ -126,9 +158,11 @@ class FolderSource(Source):
         n_ref = len(self.positions(ref_labels, ds, "reference"))
         if not self.holds_out:   # the training split is not listed (ImageNet: 1.28M files)
             check_split_sizes(key, str(ref_cfg.split), ds, n_ref, 1, n_ref, False)
+            self.probe(ds, f"{key}.path")
             return ds.limit
         n_train = len(self.positions(ref_labels, ds, "train"))
         check_split_sizes(key, str(ref_cfg.split), ds, len(ref_labels), n_train, n_ref, True)
+        self.probe(ds, f"{key}.path")   # sizes first: a held-out share can empty the training set
         return n_train
 
     def reference_count(self, ds: DatasetConfig, cap: int | None = None) -> int | None:
@@ -136,6 +170,15 @@ class FolderSource(Source):
         if not ds.path or fsutil.is_remote(ds.path) or not os.path.isdir(self.root(ref_cfg)):
             return None
         return len(self.positions(self.listing(ref_cfg).labels, ds, "reference", cap))
+
+    def probe(self, ds: DatasetConfig, where: str) -> None:
+        """Decode up to ``PROBE_FILES`` evenly spaced selected training files.
+
+        Raises:
+            SourceError: not one of them decodes (names the folder and the count).
+        """
+        lst = self.listing(self.role_config(ds, "train"))
+        _probe(lst, self.positions(lst.labels, ds, "train"), where)
 
     def _selected(self, ds: DatasetConfig, role: str = "train",
                   cap: int | None = None) -> tuple[Listing, np.ndarray, str, list[bytes]]:
@@ -148,15 +191,15 @@ class FolderSource(Source):
     def arrays(self, ds: DatasetConfig, role: str = "train", cap: int | None = None) -> SourceArrays:
         lst, keep, extra, blobs = self._selected(ds, role, cap)
         fp = self.fingerprint_of(ds, role, cap, keep, lst.labels[keep], blobs, extra)
-        workers = min(8, (os.cpu_count() or 1) * 2)  # PIL decoding releases the GIL
-        with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(lambda i: _decode_one(lst.uri, lst.files[i], ds.resolution),
-                                    keep))
+        results = _decode_many(lst.uri, [lst.files[i] for i in keep], ds.resolution)
         ok = np.array([img is not None for img, _ in results], dtype=bool)
         skipped = tuple(SkippedFile(lst.files[i], reason)
                         for i, (img, reason) in zip(keep, results) if img is None)
         for s in skipped:
             log.warning("skipping %s: %s", s.path, s.reason)
+        if not ok.any():
+            raise none_readable(lst.uri, [(s.path, s.reason) for s in skipped], len(keep),
+                                f"dataset {ds.name}")
         images = [img for img, _ in results if img is not None]
         stacked = (np.stack(images) if images
                    else np.zeros((0, ds.resolution, ds.resolution, 3), np.uint8))
@@ -168,6 +211,7 @@ class FolderSource(Source):
         import ray.data
 
         lst, keep, extra, blobs = self._selected(ds, role, cap)
+        _probe(lst, keep, f"dataset {ds.name}")  # before Ray Data drops every file silently
         fp = self.fingerprint_of(ds, role, cap, keep, lst.labels[keep], blobs, extra)
         step = 256  # files per block: enough blocks for parallel decoding
         tables = [pa.table({"id": pa.array(keep[s:s + step]),

@@ -246,6 +246,36 @@ def mlflow_ui_command(tracking_uri: str) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1"
 
 
+def check_tracking_server(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Before any work: an ``http(s)://`` tracking server must answer (any HTTP status).
+
+    A sweep whose server is down would only find out after hours of training; its
+    results would stay in the cache (the next run logs them: trials already logged
+    are skipped), but failing first is the honest default. File stores, sqlite and
+    other schemes are not checked.
+
+    Raises:
+        TrackingUnavailable: no HTTP answer within ``timeout_s`` (names the URI).
+    """
+    import urllib.error
+    import urllib.request
+
+    from orchestrator.errors import TrackingUnavailable
+
+    if not tracking_uri.lower().startswith(("http://", "https://")):
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        urllib.request.urlopen(url, timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # it answers (an auth proxy, an old server without /health)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingUnavailable(
+            f"mlflow.tracking_uri: {tracking_uri} does not answer ({reason}); start the "
+            f"MLflow server or point mlflow.tracking_uri elsewhere (nothing was run)") from None
+
+
 def _artifact_location(loc: str | None) -> str | None:
     if loc is None or "://" in loc:
         return loc
