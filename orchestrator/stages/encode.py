@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.progress import say
+from orchestrator.progress import Progress, say
 from orchestrator.runtime.cluster import collect_by_id, map_actor_pool
 from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.runtime.train import call_isolated, fit_torch
@@ -32,8 +32,6 @@ def train_vqvae_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
     import torch
-    from tqdm import tqdm
-
     from models.vqvae import (build_vqvae, fit_latent_scale, images_to_model, save_vqvae,
                               vqvae_train_step)
 
@@ -50,7 +48,7 @@ def train_vqvae_worker(config: dict) -> None:
     local_bs = max(1, config["batch_size"] // world)
     steps, step, logs = config["steps"], 0, {}
     recent: list[np.ndarray] = []   # the latest <= 512 images: the latent-scale sample
-    bar = tqdm(total=steps, desc="vq-vae", disable=rank != 0, mininterval=15)
+    bar = Progress("vq-vae", steps, disable=rank != 0)
     while step < steps:
         # Every rank runs the same number of epochs of its equal split (streaming_split
         # starts an epoch only when all ranks do), so no rank iterates alone below.
