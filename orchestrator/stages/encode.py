@@ -119,7 +119,10 @@ def ensure_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan:
     say("encode[%s]: training VQ-VAE %s for %d steps", ds_cfg.name, ae.preset, ae.train_steps)
     ae_cfg = {"preset": ae.preset, "steps": ae.train_steps, "batch_size": ae.batch_size,
               "lr": ae.lr, "seed": ds_cfg.seed}
-    images = source.dataset.select_columns(["image"])
+    # The whole rows, not select_columns(["image"]): the extra id/label columns cost
+    # nothing, and the Project operator's worker aborted (SIGABRT, "Mutex corrupt") in
+    # a successful quickstart run (issue 13; benchmarks/repro_project_sigabrt.py).
+    images = source.dataset
     if plan.spare_cpus() < 1.0:
         # No CPU left for Ray Data's tasks beside the Train workers (small machines):
         # run the read/select tasks now, so the workers only fetch finished blocks.
