@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 2 a user mistake (missing config file, bad YAML, a config
 error: one line on stderr, no traceback); 1 a failed run. ``--dry-run`` validates
-the config, prints it resolved (YAML) and the trial grid, and never imports Ray.
+the config, prints it resolved (YAML), the trial grid and each stage's work and estimated
+cost (``orchestrator.sizing``), and never imports Ray.
 
 Relative paths in the config are resolved against the directory this command is
 started in. Under ``ray job submit`` that is the job's temporary working dir, so
@@ -32,7 +33,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="override a key with a YAML value, e.g. --set train.steps=50 "
                         "--set 'pruning.ratios=[0.25,0.5]' --set data.datasets[0].limit=100")
     p.add_argument("--dry-run", action="store_true",
-                   help="validate, print the resolved config and the trial grid; start nothing")
+                   help="validate, print the resolved config, the trial grid and the estimated "
+                        "cost per stage; start nothing")
     p.add_argument("--fresh", action="store_true",
                    help="ignore cached artifacts and earlier trial results; rebuild everything")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -77,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"{args.config}: {e.strerror or e}")
     if args.dry_run:
         print(dump_yaml(cfg), end="")
+        print("---")
+        from orchestrator.sizing import estimate, format_estimate
+
+        print(format_estimate(cfg, estimate(cfg)))
         print("---")
         print(format_grid(cfg))
         return 0
