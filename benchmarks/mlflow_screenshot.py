@@ -63,7 +63,7 @@ def main() -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", 300)
+        wait_http(f"http://127.0.0.1:{port}/health", 900)
         url = (f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}" if a.plain
                else runs_url(exp.experiment_id, VIEW_KEY, port=port))
         print(f"opening {url}", flush=True)
@@ -74,7 +74,10 @@ def main() -> None:
         print(f"wrote {a.out}")
     finally:
         os.killpg(server.pid, signal.SIGTERM)   # the server and its workers, nothing else
-        server.wait(timeout=60)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

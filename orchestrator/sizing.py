@@ -53,8 +53,8 @@ class StageEstimate:
     scope: str                 # dataset name or "all trials"
     work: str                  # human-readable amounts
     parts: tuple[Work, ...]
-    hours: float | None        # None: some part was not measured
-    missing: tuple[str, ...]   # descriptions of the unmeasured parts
+    hours: float | None        # the measured parts' hours; None: no part measured
+    missing: tuple[str, ...]   # descriptions of the unmeasured parts (empty: complete)
 
 
 def load_throughputs(path: Path | str = THROUGHPUTS) -> list[dict[str, Any]]:
@@ -89,7 +89,7 @@ def dataset_images(ds: Any) -> int | None:
         n = check_dataset(ds, f"data.datasets[{ds.name}]")
     except Exception:   # unreachable path or bucket: fall back to the split size
         n = None
-    return n if n is not None else SPLIT_SIZES.get((ds.source, ds.split))
+    return n if n is not None else SPLIT_SIZES.get((ds.source, ds.split or "train"))
 
 
 def _needed_embedders(cfg: Config, ds_name: str) -> list[str]:
@@ -104,14 +104,14 @@ def _needed_stats(cfg: Config, ds_name: str) -> set[str]:
 
 
 def _stage(stage: str, scope: str, work: str, parts: list[Work], table: list[dict]) -> StageEstimate:
-    hours, missing = 0.0, []
+    hours, missing = None, []
     for p in parts:
         r = rate_for(p, table)
         if r is None:
             missing.append(f"{p.kind} {p.key}")
         else:
-            hours += p.amount / r / 3600.0
-    return StageEstimate(stage, scope, work, tuple(parts), None if missing else hours, tuple(missing))
+            hours = (hours or 0.0) + p.amount / r / 3600.0
+    return StageEstimate(stage, scope, work, tuple(parts), hours, tuple(missing))
 
 
 def estimate(cfg: Config, table: list[dict[str, Any]] | None = None,
@@ -130,8 +130,9 @@ def estimate(cfg: Config, table: list[dict[str, Any]] | None = None,
     for ds in cfg.data.datasets:
         n = (images or {}).get(ds.name) if images is not None else dataset_images(ds)
         if n is None:
-            out.append(StageEstimate("encode", ds.name, "image count unknown (set data.datasets[].limit)",
-                                     (), None, ("image count",)))
+            out += [StageEstimate(st, ds.name, "image count unknown (set data.datasets[].limit)",
+                                  (), None, ("image count",))
+                    for st in ["encode", "embed"] + (["proxy"] if _needed_stats(cfg, ds.name) else [])]
             continue
         res, lat = ds.resolution, latent_shape(ae.preset, ds.resolution)
         steps = 0 if ae.checkpoint else ae.train_steps
@@ -175,16 +176,22 @@ def estimate(cfg: Config, table: list[dict[str, Any]] | None = None,
     return out
 
 
+def _hours(h: float) -> str:
+    return f"{h:,.0f}" if h >= 100 else f"{h:.3g}"
+
+
 def format_estimate(cfg: Config, estimates: list[StageEstimate]) -> str:
     """The ``--dry-run`` table: stage, scope, work, cost (or "not measured: ...")."""
     unit = "GPU-h" if cfg.resources.use_gpu else "CPU-h"
     lines = [f"estimated cost (throughputs measured on this code: {THROUGHPUTS.name}; {unit} at one "
              f"{'GPU' if cfg.resources.use_gpu else 'CPU thread'}, linear scaling assumed)"]
     for e in estimates:
-        cost = f"{e.hours:.3g} {unit}" if e.hours is not None else "not measured: " + "; ".join(e.missing)
+        cost = f"{_hours(e.hours)} {unit}" if e.hours is not None else ""
+        if e.missing:
+            cost += (" + " if cost else "") + "not measured: " + "; ".join(e.missing)
         lines.append(f"  {e.stage:<7} {e.scope:<10} {e.work}: {cost}")
     known = [e.hours for e in estimates if e.hours is not None]
-    gaps = [f"{e.stage}[{e.scope}]" for e in estimates if e.hours is None]
-    lines.append(f"  total   {sum(known):.3g} {unit}"
-                 + (f" for the measured stages; not measured: {', '.join(gaps)}" if gaps else ""))
+    gaps = [f"{e.stage}[{e.scope}]" for e in estimates if e.missing]
+    lines.append(f"  total   {_hours(sum(known))} {unit}"
+                 + (f" for the measured parts; not measured: {', '.join(gaps)}" if gaps else ""))
     return "\n".join(lines)
