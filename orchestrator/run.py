@@ -8,7 +8,8 @@ line on stderr, no traceback); 1 a failed run. These runs fail with one line (ex
 (``OSError``, e.g. a full disk: the artifacts written before stay valid and are
 reused by the next run). ``--dry-run`` validates
 the config, prints it resolved (YAML), each dataset's held-out reference (origin and
-size) and the trial grid, and never imports Ray.
+size), each stage's work and estimated cost (``orchestrator.sizing``) and the trial
+grid, and never imports Ray.
 
 Relative paths in the config are resolved against the directory this command is
 started in. Under ``ray job submit`` that is the job's temporary working dir, so
@@ -39,7 +40,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="override a key with a YAML value, e.g. --set train.steps=50 "
                         "--set 'pruning.ratios=[0.25,0.5]' --set data.datasets[0].limit=100")
     p.add_argument("--dry-run", action="store_true",
-                   help="validate, print the resolved config and the trial grid; start nothing")
+                   help="validate, print the resolved config, the trial grid and the estimated "
+                        "cost per stage; start nothing")
     p.add_argument("--fresh", action="store_true",
                    help="ignore cached artifacts and earlier trial results; rebuild everything")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -96,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(dump_yaml(cfg), end="")
         print("---")
         print(describe_references(cfg))
+        from orchestrator.sizing import estimate, format_estimate
+
+        print(format_estimate(cfg, estimate(cfg)))
+        print("---")
         print(format_grid(cfg))
         for line in circularity_warnings(cfg):
             print(line, file=sys.stderr)

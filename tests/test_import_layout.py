@@ -133,11 +133,12 @@ ALLOWED = {
     "config": {"errors", "storage", "data"},
     "storage": {"errors"},
     "data": {"config", "errors", "storage"},
-    "training": {"config", "storage", "errors"},
+    "training": {"config", "storage", "errors", "progress"},
     "runtime": {"training", "errors", "progress"},
     "stages": {"config", "data", "storage", "runtime", "training", "progress", "errors"},
     "pipeline": {"stages", "runtime", "config", "storage", "data", "progress", "errors"},
-    "run": {"config", "errors", "pipeline"},
+    "sizing": {"config", "data", "errors"},
+    "run": {"config", "errors", "pipeline", "sizing"},
     "__main__": {"run"},
 }
 

@@ -19,6 +19,9 @@ def init_ray() -> bool:
     """
     import ray
 
+    from orchestrator.runtime.quiet import quiet_output
+
+    quiet_output()   # before ray.init: its environment reaches the local workers
     workarounds.set_train_env()
     if ray.is_initialized():
         return False

@@ -152,7 +152,8 @@ def ensure_embeddings(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
         if not fresh and cache.has(key, "arrays"):
             say("embed[%s/%s]: cached (%s)", ds_cfg.name, name, key)
             continue
-        out = map_actor_pool(source.dataset.select_columns(["id", "image"]), EmbedActor,
+        # No select_columns (a Project operator): see stages/encode.py:ensure_vqvae.
+        out = map_actor_pool(source.dataset, EmbedActor,
                              {"name": name, "weights": weights, "device": device,
                               "threads": plan.actor_threads, "cache_root": cache.root,
                               "weights_key": weights_key},

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.progress import say
+from orchestrator.progress import Progress, say
 from orchestrator.runtime.cluster import collect_by_id, map_actor_pool
 from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.runtime.train import call_isolated, fit_torch
@@ -36,8 +36,6 @@ def train_vqvae_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
     import torch
-    from tqdm import tqdm
-
     from models.vqvae import (build_vqvae, fit_latent_scale, images_to_model, save_vqvae,
                               vqvae_train_step)
 
@@ -54,7 +52,7 @@ def train_vqvae_worker(config: dict) -> None:
     local_bs = max(1, config["batch_size"] // world)
     steps, step, logs = config["steps"], 0, {}
     recent: list[np.ndarray] = []   # the latest <= 512 images: the latent-scale sample
-    bar = tqdm(total=steps, desc="vq-vae", disable=rank != 0, mininterval=15)
+    bar = Progress("vq-vae", steps, disable=rank != 0)
     while step < steps:
         # Every rank runs the same number of epochs of its equal split (streaming_split
         # starts an epoch only when all ranks do), so no rank iterates alone below.
@@ -125,12 +123,15 @@ def ensure_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan:
     say("encode[%s]: training VQ-VAE %s for %d steps", ds_cfg.name, ae.preset, ae.train_steps)
     ae_cfg = {"preset": ae.preset, "steps": ae.train_steps, "batch_size": ae.batch_size,
               "lr": ae.lr, "seed": ds_cfg.seed}
-    images = source.dataset.select_columns(["image"])
+    # The whole rows, not select_columns(["image"]): the extra id/label columns cost
+    # nothing, and the Project operator's worker aborted (SIGABRT, "Mutex corrupt") in
+    # a successful quickstart run (issue 13; benchmarks/repro_project_sigabrt.py).
+    images = source.dataset
     small = source.count * ds_cfg.resolution ** 2 * 3 <= MATERIALIZE_BYTES
     if plan.spare_cpus() < 1.0 or small:
         # No CPU left for Ray Data's tasks beside the Train workers (small machines), or
-        # a small dataset: run the read/select tasks once, now, so the workers only
-        # fetch finished blocks (not a re-read per epoch).
+        # a small dataset: run the read tasks once, now, so the workers only fetch
+        # finished blocks (not a re-read per epoch).
         images = images.materialize()
     call_isolated(_fit_vqvae, ae_cfg, plan, f"vqvae-{ds_cfg.name}-{key.split('/')[1][:10]}",
                   cfg.storage.ray_storage, cfg.resources.max_failures, images, cache.root, key)

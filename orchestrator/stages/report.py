@@ -301,6 +301,9 @@ class MlflowReporter:
                 experiment_name, artifact_location=_artifact_location(artifact_location))
         else:
             self.experiment_id = exp.experiment_id
+        from orchestrator.stages.mlflow_view import tag_experiment
+
+        tag_experiment(self.client, self.experiment_id)   # the UI opens on the runs
         self.config_hash = config_hash
         found = self.client.search_runs(
             [self.experiment_id],
@@ -451,6 +454,13 @@ def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, s
               "eval_spaces": ",".join(cfg.eval.embedders), "eval_primary": cfg.eval.primary}
     files = [paths["csv"], paths["trials"], paths["markdown"], paths["verdicts"]]
     reporter.log_parent(params, [*files, cfg_path, *plots], "FINISHED" if not errors else "FAILED")
+    from orchestrator.progress import say
+    from orchestrator.stages.mlflow_view import runs_url, set_runs_view
+
+    view = set_runs_view(reporter.client, reporter.experiment_id,
+                         [m for m in table_metrics(table) if not m.startswith(HIDDEN_IN_MARKDOWN)])
+    say("MLflow trials table: run `%s`, open %s", mlflow_ui_command(cfg.mlflow.tracking_uri),
+        runs_url(reporter.experiment_id, view))
     _copy_outputs(cfg, [*files, *plots])
     return open(paths["markdown"]).read()
 

@@ -132,12 +132,12 @@ def ensure_subset(cache: ArtifactCache, art: DatasetArtifacts, method_label: str
 def build_subsets(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts],
                   fresh: bool) -> dict[tuple[str, str, float, int], str]:
     """Subset keys of every trial of the grid, ``(dataset, method, ratio, seed) -> key``."""
-    from tqdm import tqdm
+    from orchestrator.progress import progress
 
     out: dict[tuple[str, str, float, int], str] = {}
     jobs = [(seed, ds, m) for seed in cfg.experiment.seeds for ds in cfg.data.datasets
             for m in cfg.pruning.methods]
-    for seed, ds, m in tqdm(jobs, desc="score+select", mininterval=5):
+    for seed, ds, m in progress(jobs, "score+select"):
         art = arts[ds.name]
         score_key, pruner = ensure_scores(cache, m, seed, art, fresh)
         for ratio in cfg.pruning.ratios:

@@ -27,6 +27,7 @@ from dataclasses import asdict
 from typing import Any
 
 from orchestrator.progress import say
+from orchestrator.runtime.quiet import TUNE_REPORT_S
 from orchestrator.runtime.resources import ResourcePlan, describe
 from orchestrator.stages.score import DatasetArtifacts
 from orchestrator.storage.cache import ArtifactCache
@@ -216,7 +217,7 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[TrialSpec], plan: Reso
                                   callbacks=[] if solo else [release_callback()],
                                   progress_reporter=tune.CLIReporter(
                                       metric_columns=["step", "loss"], parameter_columns=[],
-                                      max_report_frequency=30)),
+                                      max_report_frequency=TUNE_REPORT_S)),
     )
     outcomes = tuner.fit()
     errors: dict[str, str] = {}

@@ -201,17 +201,15 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, x_all: torch.Tenso
         ema: a ``models.transport.EMA`` updated after every step, or None.
         hooks: called with ``(steps done, loss)`` after each step, in order.
     """
-    from tqdm import tqdm
-
     from models.transport import training_loss
+    from orchestrator.progress import progress
 
     rank, world, device = runtime.rank, runtime.world, runtime.device
     inner = unwrap(model)
     hooks = tuple(hooks)
     batches = EpochBatches(x_all.shape[0], loop.batch_size, loop.seed)
-    bar = tqdm(range(start, loop.steps), desc=loop.desc, disable=rank != 0, mininterval=15,
-               initial=start, total=loop.steps)
-    for step in bar:
+    for step in progress(range(start, loop.steps), loop.desc, total=loop.steps, initial=start,
+                         disable=rank != 0):
         idx = torch.from_numpy(batches.indices(step, rank, world))
         x = x_all[idx].to(device)
         y = y_all[idx].to(device) if y_all is not None else None

@@ -1,0 +1,88 @@
+"""--dry-run's cost estimate (orchestrator/sizing.py): the arithmetic on a tiny config
+against a hand computation, "not measured" for configurations missing from the table,
+and the committed table's entries all well formed."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.config import config_from_dict
+from orchestrator.sizing import THROUGHPUTS, estimate, format_estimate, latent_shape, load_throughputs
+from tests.conftest import minimal_config
+
+CPU = "cpu"
+
+
+def _tiny(**over):
+    d = minimal_config()
+    d["autoencoder"] = {"preset": "vq-f4-c4", "train_steps": 10, "batch_size": 8}
+    d["embed"] = {"embedders": ["pixels"]}
+    d["pruning"] = {"ratios": [0.5], "baseline": True, "methods": [{"name": "random"}]}
+    d["model"] = {"preset": "DiT-Micro/2"}
+    d["train"] = {"steps": 40, "batch_size": 8}
+    d["sample"] = {"num_samples": 6, "steps": 3, "method": "euler", "batch_size": 6}
+    d["eval"] = {"embedder": "pixels", "metrics": ["fd"], "num_real": 6}
+    for k, v in over.items():
+        d[k] = {**d[k], **v}
+    return config_from_dict(d)
+
+
+def _table(lat, res=16):
+    return [
+        {"kind": "vqvae_train", "preset": "vq-f4-c4", "resolution": res, "batch": 8, "device": CPU, "per_s": 2.0},
+        {"kind": "vqvae_encode", "preset": "vq-f4-c4", "resolution": res, "device": CPU, "per_s": 100.0},
+        {"kind": "vqvae_decode", "preset": "vq-f4-c4", "resolution": res, "device": CPU, "per_s": 50.0},
+        {"kind": "embed", "embedder": "pixels", "resolution": res, "device": CPU, "per_s": 1000.0},
+        {"kind": "dit_train", "model": "DiT-Micro/2", "latent": lat, "batch": 8, "device": CPU, "per_s": 4.0},
+        {"kind": "dit_sample", "model": "DiT-Micro/2", "latent": lat, "method": "euler", "device": CPU,
+         "per_s": 9.0},
+    ]
+
+
+def test_estimate_arithmetic_on_a_tiny_config():
+    cfg = _tiny()
+    ds = cfg.data.datasets[0]
+    assert ds.resolution == 16, "the table above is written for 16x16 images"
+    lat = latent_shape("vq-f4-c4", 16)
+    assert lat == [4, 4, 4]
+    n = 120
+    est = {e.stage: e for e in estimate(cfg, _table(lat), images={ds.name: n})}
+    assert set(est) == {"encode", "embed", "sweep", "eval"}      # random needs no proxy
+    trials = len(cfg.trial_grid())
+    assert trials == 2                                           # full + random at 0.5
+    assert est["encode"].hours == pytest.approx((10 / 2.0 + n / 100.0) / 3600)
+    assert est["embed"].hours == pytest.approx(n / 1000.0 / 3600)   # pixels only
+    assert est["sweep"].hours == pytest.approx((trials * 40 / 4.0 + trials * 6 * 3 / 9.0) / 3600)
+    assert est["eval"].hours == pytest.approx((trials * 6 / 50.0 + trials * 6 / 1000.0) / 3600)
+    text = format_estimate(cfg, list(est.values()))
+    total = sum(e.hours for e in est.values())
+    assert total < 100 and f"total   {total:.3g} CPU-h" in text and "not measured" not in text
+
+
+def test_unmeasured_configuration_prints_not_measured():
+    cfg = _tiny(model={"preset": "DiT-Tiny/2"}, sample={"method": "heun"})
+    lat = latent_shape("vq-f4-c4", 16)
+    est = {e.stage: e for e in estimate(cfg, _table(lat), images={cfg.data.datasets[0].name: 50})}
+    assert est["sweep"].hours is None
+    assert any("DiT-Tiny/2" in m for m in est["sweep"].missing)
+    assert est["encode"].hours is not None
+    text = format_estimate(cfg, list(est.values()))
+    assert "sweep   all trials" in text and "not measured: dit_train" in text
+    assert "not measured: sweep[all trials]" in text
+    # an unknown image count is said, not guessed
+    est = estimate(cfg, _table(lat), images={cfg.data.datasets[0].name: None})
+    assert [e.stage for e in est] == ["encode", "embed", "sweep", "eval"]   # random: no proxy
+    assert est[0].hours is None and "image count unknown" in est[0].work
+
+
+def test_committed_table_is_well_formed():
+    entries = load_throughputs(THROUGHPUTS)
+    import yaml
+
+    sources = yaml.safe_load(THROUGHPUTS.read_text())["sources"]
+    assert entries
+    for e in entries:
+        assert e["per_s"] > 0 and e["device"] in ("cpu", "gpu"), e
+        assert e["source"] in sources, e
+    for s in sources.values():
+        assert {"command", "machine", "date"} <= set(s), s
