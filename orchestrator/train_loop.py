@@ -277,5 +277,6 @@ def _sample_evaluate_save(cache: ArtifactCache, spec: dict, ema_model: Any, data
               "timing": {"train_s": t_train, "sample_s": t_sample, "eval_s": t_eval},
               "resumed_from_step": start, "world_size": world, "finished_at": time.time(),
               "files": {"grid": gkey, "manifest": spec["inputs"]["subset"]}}
+    record["node_id"] = ray.get_runtime_context().get_node_id()  # multi-node tests: where it ran
     cache.save_json(spec["key"], record)  # written last: its presence marks the trial done
     return metrics
