@@ -167,6 +167,11 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[dict], plan: ResourceP
                                     trial_dirname_creator=lambda t: t.config["trial"]["name"]),
         run_config=tune.RunConfig(name=f"sweep-{cfg.experiment.name}-{stamp}", storage_path=cfg.storage.ray_storage,
                                   verbose=1, log_to_file=False, callbacks=[_release_callback()],
+                                  # A trial whose node is lost (its function actor and Train
+                                  # controller die with it) is restarted; its TorchTrainer
+                                  # resumes from the run's last checkpoint.
+                                  failure_config=tune.FailureConfig(
+                                      max_failures=cfg.resources.max_failures),
                                   progress_reporter=tune.CLIReporter(
                                       metric_columns=["step", "loss"], parameter_columns=[],
                                       max_report_frequency=30)),
