@@ -39,9 +39,6 @@ def ray_env(prefix: str) -> Iterator[str]:
     every Ray process of the test inherits; restores ``os.environ`` afterwards."""
     temp_dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     env = {"RAY_TMPDIR": temp_dir, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1",
-           # A raylet waits 30 s by default for its dashboard agent, then aborts; on a
-           # loaded 2-core machine (load 40-80, seen) agents of added nodes took longer.
-           "RAY_agent_register_timeout_ms": "180000",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -58,7 +55,7 @@ def ray_env(prefix: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def local_cluster(head_cpus: float, workers: list[dict[str, Any]],
-                  timeout: float = 300) -> Iterator[Any]:
+                  timeout: float = 300, tries: int = 3) -> Iterator[Any]:
     """``ray.cluster_utils.Cluster``: a head with ``head_cpus`` CPUs plus one raylet per
     ``workers`` entry (``add_node`` kwargs, e.g. ``{"num_cpus": 1, "resources": {...}}``).
 
@@ -68,15 +65,25 @@ def local_cluster(head_cpus: float, workers: list[dict[str, Any]],
     """
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, shutdown_at_exit=True, head_node_args={
-        "num_cpus": head_cpus, "resources": {"head": 1.0}, "include_dashboard": False,
-        # Ray still starts a minimal dashboard, on 8265 without retries: another Ray
-        # on the machine may hold that port.
-        "dashboard_port": free_ports(1)[0]})
+    head = {"num_cpus": head_cpus, "resources": {"head": 1.0}, "include_dashboard": False,
+            # Ray still starts a minimal dashboard, on 8265 without retries: another Ray
+            # on the machine may hold that port.
+            "dashboard_port": free_ports(1)[0]}
+    for attempt in range(1, tries + 1):
+        cluster = Cluster(shutdown_at_exit=True)
+        try:
+            cluster.add_node(**head)
+            for kw in workers:
+                cluster.add_node(wait=False, **kw)
+            cluster.wait_for_nodes(timeout=timeout)
+            break
+        except Exception:
+            # A raylet gets 30 s to register (hard-coded in Ray 2.60's Node); at load
+            # 40-80 on 2 cores that ran out (seen): start the cluster again.
+            cluster.shutdown()
+            if attempt == tries:
+                raise
     try:
-        for kw in workers:
-            cluster.add_node(wait=False, **kw)
-        cluster.wait_for_nodes(timeout=timeout)
         yield cluster
     finally:
         cluster.shutdown()

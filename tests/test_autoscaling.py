@@ -28,8 +28,8 @@ import pytest
 import yaml
 
 from tests.cluster_helpers import free_ports, ray_env, wait_for
-from tests.pipeline_helpers import (REPO, SMOKE_METHODS, assert_complete_table, child_env, cli,
-                                    needs_fmnist, trial_records)
+from tests.pipeline_helpers import (REPO, assert_complete_table, child_env, cli, needs_fmnist,
+                                    trial_records)
 
 FAKE = REPO / "tests" / "clusters" / "fake_aws.yaml"
 AWS = REPO / "experiments" / "clusters" / "aws.yaml"
@@ -117,6 +117,38 @@ def _end_processes(head: subprocess.Popen, temp_dir: str) -> list[int]:
     return ended
 
 
+def _start_head(cmd: list[str], env: dict, tmp_path: Path, address: str, temp_dir: str,
+                tries: int = 3) -> tuple[subprocess.Popen, NodeWatch]:
+    """Start the head and wait for it; returns (its process, a NodeWatch on it).
+
+    ``ray start`` gives a raylet 30 s to register (hard-coded in Ray 2.60's Node); at
+    load 40-80 on 2 cores it sometimes did not (seen), so a failed start is retried.
+    """
+    for attempt in range(1, tries + 1):
+        log = tmp_path / f"head-{attempt}.log"
+        head = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=open(log, "w"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+        def head_up():
+            if head.poll() is not None:
+                return "exited"
+            try:
+                w = NodeWatch(address)
+                w.poll()
+                return w if HEAD_ID in w.alive else None
+            except Exception:
+                return None
+
+        up = wait_for(head_up, timeout=300, what="the fake cluster's head")
+        if up != "exited":
+            up.start()
+            return head, up
+        _end_processes(head, temp_dir)
+        if attempt == tries:
+            raise AssertionError(log.read_text()[-3000:])
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.slow
 @pytest.mark.cluster
 @pytest.mark.timeout(3600)
@@ -138,30 +170,19 @@ def test_autoscaling_sweep_on_fake_aws_cluster(tmp_path):
         bin_dir = str(Path(sys.executable).parent)
         env = child_env(local_ray=False, RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1",
                         PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-        head = subprocess.Popen(
-            [os.path.join(bin_dir, "ray"), "start", "--head", "--block", "--num-cpus=0",
-             "--num-gpus=0", f"--port={gcs}", f"--autoscaling-config={config_path}",
-             "--include-dashboard=false", f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
-             f"--dashboard-agent-listen-port={agent}", "--disable-usage-stats"],
-            cwd=tmp_path, env=env, stdout=open(tmp_path / "head.log", "w"),
-            stderr=subprocess.STDOUT, start_new_session=True)
-        watch = None
+        cmd = [os.path.join(bin_dir, "ray"), "start", "--head", "--block", "--num-cpus=0",
+               "--num-gpus=0", f"--port={gcs}", f"--autoscaling-config={config_path}",
+               "--include-dashboard=false", f"--dashboard-port={dash}",
+               f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+               "--disable-usage-stats"]
+        head, watch = _start_head(cmd, env, tmp_path, address, temp_dir)
         try:
-            def head_up():
-                assert head.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
-                try:
-                    w = NodeWatch(address)
-                    w.poll()
-                    return w if HEAD_ID in w.alive else None
-                except Exception:
-                    return None
-
-            watch = wait_for(head_up, timeout=300, what="the fake cluster's head")
-            watch.start()
             assert watch.alive == {HEAD_ID}   # no worker before there is demand
             out_dir = tmp_path / "out"
             t0 = time.time()
+            # Two trials (full, random; no proxy run): demand for two trial nodes.
             run = cli(["experiments/smoke.yaml", "--set", f"experiment.output_dir={out_dir}",
+                       "--set", "pruning.methods=[{name: random}]",
                        "--set", "resources.cpus_per_worker=0.9"], timeout=2700,
                       env=child_env(local_ray=False, RAY_ADDRESS=address))
             t_sweep = time.time() - t0
@@ -171,18 +192,17 @@ def test_autoscaling_sweep_on_fake_aws_cluster(tmp_path):
             wait_for(lambda: watch.alive == {HEAD_ID}, timeout=300, what="idle nodes removed")
             t_down = time.time() - t1
         finally:
-            if watch is not None:
-                watch.stop.set()
+            watch.stop.set()
             leftovers = _end_processes(head, temp_dir)
             logs = Path(temp_dir) / "ray" / "session_latest" / "logs"
             monitor = "".join(p.read_text(errors="replace") for p in sorted(logs.glob("monitor*.log")))
             (tmp_path / "monitor.log").write_text(monitor)   # the autoscaler's decisions
 
     assert "autoscaler trial(s) at once" in run.stdout, run.stdout[-3000:]
-    assert_complete_table(run.stdout)
+    assert_complete_table(run.stdout, methods=("full", "random"), n_rows=2)
     workers = {nid: t for nid, t in watch.first.items() if nid != HEAD_ID}
     records = trial_records(out_dir / "cache")
-    assert sorted(r["trial"]["method"] for r in records.values()) == sorted(SMOKE_METHODS)
+    assert sorted(r["trial"]["method"] for r in records.values()) == ["full", "random"]
     per_node: dict[str, int] = {}
     for rec in records.values():
         assert rec["node_id"] in workers, (rec["trial"]["name"], rec["node_id"])
@@ -196,4 +216,5 @@ def test_autoscaling_sweep_on_fake_aws_cluster(tmp_path):
           + f"; trials per node {dict((n[-5:], c) for n, c in per_node.items())}; "
           f"all idle workers gone {t_down:.0f}s after the sweep; "
           f"{len(leftovers)} process(es) left at the end (ended by PID) (shared 2-core machine)")
-    assert "Traceback" not in monitor, monitor[-3000:]
+    # The autoscaler's own account: worker nodes launched, and terminated as idle.
+    assert ":event_summary:Adding" in monitor and "(idle)" in monitor, monitor[-3000:]

@@ -109,7 +109,7 @@ def test_multinode_sweep_matches_single_node(tmp_path, aws):
     print("trials per node:", {name: per_node.get(nid, 0) for name, nid in workers.items()})
     assert {r["node_id"] for r in rec_one.values()} == {single_head}
     # Ray Train checkpoints of the proxy and the trials went to the bucket too.
-    assert any("/checkpoint_" in k for k in keys if k.startswith("multi/ray_results/"))
+    assert any("/checkpoint_20" in k for k in keys if k.startswith("multi/ray_results/"))
 
     # Same seeds, same threads: the metrics are bit-identical, trial by trial.
     assert rec_many.keys() == rec_one.keys()
@@ -126,7 +126,7 @@ def _checkpointed_runs(aws: dict[str, str], prefix: str) -> tuple[set[str], set[
     """(trial runs started, trial runs with a checkpoint) under ``prefix``'s Ray storage."""
     keys = bucket_keys(aws, BUCKET, f"{prefix}/ray_results/trials/")
     started = {k.split("/")[3] for k in keys}
-    ckpt = {k.split("/")[3] for k in keys if "/checkpoint_" in k}
+    ckpt = {k.split("/")[3] for k in keys if "/checkpoint_20" in k}   # checkpoint_<date>/
     return started, ckpt
 
 
@@ -139,9 +139,10 @@ def test_worker_node_removed_mid_sweep(tmp_path, aws):
     with ray_env("pdkn"), local_cluster(0, WORKERS) as cluster:
         workers = _worker_ids(cluster)
         victim = next(n for n in cluster.worker_nodes if n.node_id == workers["worker_a"])
-        # Trials of their own (train.steps), upstream artifacts from the shared cache.
+        # Two trials (full, random: no proxy run), one per worker node; upstream
+        # artifacts from the shared cache when the first test left them there.
         args = _args("drill", tmp_path, "--set", f"storage.cache_dir=s3://{BUCKET}/multi/cache",
-                     "--set", f"train.steps={steps}",
+                     "--set", "pruning.methods=[{name: random}]", "--set", f"train.steps={steps}",
                      "--set", f"train.checkpoint_every={every}", "--set", "resources.max_failures=2")
         log = open(tmp_path / "driver.log", "w+")
         driver = subprocess.Popen([sys.executable, "-m", "orchestrator.run", *args], cwd=REPO,
@@ -169,12 +170,12 @@ def test_worker_node_removed_mid_sweep(tmp_path, aws):
         log.seek(0)
         out = log.read()
         assert rc == 0, out[-5000:]
-        assert_complete_table(out)
+        assert_complete_table(out, methods=("full", "random"), n_rows=2)
         records = s3_records(aws, BUCKET, "multi/cache", train_steps=steps)
     print(f"\nremoved worker_a at {time.strftime('%H:%M:%S', time.localtime(t_kill))} "
           f"while runs {sorted(running)} were in flight")
 
-    assert sorted(r["trial"]["method"] for r in records.values()) == sorted(SMOKE_METHODS)
+    assert sorted(r["trial"]["method"] for r in records.values()) == ["full", "random"]
     for rec in records.values():
         assert rec["loss_curve"][-1][0] == steps
         assert all(math.isfinite(v) for v in rec["metrics"].values()), rec["trial"]["name"]
