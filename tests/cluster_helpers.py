@@ -65,9 +65,10 @@ def local_cluster(head_cpus: float, workers: list[dict[str, Any]],
     """
     from ray.cluster_utils import Cluster
 
-    head = {"num_cpus": head_cpus, "resources": {"head": 1.0}, "include_dashboard": False,
-            # Ray still starts a minimal dashboard, on 8265 without retries: another Ray
-            # on the machine may hold that port.
+    # The dashboard serves the state API, which Ray Train V2's placement-group cleaner
+    # needs to see that a controller died (without it a lost trial's group stayed
+    # reserved); on a free port: 8265 may be another Ray's.
+    head = {"num_cpus": head_cpus, "resources": {"head": 1.0}, "include_dashboard": True,
             "dashboard_port": free_ports(1)[0]}
     for attempt in range(1, tries + 1):
         cluster = Cluster(shutdown_at_exit=True)
