@@ -80,8 +80,20 @@ def test_resources_gpu_and_explicit_values():
     assert plan.max_concurrent_trials is None and plan.worker_gpus == 1.0
     plan = plan_resources(_rc(cpus_per_worker=0.5, max_concurrent_trials=3), {"CPU": 2.0})
     assert plan.worker_cpus == 0.5 and plan.max_concurrent_trials == 3
-    with pytest.raises(ValueError, match="no CPUs"):
+    with pytest.raises(ValueError, match="no CPUs.*resources.cpus_per_worker"):
         plan_resources(_rc(), {"CPU": 0.0})
+
+
+def test_resources_cpu_less_head_of_an_autoscaling_cluster():
+    # No CPU yet: the configured request per worker; concurrency left to the autoscaler.
+    plan = plan_resources(_rc(cpus_per_worker=0.9), {"CPU": 0.0})
+    assert plan.worker_resources() == {"CPU": 0.9} and plan.max_concurrent_trials is None
+    assert plan.torch_threads == plan.solo_threads == plan.actor_threads == 1
+    assert 0 < plan.actor_cpus <= 0.9
+    fixed = plan_resources(_rc(cpus_per_worker=0.9, max_concurrent_trials=2), {"CPU": 0.0})
+    assert fixed.max_concurrent_trials == 2
+    gpu = plan_resources(_rc(num_workers=2, use_gpu=True), {"CPU": 0.0})
+    assert gpu.worker_resources() == {"CPU": 4.0, "GPU": 1.0} and gpu.max_concurrent_trials is None
 
 
 def test_epoch_batches_disjoint_ranks_and_deterministic():

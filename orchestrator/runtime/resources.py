@@ -88,8 +88,13 @@ def plan_resources(res_cfg: Any, cluster: Mapping[str, float],
     cpus = float(cluster.get("CPU", 0.0))
     gpus = float(cluster.get("GPU", 0.0))
     nw = int(res_cfg.num_workers)
-    if cpus <= 0:
-        raise ValueError("the Ray cluster reports no CPUs")
+    # An autoscaling cluster whose head offers no CPU reports none until the autoscaler
+    # adds workers: the workers' request must then come from the config, and
+    # concurrency is left to the autoscaler (GPU requests are fixed already).
+    autoscaling = cpus <= 0
+    if autoscaling and not res_cfg.use_gpu and res_cfg.cpus_per_worker == "auto":
+        raise ValueError("the Ray cluster reports no CPUs (a CPU-less head of an autoscaling "
+                         "cluster?): set resources.cpus_per_worker to what one worker may ask")
     usable = cpus * USABLE_SHARE
     if res_cfg.use_gpu:
         worker_gpus = 1.0
@@ -105,8 +110,8 @@ def plan_resources(res_cfg: Any, cluster: Mapping[str, float],
     if worker_cpus <= 0:
         raise ValueError(f"resources.cpus_per_worker: {worker_cpus} leaves no CPU per worker")
     if res_cfg.max_concurrent_trials == "auto":
-        if res_cfg.use_gpu:
-            max_conc = conc_auto
+        if res_cfg.use_gpu or autoscaling:
+            max_conc = None if autoscaling else conc_auto
         else:
             max_conc = max(1, int((usable + 1e-9) // (nw * worker_cpus + TRIAL_CPUS)))
     else:

@@ -104,6 +104,7 @@ class TrainRuntime:
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
+        self.node_id = ray.get_runtime_context().get_node_id()   # recorded in the result
 
     def prepare_model(self, model: Any) -> Any:
         import ray.train.torch

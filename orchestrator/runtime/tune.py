@@ -71,6 +71,7 @@ class TuneRuntime:
             device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.run_dir = run_dir
+        self.node_id = ray.get_runtime_context().get_node_id()   # recorded in the result
 
     def prepare_model(self, model: Any) -> Any:
         return model.to(self.device)

@@ -150,4 +150,10 @@ def release_callback() -> Any:
         def on_trial_error(self, iteration, trials, trial, **info):
             release_placement_group({PG_KEY: self.pg_ids.pop(trial.trial_id, None)})
 
+        # A trial restarted after its node was lost: the lost attempt's controller died
+        # with it and its worker group's placement group stayed reserved on a surviving
+        # node, which the restarted attempt then waited for (seen when a node was removed).
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            release_placement_group({PG_KEY: self.pg_ids.pop(trial.trial_id, None)})
+
     return ReleasePlacementGroups()

@@ -210,9 +210,13 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[TrialSpec], plan: Reso
                                     trial_dirname_creator=lambda t: t.config["trial"]["name"]),
         run_config=tune.RunConfig(name=f"sweep-{cfg.experiment.name}-{stamp}", storage_path=cfg.storage.ray_storage,
                                   verbose=1, log_to_file=False,
-                                  # TorchTrainer trials restart within their own run.
+                                  # A solo trial restarts from its Tune checkpoint; a
+                                  # TorchTrainer trial restarts within its own run, but when its
+                                  # node is lost its Tune actor and Train controller die with it
+                                  # (seen on a multi-node cluster): Tune restarts the trial and
+                                  # the TorchTrainer resumes from the run's last checkpoint.
                                   failure_config=tune.FailureConfig(
-                                      max_failures=cfg.resources.max_failures if solo else 0),
+                                      max_failures=cfg.resources.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   callbacks=[] if solo else [release_callback()],
                                   progress_reporter=tune.CLIReporter(

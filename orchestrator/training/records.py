@@ -132,6 +132,7 @@ class TrialResult:
         world_size: DDP ranks of the training run.
         finished_at: unix time.
         files: cache keys of the sample grid and the subset manifest.
+        node_id: the Ray node the trial ran on (None outside Ray), for multi-node checks.
     """
 
     key: str
@@ -144,6 +145,7 @@ class TrialResult:
     world_size: int
     finished_at: float
     files: TrialFiles
+    node_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)   # unknown keys of older records
 
     def to_json(self) -> dict[str, Any]:
@@ -151,7 +153,8 @@ class TrialResult:
                 "params": dict(self.params), "metrics": dict(self.metrics),
                 "loss_curve": [list(p) for p in self.loss_curve], "timing": dict(self.timing),
                 "resumed_from_step": self.resumed_from_step, "world_size": self.world_size,
-                "finished_at": self.finished_at, "files": dataclasses.asdict(self.files)}
+                "finished_at": self.finished_at, "files": dataclasses.asdict(self.files),
+                "node_id": self.node_id}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TrialResult:
@@ -162,7 +165,7 @@ class TrialResult:
                    timing=dict(d.get("timing") or {}),
                    resumed_from_step=int(d.get("resumed_from_step", 0)),
                    world_size=int(d.get("world_size", 1)), finished_at=float(d.get("finished_at", 0.0)),
-                   files=TrialFiles(**d["files"]),
+                   files=TrialFiles(**d["files"]), node_id=d.get("node_id"),
                    extra={k: v for k, v in d.items() if k not in known})
 
     def row(self) -> dict[str, Any]:

@@ -122,14 +122,15 @@ def run_trial(spec: TrialSpec, runtime: TrialRuntime) -> TrialResult | None:
     result = None
     if runtime.rank == 0:
         result = sample_evaluate_save(cache, spec, ema_model, data, runtime.device, curve, start,
-                                      runtime.world, {"t0": t0, "train_s": t_train})
+                                      runtime.world, {"t0": t0, "train_s": t_train},
+                                      node_id=getattr(runtime, "node_id", None))
     runtime.finish(result.metrics if result is not None else {})
     return result
 
 
 def sample_evaluate_save(cache: ArtifactCache, spec: TrialSpec, ema_model: Any, data: dict,
                          device: torch.device, curve: list, start: int, world: int,
-                         clock: dict[str, float]) -> TrialResult:
+                         clock: dict[str, float], node_id: str | None = None) -> TrialResult:
     """Rank 0: samples, metrics, grid and the :class:`TrialResult` (written last)."""
     vq = vqvae_from_cache(cache, spec.inputs.vqvae)
     images = generate(vq, ema_model, spec.sample, spec.trial.seed, spec.conditional,
@@ -151,6 +152,6 @@ def sample_evaluate_save(cache: ArtifactCache, spec: TrialSpec, ema_model: Any, 
         key=spec.key, trial=spec.trial, params=spec.params, metrics=metrics, loss_curve=curve,
         timing={"train_s": clock["train_s"], "sample_s": t_sample, "eval_s": t_eval},
         resumed_from_step=start, world_size=world, finished_at=time.time(),
-        files=TrialFiles(grid=gkey, manifest=spec.inputs.subset))
+        files=TrialFiles(grid=gkey, manifest=spec.inputs.subset), node_id=node_id)
     cache.save_json(spec.key, result.to_json())  # written last: its presence marks the trial done
     return result
