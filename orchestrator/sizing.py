@@ -95,7 +95,7 @@ def dataset_images(ds: Any) -> int | None:
 def _needed_embedders(cfg: Config, ds_name: str) -> list[str]:
     names = list(cfg.embed.embedders)
     names += [m.build_pruner(ds_name).embedder for m in cfg.pruning.methods]
-    names.append(cfg.eval.embedder)
+    names += list(cfg.eval.embedders)   # evaluation spaces embed the training set too
     return list(dict.fromkeys(n for n in names if n))
 
 
@@ -168,11 +168,12 @@ def estimate(cfg: Config, table: list[dict[str, Any]] | None = None,
                             {"model": m, "latent": lat, "method": s.method, "device": dev})], table))
     res = cfg.data.datasets[0].resolution if cfg.data.datasets else None
     out.append(_stage("eval", "all trials", f"{t} x {s.num_samples} samples decoded + embedded "
-                      f"({cfg.eval.embedder})",
+                      f"({', '.join(cfg.eval.embedders)})",
                       [Work("vqvae_decode", t * s.num_samples, {"preset": ae.preset, "resolution": res,
-                                                                "device": dev}),
-                       Work("embed", t * s.num_samples, {"embedder": cfg.eval.embedder,
-                                                         "resolution": res, "device": dev})], table))
+                                                                "device": dev})]
+                      + [Work("embed", t * s.num_samples, {"embedder": e, "resolution": res,
+                                                           "device": dev})
+                         for e in cfg.eval.embedders], table))
     return out
 
 

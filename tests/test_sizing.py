@@ -21,7 +21,7 @@ def _tiny(**over):
     d["model"] = {"preset": "DiT-Micro/2"}
     d["train"] = {"steps": 40, "batch_size": 8}
     d["sample"] = {"num_samples": 6, "steps": 3, "method": "euler", "batch_size": 6}
-    d["eval"] = {"embedder": "pixels", "metrics": ["fd"], "num_real": 6}
+    d["eval"] = {"embedders": ["pixels"], "metrics": ["fd"], "num_real": 6}
     for k, v in over.items():
         d[k] = {**d[k], **v}
     return config_from_dict(d)
