@@ -135,6 +135,27 @@ def ensure_trained_spaces(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: A
     return {TRAINED_SPACE: {"weights": key, **info}}
 
 
+def _space_weights(cfg: Any, trained: dict[str, dict] | None, name: str) -> tuple[str | None, str | None]:
+    """(local weight file from ``embed.weights``, cache key of a trained space's weights)."""
+    return cfg.embed.weights.get(name), (trained or {}).get(name, {}).get("weights")
+
+
+def _embed_pass(cache: ArtifactCache, cfg: Any, dataset: Any, name: str, plan: ResourcePlan,
+                trained: dict[str, dict] | None, columns: list[str]) -> dict[str, np.ndarray]:
+    """One Ray Data actor-pool pass of embedder ``name``: ``{id, *columns}`` in id order.
+
+    No ``select_columns`` (a Project operator): see stages/encode.py:ensure_vqvae.
+    """
+    weights, weights_key = _space_weights(cfg, trained, name)
+    out = map_actor_pool(dataset, EmbedActor,
+                         {"name": name, "weights": weights,
+                          "device": "cuda" if plan.actor_gpus else "cpu",
+                          "threads": plan.actor_threads, "cache_root": cache.root,
+                          "weights_key": weights_key},
+                         plan, cfg.embed.batch_size)
+    return collect_by_id(out, columns)
+
+
 def ensure_embeddings(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
                       plan: ResourcePlan, fresh: bool,
                       trained: dict[str, dict] | None = None) -> dict[str, str]:
@@ -143,22 +164,13 @@ def ensure_embeddings(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
     ``trained``: :func:`ensure_trained_spaces`' result (weight files of trained spaces).
     """
     keys = {}
-    device = "cuda" if plan.actor_gpus else "cpu"
     for name in needed_embedders(cfg):
-        weights = cfg.embed.weights.get(name)
-        weights_key = (trained or {}).get(name, {}).get("weights")
-        key = embed_key(cache, source.fingerprint, name, weights or weights_key)
-        keys[name] = key
+        weights, weights_key = _space_weights(cfg, trained, name)
+        key = keys[name] = embed_key(cache, source.fingerprint, name, weights or weights_key)
         if not fresh and cache.has(key, "arrays"):
             say("embed[%s/%s]: cached (%s)", ds_cfg.name, name, key)
             continue
-        # No select_columns (a Project operator): see stages/encode.py:ensure_vqvae.
-        out = map_actor_pool(source.dataset, EmbedActor,
-                             {"name": name, "weights": weights, "device": device,
-                              "threads": plan.actor_threads, "cache_root": cache.root,
-                              "weights_key": weights_key},
-                             plan, cfg.embed.batch_size)
-        cols = collect_by_id(out, ["features"])
+        cols = _embed_pass(cache, cfg, source.dataset, name, plan, trained, ["features"])
         if len(cols["id"]) != source.count:
             raise RuntimeError(f"embed[{ds_cfg.name}/{name}]: {len(cols['id'])} features "
                                f"for {source.count} images")
@@ -179,21 +191,13 @@ def ensure_reference(cache: ArtifactCache, cfg: Any, ds_cfg: Any, plan: Resource
     source = reference_data(ds_cfg, cfg.eval.num_real)
     origin = reference_origin(ds_cfg)
     keys = {}
-    device = "cuda" if plan.actor_gpus else "cpu"
     for name in cfg.eval.embedders:
-        weights = cfg.embed.weights.get(name)
-        weights_key = (trained or {}).get(name, {}).get("weights")
-        key = reference_key(cache, source.fingerprint, name, weights or weights_key)
-        keys[name] = key
+        weights, weights_key = _space_weights(cfg, trained, name)
+        key = keys[name] = reference_key(cache, source.fingerprint, name, weights or weights_key)
         if not fresh and cache.has(key, "arrays"):
             say("reference[%s/%s]: cached (%s)", ds_cfg.name, name, key)
             continue
-        out = map_actor_pool(source.dataset.select_columns(["id", "image", "label"]), EmbedActor,
-                             {"name": name, "weights": weights, "device": device,
-                              "threads": plan.actor_threads, "cache_root": cache.root,
-                              "weights_key": weights_key},
-                             plan, cfg.embed.batch_size)
-        cols = collect_by_id(out, ["label", "features"])
+        cols = _embed_pass(cache, cfg, source.dataset, name, plan, trained, ["label", "features"])
         if len(cols["id"]) == 0:
             raise RuntimeError(f"reference[{ds_cfg.name}]: no readable image in {origin}")
         cache.save_arrays(key, ids=cols["id"].astype(np.int64),
