@@ -99,9 +99,10 @@ def test_disk_full_mid_run_keeps_earlier_artifacts(tmp_path: Path, monkeypatch, 
     monkeypatch.setenv("RAY_ADDRESS", "local")       # our own Ray, not another session's head
     cache = tmp_path / "cache"
     rc, out, err, writes = _run(tmp_path, cache, 2, monkeypatch, capsys)
-    # driver write 1 = latents, 2 = pixel embeddings (the VQ-VAE is written by its actor)
+    # driver write 1 = latents, 2 = the classifier space's weights (the VQ-VAE is written
+    # by its actor)
     assert rc == 1, out[-3000:] + err[-3000:]
-    assert len(writes) == 2 and "/latents/" in writes[0] and "/embed/" in writes[1], (
+    assert len(writes) == 2 and "/latents/" in writes[0] and "/classifier/" in writes[1], (
         writes, err[-2000:])
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, err
