@@ -31,24 +31,28 @@ def _spec(root: str) -> TrialSpec:
     cache = ArtifactCache(root)
     rng = np.random.default_rng(0)
     n = 48
-    lat, sub, feats, vq = (ArtifactCache.key(kind, 0, t="tune")
-                           for kind in ("latents", "subset", "embed", "vqvae"))
+    lat, sub, feats, vq, ref = (ArtifactCache.key(kind, 0, t="tune")
+                                for kind in ("latents", "subset", "embed", "vqvae", "reference"))
     cache.save_arrays(lat, latents=rng.standard_normal((n, 4, 8, 8)).astype(np.float32),
                       labels=(np.arange(n) % 3).astype(np.int64))
     cache.save_arrays(sub, indices=np.arange(0, n, 2, dtype=np.int64))
     cache.save_arrays(feats, features=rng.random((n, 3 * 32 * 32)).astype(np.float32))
+    cache.save_arrays(ref, ids=np.arange(24, dtype=np.int64), labels=(np.arange(24) % 3).astype(np.int64),
+                      features=rng.random((24, 3 * 32 * 32)).astype(np.float32))   # held-out stand-in
     path = os.path.join(root, "vq.pt")
     save_vqvae(build_vqvae("vq-f4-c4"), path, "vq-f4-c4")
     with open(path, "rb") as f:
         cache.save_bytes(vq, f.read())
     return TrialSpec(key=ArtifactCache.key("trial", 0, t="tune"), cache_root=root,
                      run_name="tune-resume", trial=Trial("fake", "random", 0.5, 0),
-                     params={}, inputs=TrialInputs(lat, sub, vq, feats), conditional=True,
+                     params={}, inputs=TrialInputs(lat, sub, vq, {"pixels": feats},
+                                                   reference={"pixels": ref}), conditional=True,
                      num_classes=3, model=ModelConfig("DiT-Micro/2"),
                      train=TrainConfig(steps=STEPS, batch_size=8, checkpoint_every=5, log_every=5),
                      sample=SampleConfig(num_samples=16, steps=2, method="euler", batch_size=16),
-                     eval=EvalConfig(embedder="pixels", metrics=("fd", "vendi"), num_real=24),
-                     eval_weights=None)
+                     eval=EvalConfig(embedders=("pixels",), primary="pixels", metrics=("fd", "vendi"),
+                                     num_real=24),
+                     eval_weights={})
 
 
 def flaky_trial(config: dict) -> None:
