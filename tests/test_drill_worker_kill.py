@@ -72,6 +72,7 @@ def _run_name(key: str, rec: dict) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.pending   # failed on the merged code (2026-12-02); not yet re-run after the fixes
 @pytest.mark.timeout(2400)
 @needs_fmnist
 @pytest.mark.parametrize("target", sorted(TITLES))
@@ -84,7 +85,9 @@ def test_killed_worker_resumes_its_trial_only(target, tmp_path, tmp_path_factory
     args = ["experiments/smoke.yaml", "--set", f"experiment.output_dir={out}",
             "--set", f"storage.cache_dir={cache}", "--set", f"train.steps={STEPS}",
             "--set", "train.checkpoint_every=5", "--set", "resources.max_failures=1",
-            "--set", "resources.max_concurrent_trials=1"]   # one trial, one worker at a time
+            "--set", "resources.max_concurrent_trials=1"]   # one trial at a time
+    if target == "train-worker":   # single-worker trials train inside the Tune trainable
+        args += ["--set", "resources.num_workers=2"]
     log_path = tmp_path / "first.log"
     with open(log_path, "w") as log:
         first = subprocess.Popen([sys.executable, "-m", "orchestrator.run", *args], cwd=REPO,
