@@ -420,13 +420,14 @@ def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, s
     results = load_results(cache, specs)
     out_dir = os.path.join(tempfile.mkdtemp(prefix="prunediff-report-"))
     table = comparison_table(results, [m.label for m in cfg.pruning.methods])
-    paths = write_table(table, out_dir, header=reference_header(specs))
+    header = reference_header(specs) + space_header(cfg, specs)
+    paths = write_table(table, out_dir, header=header)
     paths["trials"] = write_trials([r.to_json() for r in results], out_dir)  # per-seed values
     verdicts = verdicts_markdown(cfg, trials_frame([r.to_json() for r in results])) \
         if results else ""
     paths["verdicts"] = os.path.join(out_dir, "verdicts.md")
     Path(paths["verdicts"]).write_text(verdicts)
-    Path(paths["markdown"]).write_text(space_header(cfg, specs) + "\n" + to_markdown(table)
+    Path(paths["markdown"]).write_text(header + "\n" + to_markdown(table)
                                        + ("\n## Verdicts\n\n" + verdicts if verdicts else ""))
     plots = (plot_methods_vs_ratio(table, out_dir) + plot_metric_vs_ratio(table, out_dir)
              if len(table) else [])
