@@ -3,7 +3,7 @@ the sweep's outputs read back from the local S3 endpoint (tests/s3_helpers.py).
 
 Every Ray process started here lives under a private temp dir (``RAY_TMPDIR``) and
 is ended by the helper that started it (``Cluster.shutdown`` kills the processes of
-each node it added, by PID); nothing here runs ``ray stop``.
+each node it added, by PID); nothing here runs Ray's stop command (it ends every Ray on the machine).
 """
 
 from __future__ import annotations

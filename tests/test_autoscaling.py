@@ -7,7 +7,7 @@ started on this machine by the autoscaler's monitor); after the sweep the idle
 nodes are terminated (``idle_timeout_minutes``). The head runs as a child process
 in its own session with a private ``RAY_TMPDIR``; at the end exactly that session's
 processes, and any process carrying that temp dir in its environment, are ended
-by PID. ``ray stop`` (and ``AutoscalingCluster.shutdown()``, which runs it) would end
+by PID. Ray's stop command (and ``AutoscalingCluster.shutdown()``, which runs it) would end
 every Ray instance on the machine, so neither is used.
 """
 
