@@ -11,7 +11,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,20 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster_helpers import free_ports
 from tests.pipeline_helpers import (REPO, SMOKE_METHODS, assert_complete_table, child_env,
                                     needs_fmnist, shared_cache, trial_records)
 
 STEPS = 12   # train.steps of this test's trials (the in-process test uses smoke's 20)
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _wait_dashboard(url: str, head: subprocess.Popen, timeout: float = 420) -> None:
@@ -74,7 +64,7 @@ def _stop_head(head: subprocess.Popen) -> None:
 @needs_fmnist
 def test_ray_job_submit_smoke_ddp(tmp_path, tmp_path_factory):
     cache = shared_cache(tmp_path_factory)
-    gcs, dash, client, agent = _free_ports(4)
+    gcs, dash, client, agent = free_ports(4)
     bin_dir = str(Path(sys.executable).parent)
     env = child_env(local_ray=False, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     # A private temp dir keeps this head's address out of /tmp/ray/ray_current_cluster,
