@@ -84,7 +84,7 @@ def test_ray_job_submit_smoke_ddp(tmp_path, tmp_path_factory):
         out_dir = tmp_path / "out"
         job = subprocess.run(
             [os.path.join(bin_dir, "ray"), "job", "submit", "--address", url, "--working-dir", ".",
-             "--runtime-env-json", '{"excludes": [".venv", ".git", "outputs", "data"]}', "--",
+             "--runtime-env-json", '{"excludes": [".venv", ".git", "/outputs", "/data"]}', "--",
              "python", "-m", "orchestrator.run", "experiments/smoke.yaml",
              "--set", f"experiment.output_dir={out_dir}", "--set", f"storage.cache_dir={cache}",
              "--set", "resources.num_workers=2", "--set", f"train.steps={STEPS}"],

@@ -202,3 +202,16 @@ def test_solo_trial_resumes_from_its_run_folder_bit_identical(tmp_path, monkeypa
     assert got.metrics == reference.metrics
     assert [int(p.rsplit("_", 1)[1]) for p in run_checkpoints(run_dir)] == [15, 20]
     assert reports[-1]["trial_finished"] == 1
+
+
+def test_run_checkpoints_skips_a_folder_without_its_completion_marker(tmp_path):
+    """A copy cut short (no marker: object stores cannot rename a folder) is not resumed from."""
+    from orchestrator.runtime.tune import _COMPLETE, run_checkpoints
+
+    for step, complete in ((5, True), (10, True), (15, False)):
+        folder = tmp_path / f"checkpoint_{step:09d}"
+        folder.mkdir()
+        (folder / "model.pt").write_bytes(b"x")
+        if complete:
+            (folder / _COMPLETE).write_bytes(b"")
+    assert [int(p.rsplit("_", 1)[1]) for p in run_checkpoints(str(tmp_path))] == [5, 10]

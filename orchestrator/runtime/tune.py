@@ -25,6 +25,7 @@ from orchestrator.runtime import workarounds
 
 KEEP = 2   # checkpoints kept in the run folder (as Ray Train's CheckpointConfig(num_to_keep=2))
 _PREFIX = "checkpoint_"
+_COMPLETE = ".complete"   # written last into a checkpoint folder: object stores have no rename
 
 
 def _step_of(name: str) -> int:
@@ -50,7 +51,8 @@ def run_checkpoints(run_dir: str) -> list[str]:
     fs, base = _fs(run_dir)
     infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
     found = [i.path for i in infos if i.type == pafs.FileType.Directory and _step_of(i.path) >= 0]
-    return sorted(found, key=_step_of)
+    done = [p for p in found if fs.get_file_info(f"{p}/{_COMPLETE}").type == pafs.FileType.File]
+    return sorted(done, key=_step_of)
 
 
 class TuneRuntime:
@@ -71,13 +73,15 @@ class TuneRuntime:
             device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.run_dir = run_dir
-        self.node_id = ray.get_runtime_context().get_node_id()   # recorded in the result
+        # Recorded in the result; asked only inside a Ray worker, since asking from a plain
+        # process would start (or join a stale) Ray.
+        self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
     def prepare_model(self, model: Any) -> Any:
         return model.to(self.device)
 
     def save_checkpoint(self, metrics: dict[str, float], files: dict[str, dict]) -> None:
-        """Write ``files`` to ``<run_dir>/checkpoint_<step>`` (atomically) and report it to Tune."""
+        """Write ``files`` to ``<run_dir>/checkpoint_<step>`` (complete once marked) and report it to Tune."""
         from ray import tune
 
         from orchestrator.training.loop import write_checkpoint_files
@@ -91,16 +95,15 @@ class TuneRuntime:
         final = f"{base}/{_PREFIX}{int(metrics['step']):09d}"
         with tempfile.TemporaryDirectory() as d:
             write_checkpoint_files(d, files)
-            # Copied under a temporary name, then moved: a folder named
-            # checkpoint_<step> is always complete (a rename on a local disk).
-            fs.create_dir(base)
-            for path in (final + ".tmp", final):
-                if fs.get_file_info(path).type != pafs.FileType.NotFound:
-                    fs.delete_dir(path)
-            fs.create_dir(final + ".tmp")
-            pafs.copy_files(d, final + ".tmp", source_filesystem=pafs.LocalFileSystem(),
+            # A checkpoint folder counts only once its marker, copied last, is there: an
+            # object store (s3://, gs://) cannot rename a folder, so no temporary name.
+            if fs.get_file_info(final).type != pafs.FileType.NotFound:
+                fs.delete_dir(final)          # a partial copy left by a killed trial
+            fs.create_dir(final)
+            pafs.copy_files(d, final, source_filesystem=pafs.LocalFileSystem(),
                             destination_filesystem=fs)
-            fs.move(final + ".tmp", final)
+            with fs.open_output_stream(f"{final}/{_COMPLETE}") as out:
+                out.write(b"")
             tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(d))
         for path in run_checkpoints(self.run_dir)[:-KEEP]:
             fs.delete_dir(path)

@@ -149,12 +149,15 @@ class TrialResult:
     extra: dict[str, Any] = field(default_factory=dict)   # unknown keys of older records
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.extra, "key": self.key, "trial": trial_to_json(self.trial),
+        """The JSON shape of ``result.json``; ``node_id`` only when the trial ran under Ray."""
+        out = {**self.extra, "key": self.key, "trial": trial_to_json(self.trial),
                 "params": dict(self.params), "metrics": dict(self.metrics),
                 "loss_curve": [list(p) for p in self.loss_curve], "timing": dict(self.timing),
                 "resumed_from_step": self.resumed_from_step, "world_size": self.world_size,
-                "finished_at": self.finished_at, "files": dataclasses.asdict(self.files),
-                "node_id": self.node_id}
+                "finished_at": self.finished_at, "files": dataclasses.asdict(self.files)}
+        if self.node_id is not None:
+            out["node_id"] = self.node_id
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TrialResult:
