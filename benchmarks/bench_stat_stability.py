@@ -103,11 +103,15 @@ def train_proxy_checkpoints(pcfg: dict, data: dict, num_classes: int) -> tuple[d
 
 
 def measure(model: Any, data: dict, pcfg: dict, weights: dict, k: int, seed: int,
-            t_mode: str, noise: str, rows: np.ndarray) -> tuple[dict[str, np.ndarray], float, float]:
+            t_mode: str, noise: str, rows: np.ndarray, grand_k: int | None = None,
+            grand_only: tuple[str, ...] | None = None,
+            ) -> tuple[dict[str, np.ndarray], float, float]:
     """The proxy's statistics at K draws of one draw seed (as orchestrator.proxy._measure).
 
     Args:
         rows: (M,) positions measured (MoSo's mean gradient is over these M samples).
+        grand_k, grand_only: GraNd's draws (default K) and gradient parameters (default
+            all; ``DiT.OUTPUT_LAYER`` = proxy.grand_params "output").
 
     Returns:
         ({stat: (M,) scores}, wall seconds, CPU seconds of the statistics passes).
@@ -129,8 +133,9 @@ def measure(model: Any, data: dict, pcfg: dict, weights: dict, k: int, seed: int
             traj.append(torch.cat([st.per_sample_losses(model, loss_fn, xb, yb, ib, k, seed, t_mode,
                                                         noise) for xb, yb, ib in parts]).numpy())
         if step in grad_at:
-            grand.append(torch.cat([st.per_sample_grad_norms(model, loss_fn, xb, yb, ib, k, seed,
-                                                             chunk, t_mode, noise)
+            grand.append(torch.cat([st.per_sample_grad_norms(model, loss_fn, xb, yb, ib,
+                                                             grand_k or k, seed, chunk, t_mode,
+                                                             noise, only=grand_only)
                                     for xb, yb, ib in parts]).numpy())
             g_mean = sum(st.gradient_sum(model, loss_fn, xb, yb, ib, k, seed, chunk, t_mode,
                                          noise) for xb, yb, ib in parts) / n
@@ -153,6 +158,9 @@ def main() -> None:
     parser.add_argument("--ks", default="1,2,4,8", help="K values of the shared grid (after)")
     parser.add_argument("--before-ks", default="2,4", help="K values of per-sample t (before)")
     parser.add_argument("--shared-noise", default="2", help="K values of the shared-noise variant")
+    parser.add_argument("--grand-output", default="",
+                        help="GraNd draw counts of the output-layer variant (shared grid and "
+                             "noise, K = proxy.draws for the other statistics), e.g. 12")
     parser.add_argument("--vqvae-steps", type=int, default=None, help="default: the config's")
     parser.add_argument("--subset", type=int, default=0,
                         help="measure the statistics on M random samples (0 = all N); costs "
@@ -190,18 +198,24 @@ def main() -> None:
     def ks(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
 
-    # (row label, t_mode, noise, K); the first row, the former default, is the cost reference
-    variants = ([("per_sample", "per_sample", "per_sample", 2)]
-                + [("shared_grid", "shared_grid", "per_sample", k) for k in ks(args.ks)]
-                + [("shared_grid+shared_noise", "shared_grid", "shared", k)
+    from models.dit import DiT
+
+    # (row label, t_mode, noise, K, GraNd K, GraNd params); the first row, the former
+    # default, is the cost reference
+    variants = ([("per_sample", "per_sample", "per_sample", 2, None, None)]
+                + [("shared_grid", "shared_grid", "per_sample", k, None, None) for k in ks(args.ks)]
+                + [("shared_grid+shared_noise", "shared_grid", "shared", k, None, None)
                    for k in ks(args.shared_noise)]
-                + [("per_sample", "per_sample", "per_sample", k) for k in ks(args.before_ks)
-                   if k != 2])
+                + [(f"shared_grid+shared_noise, GraNd output layer K={g}", "shared_grid", "shared",
+                    pcfg["draws"], g, DiT.OUTPUT_LAYER) for g in ks(args.grand_output)]
+                + [("per_sample", "per_sample", "per_sample", k, None, None)
+                   for k in ks(args.before_ks) if k != 2])
     results = []
-    for mode, t_mode, noise, k in variants:
+    for mode, t_mode, noise, k, grand_k, only in variants:
         halves, walls, cpus = [], [], []
         for seed in draw_seeds:
-            scores, wall, cpu = measure(model, data, pcfg, weights, k, seed, t_mode, noise, rows)
+            scores, wall, cpu = measure(model, data, pcfg, weights, k, seed, t_mode, noise, rows,
+                                        grand_k, only)
             halves.append(scores)
             walls.append(wall)
             cpus.append(cpu)

@@ -154,6 +154,8 @@ class DiT(nn.Module):
         seed: seed of the weight initialization (the global RNG is not used).
     """
 
+    OUTPUT_LAYER = ("final.",)   # parameter-name prefixes of the output layer (last-layer GraNd)
+
     def __init__(
         self,
         input_size: int = 32,

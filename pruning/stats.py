@@ -29,7 +29,8 @@ The orchestrator's proxy stage calls these functions on batches of
   computed with torch.func (functional_call + vmap + grad), not a loop.
 
 Per-sample gradient conventions (K draws per sample):
-- GraNd: mean over the K draws of ||grad loss(x, t_j, noise_j)||.
+- GraNd: mean over the K draws of ||grad loss(x, t_j, noise_j)||, over all parameters
+  or over the output layer only (``only``; the proxy's default, with more draws).
 - MoSo: g_z = grad of the sample's K-draw mean loss; g = mean over the dataset.
 """
 
@@ -149,11 +150,17 @@ class _Functional:
         return getattr(self._model, name)
 
 
-def _split_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """(trainable params, everything else: frozen params and buffers), detached."""
+def _split_tensors(model: nn.Module, only: tuple[str, ...] | None = None,
+                   ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(trainable params, everything else: frozen params and buffers), detached.
+
+    ``only``: parameter-name prefixes to differentiate (None = every trainable one);
+    the others are held fixed like buffers.
+    """
     params, rest = {}, {}
     for name, p in model.named_parameters():
-        (params if p.requires_grad else rest)[name] = p.detach()
+        keep = p.requires_grad and (only is None or name.startswith(only))
+        (params if keep else rest)[name] = p.detach()
     for name, b in model.named_buffers():
         rest[name] = b.detach()
     return params, rest
@@ -178,12 +185,17 @@ def _per_sample_grad_fn(model: nn.Module, loss_fn: LossFn, has_y: bool) -> Calla
 
 def _chunked_grads(
     model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, t: Tensor, noise: Tensor,
-    chunk: int,
+    chunk: int, only: tuple[str, ...] | None = None,
 ) -> Iterator[tuple[slice, dict[str, Tensor]]]:
-    """Yield (rows, {name: (c, *param.shape) grads}) for chunks of <= chunk items."""
+    """Yield (rows, {name: (c, *param.shape) grads}) for chunks of <= chunk items.
+
+    ``only``: parameter-name prefixes to differentiate (see `_split_tensors`).
+    """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    params, rest = _split_tensors(model)
+    params, rest = _split_tensors(model, only)
+    if not params:
+        raise ValueError(f"no trainable parameter name starts with {only}")
     fn = _per_sample_grad_fn(model, loss_fn, y is not None)
     for s in range(0, x.shape[0], chunk):
         rows = slice(s, min(s + chunk, x.shape[0]))
@@ -223,12 +235,16 @@ def per_sample_losses(
 def per_sample_grad_norms(
     model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int,
     seed: int, chunk: int = 64, t_mode: str = "shared_grid", noise: str = "per_sample",
+    only: tuple[str, ...] | None = None,
 ) -> Tensor:
-    """GraNd: mean over K draws of the full-parameter per-sample gradient norm.
+    """GraNd: mean over K draws of the per-sample gradient norm.
 
     Args:
         model, loss_fn, x, y, ids, k, seed, t_mode, noise: as `per_sample_losses`.
         chunk: per-(sample, draw) gradients held at once (memory chunk x P).
+        only: parameter-name prefixes of the gradient (None = all parameters). The
+            output layer alone (as DeepCore's GraNd) costs a fraction of a full
+            backward, so more draws fit in the same time (proxy.grand_params).
 
     Returns:
         (B,) float64 on x.device.
@@ -241,7 +257,7 @@ def per_sample_grad_norms(
     ts, ns = t.reshape(b * k, 1), eps.reshape(b * k, 1, *x.shape[1:])
     sq = torch.zeros(b * k, dtype=torch.float64, device=x.device)
     with _eval_mode(model) as inner:
-        for rows, grads in _chunked_grads(inner, loss_fn, xs, ys, ts, ns, chunk):
+        for rows, grads in _chunked_grads(inner, loss_fn, xs, ys, ts, ns, chunk, only):
             for g in grads.values():
                 sq[rows] += g.reshape(g.shape[0], -1).double().pow(2).sum(dim=1)
     return sq.sqrt().reshape(b, k).mean(dim=1)

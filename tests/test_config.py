@@ -161,6 +161,8 @@ def _set(raw: dict, dotted: str, value) -> dict:
     ("embed.weights", {"classifier": "/x.pt"}, "embed.weights.classifier: this space is trained"),
     ("sample.method", "rk4", "sample.method: 'rk4' is not one of euler, heun"),
     ("proxy.noise", "common", "proxy.noise: 'common' is not one of per_sample, shared"),
+    ("proxy.grand_params", "last", "proxy.grand_params: 'last' is not one of output, all"),
+    ("proxy.grand_draws", 0, "proxy.grand_draws: must be positive"),
     ("experiment.seeds", [], "experiment.seeds: needs at least one seed"),
     ("data.datasets.0.source", "mnist", "data.datasets[0].source: unknown name 'mnist'"),
     ("data.datasets.0.limit", 0, "data.datasets[0].limit: must be positive"),

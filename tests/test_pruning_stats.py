@@ -382,3 +382,36 @@ def test_cuda_matches_cpu():
     gpu = stats.per_sample_grad_norms(model.cuda(), flow_loss, x.cuda(), y.cuda(), ids.cuda(), 2, 0,
                                       chunk=4)
     np.testing.assert_allclose(gpu.cpu().numpy(), cpu.numpy(), rtol=1e-3)
+
+
+def test_output_layer_grad_norms_on_tiny_dit_match_loop():
+    """``only=DiT.OUTPUT_LAYER``: the norm of the output layer's gradient alone (brute force)."""
+    from models.dit import DiT
+
+    torch.manual_seed(6)
+    model = _tiny_dit()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    x, y, ids = _data(b=4, c=2, hw=4)
+    from models.transport import per_sample_flow_loss as loss_fn
+
+    got = stats.per_sample_grad_norms(model, loss_fn, x, y, ids, k=3, seed=1, chunk=5,
+                                      noise="shared", only=DiT.OUTPUT_LAYER)
+    full = stats.per_sample_grad_norms(model, loss_fn, x, y, ids, k=3, seed=1, chunk=5, noise="shared")
+    model.eval()
+    t, noise = stats.fixed_draws(ids, 3, tuple(x.shape[1:]), 1, noise="shared")
+    final = [p for name, p in model.named_parameters() if name.startswith("final.")]
+    assert final and len(final) < len(list(model.parameters()))
+    ref = []
+    for i in range(4):
+        norms = []
+        for j in range(3):
+            loss = loss_fn(model, x[i:i + 1], y[i:i + 1], t[i, j:j + 1], noise[i, j:j + 1])[0]
+            gs = torch.autograd.grad(loss, final)
+            norms.append(float(torch.sqrt(sum((g.double() ** 2).sum() for g in gs))))
+        ref.append(np.mean(norms))
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-4)
+    assert np.all(got.numpy() < full.numpy())           # a part of the full gradient
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        stats.per_sample_grad_norms(model, loss_fn, x, y, ids, k=1, seed=0, only=("nowhere.",))

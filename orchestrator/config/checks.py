@@ -135,7 +135,7 @@ def check_values(cfg: Config) -> None:
         raise ConfigError("pruning: no methods and baseline: false leaves no trial to run")
     positives = {
         "autoencoder": ("batch_size", "lr"), "embed": ("batch_size",),
-        "proxy": ("steps", "batch_size", "lr", "log_points", "grad_checkpoints", "draws",
+        "proxy": ("steps", "batch_size", "lr", "log_points", "grad_checkpoints", "draws", "grand_draws",
                   "chunk"),
         "train": ("steps", "batch_size", "lr", "checkpoint_every", "log_every"),
         "sample": ("num_samples", "steps", "batch_size"),
@@ -153,6 +153,7 @@ def check_values(cfg: Config) -> None:
     _choice(cfg.train.precision, ("fp32", "bf16", "fp16"), "train.precision")
     _choice(cfg.sample.method, ("euler", "heun"), "sample.method")
     _choice(cfg.proxy.noise, ("per_sample", "shared"), "proxy.noise")   # pruning.stats.NOISE_MODES
+    _choice(cfg.proxy.grand_params, ("output", "all"), "proxy.grand_params")
     _positive(cfg.sample.cfg_scale, "sample.cfg_scale", allow_zero=True)
     res = cfg.resources
     _positive(res.gpus_per_actor, "resources.gpus_per_actor", allow_zero=True)

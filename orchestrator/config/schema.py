@@ -72,6 +72,8 @@ class ProxyConfig:
     draws: int = 3
     chunk: int = 64
     noise: str = "shared"   # "shared" | "per_sample" (pruning.stats.fixed_draws; stat_stability.md)
+    grand_params: str = "output"   # GraNd gradient over "output" (the DiT's output layer) | "all"
+    grand_draws: int = 12          # GraNd's K draws (the output-layer gradient is cheap)
 
 
 @dataclass(frozen=True)

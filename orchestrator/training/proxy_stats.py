@@ -4,7 +4,8 @@ Only the statistics asked for are recorded (GraNd / MoSo gradient passes are the
 expensive ones):
 
 - ``loss_traj`` (N, T): per-sample flow loss at ``log_points`` evenly spaced steps;
-- ``grad_norm`` (N, G): per-sample gradient norm at ``grad_checkpoints`` steps;
+- ``grad_norm`` (N, G): per-sample gradient norm at ``grad_checkpoints`` steps (of the
+  output layer, ``grand_draws`` draws, by default: ``proxy.grand_params``);
 - ``moso`` (N, G): MoSo score at the same steps (mean gradient all-reduced).
 
 Each rank measures its stride of the dataset (positions ``rank::world``).
@@ -57,8 +58,16 @@ def _measure(cfg: dict, model: Any, x: Any, y: Any, ids: Any, stats: tuple[str, 
             st.per_sample_losses(model, loss_fn, xb, yb, ib, k, seed, noise=noise)
             for xb, yb, ib in parts]).cpu().numpy()
     if which == "grad" and "grad_norm" in stats:
+        from models.dit import DiT
+
+        # proxy.grand_params "output": the output layer's gradient (DeepCore's GraNd) at
+        # grand_draws draws: split-half 0.93 at K=12 for the cost of the full gradient at
+        # K=3 (0.67-0.73), benchmarks/results/stat_stability.md
+        only = DiT.OUTPUT_LAYER if cfg.get("grand_params", "output") == "output" else None
+        kg = int(cfg.get("grand_draws", k))
         out["grad_norm"] = torch.cat([
-            st.per_sample_grad_norms(model, loss_fn, xb, yb, ib, k, seed, chunk, noise=noise)
+            st.per_sample_grad_norms(model, loss_fn, xb, yb, ib, kg, seed, chunk, noise=noise,
+                                     only=only)
             for xb, yb, ib in parts]).cpu().numpy()
     if which == "grad" and "moso" in stats:
         g_sum = sum(st.gradient_sum(model, loss_fn, xb, yb, ib, k, seed, chunk, noise=noise)
