@@ -104,7 +104,7 @@ def train_proxy_checkpoints(pcfg: dict, data: dict, num_classes: int) -> tuple[d
 
 def measure(model: Any, data: dict, pcfg: dict, weights: dict, k: int, seed: int,
             t_mode: str, noise: str, rows: np.ndarray, grand_k: int | None = None,
-            grand_only: tuple[str, ...] | None = None,
+            grand_only: tuple[str, ...] | None = None, el2n_k: int | None = None,
             ) -> tuple[dict[str, np.ndarray], float, float]:
     """The proxy's statistics at K draws of one draw seed (as orchestrator.proxy._measure).
 
@@ -112,6 +112,7 @@ def measure(model: Any, data: dict, pcfg: dict, weights: dict, k: int, seed: int
         rows: (M,) positions measured (MoSo's mean gradient is over these M samples).
         grand_k, grand_only: GraNd's draws (default K) and gradient parameters (default
             all; ``DiT.OUTPUT_LAYER`` = proxy.grand_params "output").
+        el2n_k: EL2N's draws at the last step (proxy.el2n_draws; default K).
 
     Returns:
         ({stat: (M,) scores}, wall seconds, CPU seconds of the statistics passes).
@@ -144,9 +145,14 @@ def measure(model: Any, data: dict, pcfg: dict, weights: dict, k: int, seed: int
                              for xb, yb, ib in parts])
             moso.append(st.moso_scores(n, g_mean, torch.cat(sq), torch.cat(dots)))
             meangrad.append(torch.cat(sq).sqrt().numpy())
-    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     traj_a = np.stack(traj, axis=1)
-    out = {"el2n": traj_a[:, -1], "monotonicity": increase_fraction(traj_a),
+    el2n = traj_a[:, -1]
+    if el2n_k is not None:   # the proxy's loss_last: el2n_k draws at the last step
+        model.load_state_dict(weights[pcfg["steps"]])
+        el2n = torch.cat([st.per_sample_losses(model, loss_fn, xb, yb, ib, el2n_k, seed, t_mode,
+                                               noise) for xb, yb, ib in parts]).numpy()
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    out = {"el2n": el2n, "monotonicity": increase_fraction(traj_a),
            "grand": np.stack(grand, 1)[:, -1], "moso": np.stack(moso, 1).mean(axis=1),
            "grand_meangrad": np.stack(meangrad, 1)[:, -1]}
     return out, secs, cpu
@@ -159,8 +165,9 @@ def main() -> None:
     parser.add_argument("--before-ks", default="2,4", help="K values of per-sample t (before)")
     parser.add_argument("--shared-noise", default="2", help="K values of the shared-noise variant")
     parser.add_argument("--grand-output", default="",
-                        help="GraNd draw counts of the output-layer variant (shared grid and "
-                             "noise, K = proxy.draws for the other statistics), e.g. 12")
+                        help="GraNd (output layer) and EL2N draw counts of the proxy's default "
+                             "variant (shared grid and noise, K = proxy.draws for the other "
+                             "statistics), e.g. 12")
     parser.add_argument("--vqvae-steps", type=int, default=None, help="default: the config's")
     parser.add_argument("--subset", type=int, default=0,
                         help="measure the statistics on M random samples (0 = all N); costs "
@@ -206,8 +213,8 @@ def main() -> None:
                 + [("shared_grid", "shared_grid", "per_sample", k, None, None) for k in ks(args.ks)]
                 + [("shared_grid+shared_noise", "shared_grid", "shared", k, None, None)
                    for k in ks(args.shared_noise)]
-                + [(f"shared_grid+shared_noise, GraNd output layer K={g}", "shared_grid", "shared",
-                    pcfg["draws"], g, DiT.OUTPUT_LAYER) for g in ks(args.grand_output)]
+                + [(f"shared_grid+shared_noise, GraNd output layer and EL2N K={g}", "shared_grid",
+                    "shared", pcfg["draws"], g, DiT.OUTPUT_LAYER) for g in ks(args.grand_output)]
                 + [("per_sample", "per_sample", "per_sample", k, None, None)
                    for k in ks(args.before_ks) if k != 2])
     results = []
@@ -215,7 +222,7 @@ def main() -> None:
         halves, walls, cpus = [], [], []
         for seed in draw_seeds:
             scores, wall, cpu = measure(model, data, pcfg, weights, k, seed, t_mode, noise, rows,
-                                        grand_k, only)
+                                        grand_k, only, grand_k)
             halves.append(scores)
             walls.append(wall)
             cpus.append(cpu)

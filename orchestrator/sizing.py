@@ -148,7 +148,8 @@ def estimate(cfg: Config, table: list[dict[str, Any]] | None = None,
         stats, px = _needed_stats(cfg, ds.name), cfg.proxy
         if stats:
             key = {"model": px.model, "latent": lat, "device": dev}
-            loss = px.log_points * n * px.draws if "loss_traj" in stats else 0
+            loss = (px.log_points * n * px.draws * ("loss_traj" in stats)
+                    + n * px.el2n_draws * ("loss_last" in stats))
             # GraNd: one gradient per sample-draw per checkpoint (the output layer's costs
             # about 0.3 of a full one: 1.4 vs 5.1 CPU s per 1000 sample x 3 draws,
             # DiT-Micro/2, 2026-12-02); MoSo: the mean gradient plus one more per sample-draw

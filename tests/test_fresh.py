@@ -71,7 +71,7 @@ def test_fresh_rebuilds_everything_and_rerun_resumes_proxy(tmp_path):
     arrays, record = _proxy_files(cache)
     assert json.loads(record.read_text())["resumed_from_step"] == 0
     stats = _load(arrays)
-    assert set(stats) == {"loss_traj"} and stats["loss_traj"].shape == (400, 4)
+    assert set(stats) == {"loss_last"} and stats["loss_last"].shape == (400, 1)
     ckpts = glob.glob(str(out / "ray_results" / "proxy-fmnist-*" / "checkpoint_*" / "rank0.pt"))
     assert ckpts, "the proxy wrote no checkpoint"
     (trial,) = trial_records(cache).values()

@@ -45,6 +45,18 @@ def test_el2n_reads_the_checkpoint_column(checkpoint):
     np.testing.assert_array_equal(res.scores, traj[:, checkpoint])
 
 
+def test_el2n_defaults_to_the_last_step_at_its_own_draws():
+    """Default: stats["loss_last"] (the proxy's el2n_draws draws), not the trajectory."""
+    pruner = PRUNERS["el2n"]()
+    assert pruner.needs_stats == ("loss_last",)
+    assert PRUNERS["el2n"](checkpoint=-1).needs_stats == ("loss_traj",)
+    last = np.array([[3.0], [1.0], [2.0]])
+    res = pruner.score(_ctx(3, loss_traj=np.zeros((3, 2)), loss_last=last))
+    np.testing.assert_array_equal(res.scores, last[:, 0])
+    with pytest.raises(ValueError, match="checkpoint"):
+        PRUNERS["el2n"](checkpoint="first")
+
+
 def test_el2n_checkpoint_out_of_range():
     with pytest.raises(ValueError, match="checkpoint"):
         PRUNERS["el2n"](checkpoint=5).score(_ctx(2, loss_traj=np.zeros((2, 3))))
@@ -109,7 +121,7 @@ def test_stratum_budgets_follow_ccs_allocation():
 def test_ccs_cuts_hardest_and_fills_strata():
     n = 200
     loss = np.linspace(0.0, 1.0, n)  # el2n difficulty = loss at the last column
-    ctx = _ctx(n, loss_traj=np.stack([loss, loss], axis=1))
+    ctx = _ctx(n, loss_traj=np.stack([loss, loss], axis=1), loss_last=loss[:, None])
     pruner = PRUNERS["ccs"](base="el2n", beta=0.1, strata=4)
     res = pruner.score(ctx)
     assert (res.groups[-20:] == -1).all() and (res.groups[:-20] >= 0).all()

@@ -108,7 +108,8 @@ def _tiny_context(n=40, seed=0):
     return ScoreContext(
         n=n, seed=seed, labels=rng.integers(0, 3, size=n),
         embeddings={"effnet_lite0": feats, "clip": feats, "dinov2": feats},
-        stats={"loss_traj": rng.random((n, 4)), "grad_norm": rng.random((n, 2)),
+        stats={"loss_traj": rng.random((n, 4)), "loss_last": rng.random((n, 1)),
+               "grad_norm": rng.random((n, 2)),
                "moso": rng.normal(size=(n, 2))},
     )
 

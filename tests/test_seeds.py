@@ -104,7 +104,7 @@ def test_each_experiment_seed_scores_with_its_own_proxy(tmp_path):
                       labels=np.zeros(30, np.int64))
     proxy = {s: cache.key("proxy", 2, seed=s) for s in (0, 1)}
     for s, key in proxy.items():
-        cache.save_arrays(key, loss_traj=rng.random((30, 3)))
+        cache.save_arrays(key, loss_traj=rng.random((30, 3)), loss_last=rng.random((30, 1)))
     art = DatasetArtifacts("d", "fp", 1, "vq", lat, {}, proxy)
     method = MethodConfig(name="el2n", label="el2n")
     k0, _ = ensure_scores(cache, method, 0, art, fresh=False)

@@ -135,7 +135,7 @@ def check_values(cfg: Config) -> None:
         raise ConfigError("pruning: no methods and baseline: false leaves no trial to run")
     positives = {
         "autoencoder": ("batch_size", "lr"), "embed": ("batch_size",),
-        "proxy": ("steps", "batch_size", "lr", "log_points", "grad_checkpoints", "draws", "grand_draws",
+        "proxy": ("steps", "batch_size", "lr", "log_points", "grad_checkpoints", "draws", "grand_draws", "el2n_draws",
                   "chunk"),
         "train": ("steps", "batch_size", "lr", "checkpoint_every", "log_every"),
         "sample": ("num_samples", "steps", "batch_size"),

@@ -74,6 +74,7 @@ class ProxyConfig:
     noise: str = "shared"   # "shared" | "per_sample" (pruning.stats.fixed_draws; stat_stability.md)
     grand_params: str = "output"   # GraNd gradient over "output" (the DiT's output layer) | "all"
     grand_draws: int = 12          # GraNd's K draws (the output-layer gradient is cheap)
+    el2n_draws: int = 12           # EL2N's K draws at the last step (forward passes only)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from orchestrator.storage import fsutil
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.training.proxy_stats import STAT_KEYS, rank_files, read_rank_state, train_proxy
 
-# 3: GraNd of the output layer at proxy.grand_draws draws; 2: shared stratified t grid
+# 3: GraNd of the output layer at proxy.grand_draws draws, EL2N's loss_last; 2: shared stratified t grid
 # (pruning.stats), seeded by the experiment seed
 PROXY_VERSION = 3
 

@@ -4,6 +4,7 @@ Only the statistics asked for are recorded (GraNd / MoSo gradient passes are the
 expensive ones):
 
 - ``loss_traj`` (N, T): per-sample flow loss at ``log_points`` evenly spaced steps;
+- ``loss_last`` (N, 1): per-sample flow loss at the last step, ``el2n_draws`` draws (EL2N);
 - ``grad_norm`` (N, G): per-sample gradient norm at ``grad_checkpoints`` steps (of the
   output layer, ``grand_draws`` draws, by default: ``proxy.grand_params``);
 - ``moso`` (N, G): MoSo score at the same steps (mean gradient all-reduced).
@@ -30,7 +31,7 @@ from orchestrator.training.loop import (LoopSpec, build_model, train_steps, unwr
                                         write_checkpoint_files)
 
 log = logging.getLogger(__name__)
-STAT_KEYS = ("loss_traj", "grad_norm", "moso")
+STAT_KEYS = ("loss_traj", "loss_last", "grad_norm", "moso")
 SaveFn = Callable[[dict, int, float], None]   # (state, step, loss) at a checkpoint step
 
 
@@ -56,6 +57,11 @@ def _measure(cfg: dict, model: Any, x: Any, y: Any, ids: Any, stats: tuple[str, 
     if which == "log" and "loss_traj" in stats:
         out["loss_traj"] = torch.cat([
             st.per_sample_losses(model, loss_fn, xb, yb, ib, k, seed, noise=noise)
+            for xb, yb, ib in parts]).cpu().numpy()
+    if which == "last" and "loss_last" in stats:
+        kl = int(cfg.get("el2n_draws", k))
+        out["loss_last"] = torch.cat([
+            st.per_sample_losses(model, loss_fn, xb, yb, ib, kl, seed, noise=noise)
             for xb, yb, ib in parts]).cpu().numpy()
     if which == "grad" and "grad_norm" in stats:
         from models.dit import DiT
@@ -186,7 +192,8 @@ class _Recorder:
     def __call__(self, done: int, loss: float) -> None:
         self.loss = loss
         xs, ys, ids = self.shard
-        for which, at in (("log", self.log_at), ("grad", self.grad_at)):
+        for which, at in (("log", self.log_at), ("grad", self.grad_at),
+                          ("last", {self.cfg["steps"]})):
             if done in at:
                 for key, val in _measure(self.cfg, self.model, xs, ys, ids, tuple(self.cfg["stats"]),
                                          which, self.world).items():
