@@ -10,12 +10,9 @@ Input: one or two ``trials.csv`` files (format: :mod:`eval.trials`; one row per 
 (c) balanced clustering moves the generated class shares of a skewed set closer to
     uniform than random pruning (``cov_kl_uniform``, from ``--skewed``), per ratio.
 
-Every row: mean ± std with a percentile-bootstrap 95% CI per mean, the difference,
-Welch's t, its Welch–Satterthwaite df, the two-sided p and the Holm-corrected p across
-the comparisons of that one table. A row says "significantly better/worse" only at
-corrected p < 0.05, otherwise "not significant (n = k seeds)"; without two seeds a side
-there is no test and the row says so. In (b) the clustering variant is picked by its
-mean before testing, which favours it slightly; the Holm family covers every row.
+Every row's statistics (means with bootstrap CIs, Welch's t with its df, two-sided p,
+Holm correction within the table, and when a row may say "significant") are those of
+:mod:`eval.verdicts`, whose docstring states them.
 
 Methods that selected their subset in the metric's own feature space are named with
 ``--circular`` and marked †: the selection is rewarded by construction there.

@@ -19,7 +19,7 @@ import tempfile
 import time
 from typing import Any, Iterator
 
-from tests.pipeline_helpers import REPO
+from tests.pipeline_helpers import REPO, patched_environ
 
 
 def free_ports(n: int) -> list[int]:
@@ -40,16 +40,10 @@ def ray_env(prefix: str) -> Iterator[str]:
     temp_dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     env = {"RAY_TMPDIR": temp_dir, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        yield temp_dir
+        with patched_environ(env):
+            yield temp_dir
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -8,12 +8,14 @@ trials are new while the upstream stages come from the cache.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -27,6 +29,21 @@ _shared: dict[str, Path] = {}
 needs_fmnist = pytest.mark.skipif(
     not FMNIST.is_file(), reason=f"Fashion-MNIST not installed ({FMNIST}; apt-get install "
                                  "dataset-fashion-mnist)")
+
+
+@contextlib.contextmanager
+def patched_environ(env: dict[str, str]) -> Iterator[None]:
+    """Set ``env`` in ``os.environ`` for the block; restore every key afterwards."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:

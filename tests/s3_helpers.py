@@ -8,8 +8,9 @@ or other S3-compatible service; nothing reaches the network.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Iterator
+
+from tests.pipeline_helpers import patched_environ
 
 
 @contextlib.contextmanager
@@ -25,17 +26,11 @@ def local_s3(bucket: str) -> Iterator[dict[str, str]]:
     env = {"AWS_ENDPOINT_URL": url, "MLFLOW_S3_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_EC2_METADATA_DISABLED": "true"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        boto3.client("s3", endpoint_url=url).create_bucket(Bucket=bucket)
-        yield env
+        with patched_environ(env):
+            boto3.client("s3", endpoint_url=url).create_bucket(Bucket=bucket)
+            yield env
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         server.stop()
 
 
