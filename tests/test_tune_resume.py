@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -81,7 +82,6 @@ def _state(path: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@pytest.mark.pending   # 'the failure was never injected' on the merged code (2026-12-02)
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_solo_trial_resumes_from_tune_checkpoint_bit_identical(tmp_path, monkeypatch):
@@ -106,6 +106,11 @@ def test_solo_trial_resumes_from_tune_checkpoint_bit_identical(tmp_path, monkeyp
     monkeypatch.setenv("RAY_ADDRESS", "local")
     ray_tmp = tempfile.mkdtemp(prefix="tr", dir="/tmp")   # socket paths <= 107 chars
     monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    # The workers cannot import this test module (pytest put tests/ on the driver's
+    # sys.path only): pickle flaky_trial by value.
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[flaky_trial.__module__])
     try:
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
         run_dir = str(tmp_path / "trials" / spec.run_name)
@@ -119,6 +124,7 @@ def test_solo_trial_resumes_from_tune_checkpoint_bit_identical(tmp_path, monkeyp
         results = tuner.fit()
     finally:
         ray.shutdown()
+        cloudpickle.unregister_pickle_by_value(sys.modules[flaky_trial.__module__])
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert (tmp_path / "failed-once").exists(), "the failure was never injected"
     assert not results.errors, results.errors
