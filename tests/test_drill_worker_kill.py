@@ -25,6 +25,7 @@ upstream artifacts; two sweeps, the second of one trial); marked slow.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -38,7 +39,8 @@ import pytest
 from tests.pipeline_helpers import (REPO, assert_complete_table, child_env, cli, needs_fmnist,
                                     shared_cache, table_rows, trial_records)
 
-STEPS = 30   # train.steps of this test's trials: keys distinct from the other tests'
+STEPS = 30   # train.steps of this test's trials (+5 for the TorchTrainer variant): keys
+             # distinct from the other tests' and from each other
 TITLES = {"train-worker": "ray::RayTrainWorker", "tune-trainable": "ray::ImplicitFunc"}
 
 
@@ -62,9 +64,25 @@ def _session_procs(sid: int) -> dict[int, str]:
     return out
 
 
-def _checkpointed(out: Path) -> set[str]:
-    return {Path(p).parent.name
-            for p in glob.glob(str(out / "ray_results" / "trials" / "*" / "checkpoint_*"))}
+def _checkpointed(out: Path, target: str) -> set[str]:
+    """Run names of the trials with a checkpoint a restarted trial would resume from.
+
+    ``train-worker``: registered by Ray Train's controller (listed in the run's
+    ``checkpoint_manager_snapshot.json``; a folder alone may be uploaded but not yet
+    registered when the worker dies). ``tune-trainable``: a run-folder checkpoint with
+    its completion marker (``orchestrator.runtime.tune``).
+    """
+    runs = out / "ray_results" / "trials"
+    if target == "train-worker":
+        found = set()
+        for snap in glob.glob(str(runs / "*" / "checkpoint_manager_snapshot.json")):
+            try:
+                if json.loads(Path(snap).read_text()).get("latest_checkpoint_result"):
+                    found.add(Path(snap).parent.name)
+            except (OSError, ValueError):
+                continue   # being written
+        return found
+    return {Path(p).parent.parent.name for p in glob.glob(str(runs / "*" / "checkpoint_*" / ".complete"))}
 
 
 def _run_name(key: str, rec: dict) -> str:
@@ -72,18 +90,24 @@ def _run_name(key: str, rec: dict) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.pending   # failed on the merged code (2026-12-02); not yet re-run after the fixes
 @pytest.mark.timeout(2400)
 @needs_fmnist
-@pytest.mark.parametrize("target", sorted(TITLES))
+@pytest.mark.parametrize("target", [
+    # 2-worker DDP: resumes from its checkpoint, but its metrics differ from an uninterrupted
+    # run's in the 3rd decimal (seen 2026-12-02): a random stream or data order is not
+    # restored bit for bit on this path. Opt-in until fixed.
+    pytest.param("train-worker", marks=pytest.mark.pending),
+    "tune-trainable"])
 def test_killed_worker_resumes_its_trial_only(target, tmp_path, tmp_path_factory):
     if target == "tune-trainable" and not _tune_runtime_present():
         pytest.skip("the single-worker Tune-trainable path (a TuneRuntime in "
                     "orchestrator/runtime/, branch fastsweep) is not on this branch")
     cache = shared_cache(tmp_path_factory)
+    # Each variant its own trial keys in the shared cache (records are counted below).
+    steps = STEPS if target == "tune-trainable" else STEPS + 5
     out = tmp_path / "out"
     args = ["experiments/smoke.yaml", "--set", f"experiment.output_dir={out}",
-            "--set", f"storage.cache_dir={cache}", "--set", f"train.steps={STEPS}",
+            "--set", f"storage.cache_dir={cache}", "--set", f"train.steps={steps}",
             "--set", "train.checkpoint_every=5", "--set", "resources.max_failures=1",
             "--set", "resources.max_concurrent_trials=1"]   # one trial at a time
     if target == "train-worker":   # single-worker trials train inside the Tune trainable
@@ -99,12 +123,12 @@ def test_killed_worker_resumes_its_trial_only(target, tmp_path, tmp_path_factory
         while killed is None:
             assert first.poll() is None, f"finished before a kill: {log_path.read_text()[-3000:]}"
             assert time.time() < deadline, "no trial checkpoint in time"
-            done = {_run_name(k, r) for k, r in trial_records(cache, STEPS).items()}
-            cut = _checkpointed(out) - done
+            done = {_run_name(k, r) for k, r in trial_records(cache, steps).items()}
+            cut = _checkpointed(out, target) - done
             procs = [pid for pid, t in _session_procs(first.pid).items()
                      if t.startswith(TITLES[target])]
-            if cut and len(procs) == 1:
-                before = trial_records(cache, STEPS)
+            if cut and procs:   # 2 RayTrainWorkers for the TorchTrainer variant: kill one
+                before = trial_records(cache, steps)
                 os.kill(procs[0], signal.SIGKILL)
                 killed = (procs[0], sorted(cut)[0])
             time.sleep(0.2)
@@ -121,7 +145,7 @@ def test_killed_worker_resumes_its_trial_only(target, tmp_path, tmp_path_factory
     text = log_path.read_text()
     assert rc == 0, text[-4000:]
     assert_complete_table(text)
-    after = trial_records(cache, STEPS)
+    after = trial_records(cache, steps)
     assert len(after) == 4
     for key, rec in before.items():
         assert after[key] == rec, f"finished trial {rec['trial']['name']} was trained again"
@@ -136,7 +160,8 @@ def test_killed_worker_resumes_its_trial_only(target, tmp_path, tmp_path_factory
     again = cli(args, timeout=1500)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert "3 already done, 1 to run" in again.stdout + again.stderr
-    fresh = trial_records(cache, STEPS)[key]
+    fresh = trial_records(cache, steps)[key]
     assert fresh["resumed_from_step"] == 0
     assert fresh["metrics"] == after[key]["metrics"], (fresh["metrics"], after[key]["metrics"])
-    assert table_rows(again.stdout) == table_rows(text[text.rindex("Results ("):])
+    assert (table_rows(again.stdout[again.stdout.rindex("Results ("):])
+            == table_rows(text[text.rindex("Results ("):]))
