@@ -39,8 +39,8 @@ import pytest
 from tests.pipeline_helpers import (REPO, assert_complete_table, child_env, cli, needs_fmnist,
                                     shared_cache, table_rows, trial_records)
 
-STEPS = 30   # train.steps of this test's trials (+5 for the TorchTrainer variant): keys
-             # distinct from the other tests' and from each other
+STEPS = 25   # train.steps of this test's trials (+10 for the TorchTrainer variant): keys
+             # distinct from the other tests' (test_resume: 30, 40) and from each other
 TITLES = {"train-worker": "ray::RayTrainWorker", "tune-trainable": "ray::ImplicitFunc"}
 
 
@@ -104,7 +104,7 @@ def test_killed_worker_resumes_its_trial_only(target, tmp_path, tmp_path_factory
                     "orchestrator/runtime/, branch fastsweep) is not on this branch")
     cache = shared_cache(tmp_path_factory)
     # Each variant its own trial keys in the shared cache (records are counted below).
-    steps = STEPS if target == "tune-trainable" else STEPS + 5
+    steps = STEPS if target == "tune-trainable" else STEPS + 10
     out = tmp_path / "out"
     args = ["experiments/smoke.yaml", "--set", f"experiment.output_dir={out}",
             "--set", f"storage.cache_dir={cache}", "--set", f"train.steps={steps}",

@@ -24,7 +24,7 @@ from tests.pipeline_helpers import (REPO, assert_complete_table, child_env, cli,
 
 # train.steps of this test's trials per DDP world size: distinct keys from the other
 # tests and from each other (trial_records filters by steps)
-STEPS = {1: 40, 2: 30}
+STEPS = {1: 40, 2: 30}   # the worker-kill drill trains 25 and 35
 
 
 def _session_pids(sid: int) -> list[int]:
