@@ -8,7 +8,8 @@ quickstart's shapes (32x32 images, vq-f4-c4 -> (4, 8, 8) latents, batch 64):
 * ``vqvae_train`` steps/s, ``vqvae_encode`` / ``vqvae_decode`` images/s;
 * ``embed``: images/s per embedder (``models.build_embedder``; skipped without weights);
 * ``stats_loss`` / ``stats_grad``: per-sample flow losses / gradient norms (``pruning.stats``),
-  sample-draws/s.
+  sample-draws/s; gradients of all parameters (MoSo, GraNd ``all``) and of the output
+  layer (GraNd's default, ``proxy.grand_params: output``).
 
 Prints each YAML entry (device ``cpu``, per thread count) as soon as it is measured.
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from models import build_dit, build_embedder, build_vqvae, cfg_velocity_fn, sample_ode, training_loss
+from models.dit import DiT
 from models.transport import per_sample_flow_loss
 from models.vqvae import vqvae_train_step
 from pruning.stats import per_sample_grad_norms, per_sample_losses
@@ -55,12 +57,24 @@ class Entries(list):
               flush=True)
 
 
+def _classifier_file(images: np.ndarray) -> str:
+    """A classifier-space file (one training step: the space is trained per dataset, and an
+    untrained network of the same shape costs the same to run)."""
+    import tempfile
+
+    from models.classifier import save_classifier, train_classifier
+
+    path = os.path.join(tempfile.mkdtemp(prefix="pd_throughputs_"), "classifier.pt")
+    save_classifier(train_classifier(images, np.arange(len(images)) % 10, 10, steps=1), path)
+    return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--models", nargs="+", default=["DiT-Micro/2"])
-    p.add_argument("--embedders", nargs="*", default=["pixels", "effnet_lite0"])
+    p.add_argument("--embedders", nargs="*", default=["pixels", "effnet_lite0", "classifier"])
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     gen = torch.Generator().manual_seed(0)
@@ -89,9 +103,11 @@ def main() -> None:
         out.append(("stats_loss", {"model": name, "latent": [4, 8, 8]},
                     rate(lambda: per_sample_losses(model, per_sample_flow_loss, x, y, ids, 2, 0), 64 * 2,
                          a.iters)))
-        out.append(("stats_grad", {"model": name, "latent": [4, 8, 8]},
-                    rate(lambda: per_sample_grad_norms(model, per_sample_flow_loss, x, y, ids, 2, 0, 64),
-                         64 * 2, max(1, a.iters // 2))))
+        for params, only in (("all", None), ("output", DiT.OUTPUT_LAYER)):
+            out.append(("stats_grad", {"model": name, "latent": [4, 8, 8], "params": params},
+                        rate(lambda: per_sample_grad_norms(model, per_sample_flow_loss, x, y, ids, 2,
+                                                           0, 64, only=only),
+                             64 * 2, max(1, a.iters // 2))))
     vq = build_vqvae("vq-f4-c4")
     imgs = torch.rand(64, 3, 32, 32, generator=gen) * 2 - 1
     vopt = torch.optim.Adam(vq.parameters(), lr=2e-4)
@@ -107,7 +123,8 @@ def main() -> None:
     images = np.random.default_rng(0).integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)
     for emb in a.embedders:
         try:
-            e = build_embedder(emb, device="cpu")
+            e = build_embedder(emb, device="cpu", weights=_classifier_file(images)
+                               if emb == "classifier" else None)
         except Exception as err:  # missing weights: not measured
             print(f"# {emb}: not measured ({err})")
             continue

@@ -150,16 +150,19 @@ def estimate(cfg: Config, table: list[dict[str, Any]] | None = None,
             key = {"model": px.model, "latent": lat, "device": dev}
             loss = (px.log_points * n * px.draws * ("loss_traj" in stats)
                     + n * px.el2n_draws * ("loss_last" in stats))
-            # GraNd: one gradient per sample-draw per checkpoint (the output layer's costs
-            # about 0.3 of a full one: 1.4 vs 5.1 CPU s per 1000 sample x 3 draws,
-            # DiT-Micro/2, 2026-12-02); MoSo: the mean gradient plus one more per sample-draw
-            # (pruning.stats.gradient_sum, moso_terms). In full-gradient units:
-            grand = px.grand_draws * (0.3 if px.grand_params == "output" else 1.0)
-            grad = int(px.grad_checkpoints * n * (grand * ("grad_norm" in stats)
-                                                  + 2 * px.draws * ("moso" in stats)))
+            # GraNd: one gradient per sample-draw per checkpoint, of the output layer or of
+            # all parameters (proxy.grand_params; throughputs measured for each); MoSo: the
+            # mean gradient plus one more per sample-draw, all parameters
+            # (pruning.stats.gradient_sum, moso_terms)
+            grand = px.grad_checkpoints * n * px.grand_draws * ("grad_norm" in stats)
+            moso = px.grad_checkpoints * n * 2 * px.draws * ("moso" in stats)
             parts = [Work("dit_train", px.steps, {**key, "batch": px.batch_size})]
             parts += [Work("stats_loss", loss, key)] if loss else []
-            parts += [Work("stats_grad", grad, key)] if grad else []
+            if grand and px.grand_params == "all":
+                moso, grand = moso + grand, 0
+            parts += [Work("stats_grad", grand, {**key, "params": "output"})] if grand else []
+            parts += [Work("stats_grad", moso, {**key, "params": "all"})] if moso else []
+            grad = grand + moso
             out.append(_stage("proxy", ds.name, f"{px.model} {px.steps} steps (batch {px.batch_size}) + "
                               f"{loss} loss and {grad} gradient sample-draws", parts, table))
     lat = latent_shape(ae.preset, cfg.data.datasets[0].resolution) if cfg.data.datasets else None

@@ -23,7 +23,7 @@ def _tiny(**over):
     d["sample"] = {"num_samples": 6, "steps": 3, "method": "euler", "batch_size": 6}
     d["eval"] = {"embedders": ["pixels"], "metrics": ["fd"], "num_real": 6}
     for k, v in over.items():
-        d[k] = {**d[k], **v}
+        d[k] = {**d.get(k, {}), **v}
     return config_from_dict(d)
 
 
@@ -86,3 +86,28 @@ def test_committed_table_is_well_formed():
         assert e["source"] in sources, e
     for s in sources.values():
         assert {"command", "machine", "date"} <= set(s), s
+
+
+def test_proxy_gradients_priced_by_their_parameters():
+    """GraNd's output-layer gradients and MoSo's full gradients are priced at their own
+    measured rates (stats_grad params output / all), not one rate times a guessed factor."""
+    proxy = {"model": "DiT-Micro/2", "steps": 20, "batch_size": 8, "log_points": 2, "draws": 3,
+             "grad_checkpoints": 1, "grand_draws": 5, "el2n_draws": 4}
+    methods = [{"name": "grand"}, {"name": "moso"}, {"name": "el2n"}]
+    cfg = _tiny(pruning={"methods": methods}, proxy=proxy)
+    lat = latent_shape("vq-f4-c4", 16)
+    key = {"model": "DiT-Micro/2", "latent": lat, "device": CPU}
+    table = _table(lat) + [
+        {"kind": "stats_loss", **key, "per_s": 100.0},
+        {"kind": "stats_grad", **key, "params": "output", "per_s": 40.0},
+        {"kind": "stats_grad", **key, "params": "all", "per_s": 10.0}]
+    n = 60
+    est = {e.stage: e for e in estimate(cfg, table, images={cfg.data.datasets[0].name: n})}
+    expected = (20 / 4.0 + n * 4 / 100.0 + n * 5 / 40.0 + n * 2 * 3 / 10.0) / 3600
+    assert est["proxy"].hours == pytest.approx(expected)
+    # grand_params all: GraNd's gradients cost the full rate; without that entry: "not measured"
+    cfg = _tiny(pruning={"methods": methods}, proxy={**proxy, "grand_params": "all"})
+    est = {e.stage: e for e in estimate(cfg, table, images={cfg.data.datasets[0].name: n})}
+    assert est["proxy"].hours == pytest.approx((20 / 4.0 + n * 4 / 100.0 + n * (5 + 6) / 10.0) / 3600)
+    est = {e.stage: e for e in estimate(cfg, table[:-1], images={cfg.data.datasets[0].name: n})}
+    assert [m for m in est["proxy"].missing if "'params': 'all'" in m], est["proxy"].missing

@@ -59,7 +59,7 @@ def _measure(cfg: dict, model: Any, x: Any, y: Any, ids: Any, stats: tuple[str, 
             st.per_sample_losses(model, loss_fn, xb, yb, ib, k, seed, noise=noise)
             for xb, yb, ib in parts]).cpu().numpy()
     if which == "last" and "loss_last" in stats:
-        kl = int(cfg.get("el2n_draws", k))
+        kl = int(cfg.get("el2n_draws", ProxyConfig.el2n_draws))
         out["loss_last"] = torch.cat([
             st.per_sample_losses(model, loss_fn, xb, yb, ib, kl, seed, noise=noise)
             for xb, yb, ib in parts]).cpu().numpy()
@@ -69,8 +69,9 @@ def _measure(cfg: dict, model: Any, x: Any, y: Any, ids: Any, stats: tuple[str, 
         # proxy.grand_params "output": the output layer's gradient (DeepCore's GraNd) at
         # grand_draws draws: split-half 0.93 at K=12 for the cost of the full gradient at
         # K=3 (0.67-0.73), benchmarks/results/stat_stability.md
-        only = DiT.OUTPUT_LAYER if cfg.get("grand_params", "output") == "output" else None
-        kg = int(cfg.get("grand_draws", k))
+        output = cfg.get("grand_params", ProxyConfig.grand_params) == "output"
+        only = DiT.OUTPUT_LAYER if output else None
+        kg = int(cfg.get("grand_draws", ProxyConfig.grand_draws))
         out["grad_norm"] = torch.cat([
             st.per_sample_grad_norms(model, loss_fn, xb, yb, ib, kg, seed, chunk, noise=noise,
                                      only=only)
