@@ -209,6 +209,42 @@ def test_evaluate_names_metrics_per_space_and_labels_generated_samples(tmp_path)
     assert metrics["fd_cls"] == pytest.approx(fd, rel=1e-3)
 
 
+def test_centroid_distance_uses_seeded_centres_of_the_full_training_set():
+    """eval.centroids_k: mem_centroid_nn_mean_<space> is the mean distance (L2-normalized
+    features, float64 brute force here) of the samples to k-means centres of the FULL
+    training set, the same centres for every subset; absent when centroids_k is 0."""
+    from models import build_embedder
+    from orchestrator.config import EvalConfig
+    from orchestrator.training.evaluate import evaluate_space, training_centroids
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(4), 30).astype(np.int64)
+    images = rng.integers(0, 40, (120, 8, 8, 3)).astype(np.uint8)
+    for c in range(4):                                   # class c: quadrant c is bright
+        images[labels == c, 4 * (c // 2):4 * (c // 2) + 4, 4 * (c % 2):4 * (c % 2) + 4] += 200
+    emb = build_embedder("pixels")
+    feats, fake = emb(images), images[::7]
+    ec = EvalConfig(embedders=("pixels",), metrics=("memorization",), centroids_k=4)
+    got = {s: evaluate_space(fake, emb, feats, labels, sub, ec, 0, 4, reference=feats[:20])
+           for s, sub in (("a", np.arange(0, 120, 2)), ("b", np.arange(60)))}
+    centres = training_centroids(feats, 4)
+    assert centres.shape == (4, feats.shape[1])
+    np.testing.assert_array_equal(centres, training_centroids(feats, 4))     # seeded
+    unit = feats.astype(np.float64) / np.linalg.norm(feats.astype(np.float64), axis=1, keepdims=True)
+    # one centre per class (4 well-separated classes)
+    assert sorted(np.argmin(((unit[:, None] - centres[None]) ** 2).sum(-1), axis=1)[::30].tolist()) \
+        == [0, 1, 2, 3]
+    f = emb(fake).astype(np.float64)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    c = centres.astype(np.float64) / np.linalg.norm(centres.astype(np.float64), axis=1, keepdims=True)
+    brute = np.sqrt(((f[:, None] - c[None]) ** 2).sum(-1)).min(1).mean()
+    for m in got.values():
+        assert m["mem_centroid_nn_mean_pixels"] == pytest.approx(brute, rel=1e-5)
+    off = evaluate_space(fake, emb, feats, labels, np.arange(60), EvalConfig(
+        embedders=("pixels",), metrics=("memorization",)), 0, 4, reference=feats[:20])
+    assert not any(k.startswith("mem_centroid") for k in off)
+
+
 def test_scores_use_per_dataset_params(tmp_path):
     """paper.yaml clusters CelebA-HQ with k=24 and ImageNet with k=1000 under one label."""
     from orchestrator.config import MethodConfig

@@ -164,6 +164,7 @@ class EvalConfig:
     metrics: tuple[str, ...] = ("fd", "prdc", "vendi", "memorization")
     num_real: int = 2000
     prdc_k: int = 3
+    centroids_k: int = 0        # memorization: distance to k-means centres (0 = not measured)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
 

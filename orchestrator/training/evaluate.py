@@ -173,14 +173,39 @@ def evaluate_space(images: np.ndarray, emb: Any, features: np.ndarray, labels: n
         # skewed dataset's large classes get no head start
         bal = balanced_indices(labels, np.random.default_rng(seed))
         fake_labels = nearest_neighbour_labels(feats[bal], labels[bal], fake)
+    centroids = None
+    if "memorization" in ec.metrics and ec.centroids_k:
+        centroids = training_centroids(feats, ec.centroids_k)
     inputs = MetricInputs(real=real, fake=fake, train=feats[subset], train_full=feats,
                           reference_labels=reference_labels, num_classes=num_classes or None,
-                          fake_labels=fake_labels, prdc_k=ec.prdc_k)
+                          fake_labels=fake_labels, prdc_k=ec.prdc_k, centroids=centroids)
     metrics: dict[str, float] = {}
     for name in ec.metrics:
         for key, value in METRICS[name](inputs).items():
             metrics[metric_name(key, emb.short)] = float(value)
     return metrics
+
+
+def training_centroids(features: np.ndarray, k: int) -> np.ndarray:
+    """Centres of a seeded k-means (seed 0) of the FULL training set's L2-normalized features.
+
+    The same centres for every trial of a dataset and space, whatever its method: the
+    distance of a trial's samples to them (``mem_centroid_nn_mean``) asks whether a model
+    collapses onto cluster centres (the paper's open question for clustering pruning).
+
+    Args:
+        features: (N, D) training-set features of one space.
+        k: clusters (capped at N).
+
+    Returns:
+        (min(k, N), D) float32 centres.
+    """
+    from eval.memorization import l2_normalize
+    from pruning.kmeans import kmeans
+
+    normed = l2_normalize(np.asarray(features, dtype=np.float32), "train_full").astype(np.float32)
+    centres, _, _ = kmeans(normed, min(int(k), len(normed)), seed=0)
+    return np.asarray(centres, dtype=np.float32)
 
 
 def save_sample_grid(cache: ArtifactCache, key: str, images: np.ndarray) -> None:
