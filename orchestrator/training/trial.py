@@ -44,6 +44,20 @@ def _read_state(directory: str) -> dict:
     return torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
 
 
+def reseed_streams(gen: torch.Generator, model: Any, seed: int, rank: int, world: int,
+                   step: int) -> None:
+    """Several ranks: re-derive this rank's t/noise and class-dropout streams at a checkpoint.
+
+    Rank 0 alone saves a checkpoint, so the other ranks' generator states are not in it.
+    Instead every rank re-seeds both streams from (seed, world, rank, step) at every
+    checkpoint step, in a resumed run and in an uninterrupted one alike, so a run resumed
+    from a checkpoint draws exactly what the uninterrupted run drew; ranks stay independent.
+    """
+    base = stream_seed(seed, rank, world) * 1_000_003 + step
+    gen.manual_seed(base % 2**63)
+    model.label_generator.manual_seed((base + 7_919) % 2**63)
+
+
 def train_model(spec: TrialSpec, data: dict[str, np.ndarray],
                 runtime: TrialRuntime) -> tuple[Any, list, int]:
     """Train the trial's DiT; returns (EMA model on the device, loss curve [[step, loss]], start step).
@@ -75,11 +89,7 @@ def train_model(spec: TrialSpec, data: dict[str, np.ndarray],
             gen.set_state(state["rng"]["noise"])
             model.label_generator.set_state(state["rng"]["labels"])
         else:
-            # Rank 0 saves the checkpoint, so each rank re-derives its own streams from
-            # (seed, world, rank, step): reproducible, and ranks stay independent.
-            base = stream_seed(seed, rank, world) * 1_000_003 + start
-            gen.manual_seed(base % 2**63)
-            model.label_generator.manual_seed((base + 7_919) % 2**63)
+            reseed_streams(gen, model, seed, rank, world, start)
     ema.module.to(runtime.device)
     model = runtime.prepare_model(model)
     window: list[float] = []
@@ -103,6 +113,9 @@ def train_model(spec: TrialSpec, data: dict[str, np.ndarray],
                     files[STATE_FILE]["rng"] = {"noise": gen.get_state(),
                                                 "labels": inner.label_generator.get_state()}
             runtime.save_checkpoint({"step": done, "loss": loss_val}, files)
+            if world > 1:
+                # what a run resumed from this checkpoint does: the same streams from here on
+                reseed_streams(gen, unwrap(model), seed, rank, world, done)
 
     amp = runtime.device.type == "cuda" and tc.precision == "bf16"
     train_steps(model, opt, x_all, y_all, gen,
