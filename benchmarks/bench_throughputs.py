@@ -7,6 +7,7 @@ quickstart's shapes (32x32 images, vq-f4-c4 -> (4, 8, 8) latents, batch 64):
 * ``dit_sample``: sample-ODE-steps/s (samples x ODE steps per second, CFG 1.5, 10 classes);
 * ``vqvae_train`` steps/s, ``vqvae_encode`` / ``vqvae_decode`` images/s;
 * ``embed``: images/s per embedder (``models.build_embedder``; skipped without weights);
+* ``classifier_train``: steps/s of the ``classifier`` evaluation space's training (batch 128);
 * ``stats_loss`` / ``stats_grad``: per-sample flow losses / gradient norms (``pruning.stats``),
   sample-draws/s; gradients of all parameters (MoSo, GraNd ``all``) and of the output
   layer (GraNd's default, ``proxy.grand_params: output``).
@@ -121,6 +122,12 @@ def main() -> None:
         out.append(("vqvae_decode", {"preset": "vq-f4-c4", "resolution": 32},
                     rate(lambda: vq.decode(z), 64, a.iters)))
     images = np.random.default_rng(0).integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)
+    from models.classifier import train_classifier
+
+    labels = np.arange(len(images)) % 10
+    out.append(("classifier_train", {"resolution": 32, "batch": 128},
+                rate(lambda: train_classifier(images, labels, 10, steps=20, batch_size=128), 20,
+                     max(1, a.iters // 2))))
     for emb in a.embedders:
         try:
             e = build_embedder(emb, device="cpu", weights=_classifier_file(images)

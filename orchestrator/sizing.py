@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.config.schema import Config
+from orchestrator.config.schema import TRAINED_SPACE, Config
 
 THROUGHPUTS = Path(__file__).with_name("throughputs.yaml")
 # Full split sizes of the built-in sources (facts about the datasets, used when a config
@@ -92,6 +92,17 @@ def dataset_images(ds: Any) -> int | None:
     return n if n is not None else SPLIT_SIZES.get((ds.source, ds.split or "train"))
 
 
+def _reference_images(ds: Any, cap: int) -> int:
+    """Images of the held-out reference (capped at ``eval.num_real``); the cap when unknown."""
+    try:
+        from orchestrator.data.sources import reference_count
+
+        n = reference_count(ds, cap)
+    except Exception:   # unreachable path or bucket
+        n = None
+    return int(n) if n is not None else int(cap)
+
+
 def _needed_embedders(cfg: Config, ds_name: str) -> list[str]:
     names = list(cfg.embed.embedders)
     names += [m.build_pruner(ds_name).embedder for m in cfg.pruning.methods]
@@ -142,9 +153,17 @@ def estimate(cfg: Config, table: list[dict[str, Any]] | None = None,
         out.append(_stage("encode", ds.name, f"VQ-VAE {steps} steps (batch {ae.batch_size}) + "
                           f"{n} images encoded", parts, table))
         embs = _needed_embedders(cfg, ds.name)
-        out.append(_stage("embed", ds.name, f"{n} images x {len(embs)} embedders ({', '.join(embs)})",
-                          [Work("embed", n, {"embedder": e, "resolution": res, "device": dev})
-                           for e in embs], table))
+        ref = _reference_images(ds, cfg.eval.num_real)
+        parts = [Work("embed", n + ref * (e in cfg.eval.embedders),
+                      {"embedder": e, "resolution": res, "device": dev}) for e in embs]
+        if TRAINED_SPACE in cfg.eval.embedders:
+            cc = cfg.eval.classifier
+            parts.append(Work("classifier_train", cc.steps, {"resolution": res, "batch": cc.batch_size,
+                                                             "device": dev}))
+        out.append(_stage("embed", ds.name, f"{n} images x {len(embs)} embedders ({', '.join(embs)})"
+                          f" + {ref} held-out reference images x {len(cfg.eval.embedders)} evaluation "
+                          f"spaces" + (f" + {TRAINED_SPACE} space {cfg.eval.classifier.steps} steps"
+                                       if TRAINED_SPACE in cfg.eval.embedders else ""), parts, table))
         stats, px = _needed_stats(cfg, ds.name), cfg.proxy
         if stats:
             key = {"model": px.model, "latent": lat, "device": dev}

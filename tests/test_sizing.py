@@ -51,7 +51,9 @@ def test_estimate_arithmetic_on_a_tiny_config():
     trials = len(cfg.trial_grid())
     assert trials == 2                                           # full + random at 0.5
     assert est["encode"].hours == pytest.approx((10 / 2.0 + n / 100.0) / 3600)
-    assert est["embed"].hours == pytest.approx(n / 1000.0 / 3600)   # pixels only
+    # pixels only: the training images and the held-out reference (eval.num_real = 6)
+    assert est["embed"].hours == pytest.approx((n + 6) / 1000.0 / 3600)
+    assert "6 held-out reference images" in est["embed"].work
     assert est["sweep"].hours == pytest.approx((trials * 40 / 4.0 + trials * 6 * 3 / 9.0) / 3600)
     assert est["eval"].hours == pytest.approx((trials * 6 / 50.0 + trials * 6 / 1000.0) / 3600)
     text = format_estimate(cfg, list(est.values()))
@@ -111,3 +113,18 @@ def test_proxy_gradients_priced_by_their_parameters():
     assert est["proxy"].hours == pytest.approx((20 / 4.0 + n * 4 / 100.0 + n * (5 + 6) / 10.0) / 3600)
     est = {e.stage: e for e in estimate(cfg, table[:-1], images={cfg.data.datasets[0].name: n})}
     assert [m for m in est["proxy"].missing if "'params': 'all'" in m], est["proxy"].missing
+
+
+def test_classifier_space_training_is_priced_in_the_embed_stage():
+    cfg = _tiny(eval={"embedders": ["classifier"], "primary": "classifier", "metrics": ["fd"],
+                      "num_real": 6, "classifier": {"steps": 40, "batch_size": 16}})
+    lat = latent_shape("vq-f4-c4", 16)
+    table = _table(lat) + [
+        {"kind": "embed", "embedder": "classifier", "resolution": 16, "device": CPU, "per_s": 500.0},
+        {"kind": "classifier_train", "resolution": 16, "batch": 16, "device": CPU, "per_s": 8.0}]
+    n = 120
+    est = {e.stage: e for e in estimate(cfg, table, images={cfg.data.datasets[0].name: n})}
+    # pixels (selection) on the training images; classifier on them and the reference; its training
+    assert est["embed"].hours == pytest.approx((n / 1000.0 + (n + 6) / 500.0 + 40 / 8.0) / 3600)
+    est = {e.stage: e for e in estimate(cfg, table[:-1], images={cfg.data.datasets[0].name: n})}
+    assert any("classifier_train" in m for m in est["embed"].missing)
