@@ -8,7 +8,9 @@ Input: one or two ``trials.csv`` files (format: :mod:`eval.trials`; one row per 
 (b) clustering beats the other methods at high ratios: per ratio >= 0.75, the
     clustering variant with the best mean against each non-clustering method;
 (c) balanced clustering moves the generated class shares of a skewed set closer to
-    uniform than random pruning (``cov_kl_uniform``, from ``--skewed``), per ratio.
+    uniform than random pruning (``cov_kl_uniform``, from ``--skewed``), per ratio;
+(d) with ``--distance``: are samples of pruned models closer to cluster centres (or to
+    training images) than the full-data model's, every method and ratio.
 
 Every row's statistics (means with bootstrap CIs, Welch's t with its df, two-sided p,
 Holm correction within the table, and when a row may say "significant") are those of
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"the space that labels the samples behind {BALANCE_METRIC} (marked {MARK})")
     ap.add_argument("--balance-metric", default=BALANCE_METRIC, help="column of claim (c): "
                     f"{BALANCE_METRIC} or its per-space name, e.g. {BALANCE_METRIC}_cls")
+    ap.add_argument("--distance", help="also the open question (d) on this distance column of "
+                    "TRIALS, e.g. mem_centroid_nn_mean_effnet (lower = closer)")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ap.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples per mean")
     ap.add_argument("--update-docs", action="store_true",
@@ -78,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                      source=str(args.trials), skewed_source=str(args.skewed),
                      skewed_circular=_csv_set(args.skewed_circular),
                      balance_metric=args.balance_metric))
+        if args.distance and trials is not None:
+            print(render(trials, args.distance, claims=["d"], circular=_csv_set(args.circular),
+                         seed=args.seed, n_boot=args.n_boot, source=str(args.trials)))
     except (ClaimsError, TrialsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

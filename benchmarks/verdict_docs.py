@@ -82,10 +82,10 @@ def load_manifest(path: Path) -> dict:
         if "trials" not in t:
             raise ClaimsError(f"{where}.trials: missing")
         claims = _list(t.get("claims"), f"{where}.claims")
-        if not claims or set(claims) - {"a", "b", "c"}:
-            raise ClaimsError(f"{where}.claims: a non-empty list of a, b, c, got {claims!r}")
-        if {"a", "b"} & set(claims) and not t.get("metric"):
-            raise ClaimsError(f"{where}.metric: required for claims (a) and (b)")
+        if not claims or set(claims) - {"a", "b", "c", "d"}:
+            raise ClaimsError(f"{where}.claims: a non-empty list of a, b, c, d, got {claims!r}")
+        if {"a", "b", "d"} & set(claims) and not t.get("metric"):
+            raise ClaimsError(f"{where}.metric: required for claims (a), (b) and (d)")
         _list(t.get("circular"), f"{where}.circular")
         _list(t.get("docs"), f"{where}.docs")
     return {"docs": docs, "seed": int(raw.get("seed", 0)), "n_boot": int(raw.get("n_boot", 10_000)),
@@ -99,7 +99,7 @@ def render_entry(name: str, t: dict, base: Path, seed: int, n_boot: int) -> str:
         raise ClaimsError(f"tables.{name}.trials: no such file {csv}")
     df = read_trials(csv)
     claims, circular = t["claims"], set(t.get("circular") or ())
-    return render(df if {"a", "b"} & set(claims) else None, t.get("metric"),
+    return render(df if {"a", "b", "d"} & set(claims) else None, t.get("metric"),
                   df if "c" in claims else None, claims=claims, circular=circular,
                   lower_is_better=not t.get("higher_is_better", False), seed=seed, n_boot=n_boot,
                   source=str(csv), skewed_source=str(csv), skewed_circular=circular)

@@ -1,4 +1,4 @@
-"""Verdict tables on the paper's three claims, from per-seed trial results.
+"""Verdict tables on the paper's three claims and its open question, from per-seed trial results.
 
 Input: a trials table (:func:`eval.trials.read_trials`; one row per trial,
 ``dataset, method, ratio, seed, <metrics>``). Output, as Markdown tables:
@@ -8,7 +8,10 @@ Input: a trials table (:func:`eval.trials.read_trials`; one row per trial,
 (b) clustering beats the other methods at high ratios: per ratio >= 0.75, the
     clustering variant with the best mean against each non-clustering method;
 (c) balanced clustering moves the generated class shares of a skewed set closer to
-    uniform than random pruning (``cov_kl_uniform[_<space>]``), per ratio.
+    uniform than random pruning (``cov_kl_uniform[_<space>]``), per ratio;
+(d) the paper's open question: do pruned models' samples lie closer to cluster centres
+    (``mem_centroid_nn_mean_<space>``) or to training images (``mem_nn_mean_<space>``) than
+    the full-data model's? Every method at every ratio against the full-data baseline.
 
 Every row: mean ± std with a percentile-bootstrap 95% CI per mean, the difference,
 Welch's t, its Welch–Satterthwaite df, the two-sided p and the Holm-corrected p across
@@ -212,6 +215,51 @@ def claim_a(df: pd.DataFrame, metric: str, circular: Collection[str] = (), lower
                                for l, r in zip(leads, res)])
 
 
+def claim_d(df: pd.DataFrame, metric: str, circular: Collection[str] = (),
+            rng: np.random.Generator | None = None, n_boot: int = 10_000,
+            dataset: str | None = None) -> Claim:
+    """(d) the paper's open question: do pruned models' samples lie closer to cluster centres?
+
+    Every method at every ratio against the full-data baseline on a distance metric
+    (``mem_centroid_nn_mean_<space>``: samples to the k-means centres of the full training
+    set; or ``mem_nn_mean_<space>``: to the nearest training image); lower = closer.
+
+    Args:
+        df, metric, circular, rng, n_boot, dataset: as :func:`claim_a`.
+
+    Returns:
+        The :class:`Claim`; verdicts say "significantly closer|farther" (A against B).
+
+    Raises:
+        ClaimsError: the dataset has no full-data rows.
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    full = _vals(df, metric, FULL)
+    if not len(full):
+        raise ClaimsError(f"{_dataset_tag(dataset)}no full-data rows (method '{FULL}') for claim (d)")
+    leads, pairs = [], []
+    for method in _methods(df):
+        for ratio in sorted(df.loc[df["method"] == method, "ratio"].unique()):
+            leads.append([_name(method, circular), f"{ratio:.2f}"])
+            pairs.append((_vals(df, metric, method, ratio), full))
+    res = compare(pairs, True, rng, n_boot)
+    for r in res:
+        r["verdict"] = (r["verdict"].replace("significantly better", "significantly closer")
+                        .replace("significantly worse", "significantly farther"))
+    n = {v: sum(r["verdict"].startswith(v) for r in res)
+         for v in ("significantly closer", "significantly farther", "not significant", "no test")}
+    head = (f"(d) {_dataset_tag(dataset)}distance of the samples vs the full-data model's "
+            f"({metric}): {n['significantly closer']} of {len(res)} significantly closer, "
+            f"{n['significantly farther']} significantly farther, {n['not significant']} not "
+            f"significant" + (f", {n['no test']} without a test" if n["no test"] else ""))
+    marked = any(MARK in lead[0] for lead in leads)
+    notes = _notes(metric, True, len(res), n_boot, marked)
+    notes[0] = notes[0].replace(f"{metric}: lower is better", f"{metric}: lower is closer")
+    table = _table(["method", "ratio"], leads, pairs, res, "A: the method", "B: full data", notes)
+    return Claim(head, table, [{"method": l[0].replace(f" {MARK}", ""), "ratio": float(l[1]), **r}
+                               for l, r in zip(leads, res)])
+
+
 def claim_b(df: pd.DataFrame, metric: str, circular: Collection[str] = (), lower_is_better: bool = True,
             rng: np.random.Generator | None = None, n_boot: int = 10_000, dataset: str | None = None) -> Claim:
     """(b) per ratio >= HIGH: the best clustering variant against each other method.
@@ -330,6 +378,14 @@ def render(trials: pd.DataFrame | None = None, metric: str | None = None, skewed
                 if name in claims:
                     parts.append(fn(sub, metric, circular, lower_is_better, np.random.default_rng(seed),
                                     n_boot, ds if many else None).markdown())
+    if trials is not None and "d" in claims:
+        if not metric:
+            raise ClaimsError("--metric is required for claim (d)")
+        _need(trials, metric, source)
+        many = trials["dataset"].nunique() > 1
+        for ds in dict.fromkeys(trials["dataset"]):
+            parts.append(claim_d(trials[trials["dataset"] == ds], metric, circular,
+                                 np.random.default_rng(seed), n_boot, ds if many else None).markdown())
     if skewed is not None and "c" in claims:
         _need(skewed, balance_metric, skewed_source)
         parts.append(claim_c(skewed, skewed_circular, np.random.default_rng(seed), n_boot,

@@ -81,6 +81,32 @@ def test_claim_a_verdicts_and_holm_across_the_table():
         pc.claim_a(t[t["method"] != "full"], "fd_effnet")
 
 
+def test_claim_d_distance_to_centres_at_every_ratio():
+    m = "mem_centroid_nn_mean_effnet"
+    t = _trials({
+        ("full", 0.0): _around(0.50, 5, 0.01),
+        ("clustering_nearest", 0.25): _around(0.40, 5, 0.01),   # closer, at a low ratio too
+        ("clustering_nearest", 0.9): _around(0.30, 5, 0.01),
+        ("random", 0.9): _around(0.505, 3, 0.01),               # not significant
+        ("moso", 0.5): _around(0.70, 5, 0.01),                  # farther
+    }, metric=m)
+    c = pc.claim_d(t, m, circular={"clustering_nearest"}, n_boot=200)
+    got = {(r["method"], r["ratio"]): r["verdict"] for r in c.rows}
+    assert got == {("clustering_nearest", 0.25): "significantly closer",
+                   ("clustering_nearest", 0.9): "significantly closer",
+                   ("random", 0.9): "not significant (n = 3 vs 5 seeds)",
+                   ("moso", 0.5): "significantly farther"}
+    ref = stats.ttest_ind(_around(0.70, 5, 0.01), _around(0.50, 5, 0.01), equal_var=False)
+    moso = next(r for r in c.rows if r["method"] == "moso")["welch"]
+    assert moso.t == pytest.approx(ref.statistic) and moso.df == pytest.approx(ref.df)
+    assert "2 of 4 significantly closer, 1 significantly farther, 1 not significant" in c.headline
+    assert f"{m}: lower is closer" in c.table and "better" not in c.table
+    text = pc.render(t, m, claims=["d"], n_boot=200)
+    assert text.startswith("**(d) distance of the samples") and "(a)" not in text
+    with pytest.raises(pc.ClaimsError, match="no full-data rows"):
+        pc.claim_d(t[t["method"] != "full"], m)
+
+
 def test_claim_b_needs_every_comparison_at_a_ratio():
     t = _trials({
         ("full", 0.0): _around(100, 5),
