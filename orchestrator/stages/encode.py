@@ -23,7 +23,7 @@ from orchestrator.runtime.train import call_isolated, fit_torch
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.training.evaluate import VQVAE_FILE, vqvae_from_cache
 
-VQVAE_VERSION = 1
+VQVAE_VERSION = 2   # 2: small datasets train from memory (another batch order)
 LATENTS_VERSION = 1
 # Image sets up to this size are materialized before the VQ-VAE trains (3000 32x32
 # images: 9 MB). Unmaterialized, streaming_split reads and decodes the dataset again
@@ -53,6 +53,23 @@ def train_vqvae_worker(config: dict) -> None:
     steps, step, logs = config["steps"], 0, {}
     recent: list[np.ndarray] = []   # the latest <= 512 images: the latent-scale sample
     bar = Progress("vq-vae", steps, disable=rank != 0)
+    if config.get("in_memory"):
+        # A small dataset: read this rank's split once, then draw every batch from memory
+        # (a seeded permutation per epoch). Ray Data's per-batch iteration halved the
+        # step rate on 2 cores (1.41 vs 2.9 steps/s in-process, issue 13).
+        images = np.concatenate([b["image"] for b in shard.iter_batches(
+            batch_size=4096, batch_format="numpy")])
+        data = images_to_model(images)
+        gen = torch.Generator().manual_seed(config["seed"] * world + rank)
+        order = torch.empty(0, dtype=torch.int64)
+        while step < steps:
+            if len(order) < local_bs:
+                order = torch.cat([order, torch.randperm(len(data), generator=gen)])
+            idx, order = order[:local_bs], order[local_bs:]
+            logs = vqvae_train_step(model, data[idx].to(device), opt)
+            recent = (recent + [images[idx.numpy()]])[-max(1, 512 // local_bs):]
+            step += 1
+            bar.update(1)
     while step < steps:
         # Every rank runs the same number of epochs of its equal split (streaming_split
         # starts an epoch only when all ranks do), so no rank iterates alone below.
@@ -133,6 +150,7 @@ def ensure_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan:
         # a small dataset: run the read tasks once, now, so the workers only fetch
         # finished blocks (not a re-read per epoch).
         images = images.materialize()
+    ae_cfg["in_memory"] = small
     call_isolated(_fit_vqvae, ae_cfg, plan, f"vqvae-{ds_cfg.name}-{key.split('/')[1][:10]}",
                   cfg.storage.ray_storage, cfg.resources.max_failures, images, cache.root, key)
     return key
