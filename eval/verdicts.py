@@ -173,6 +173,20 @@ def _dataset_tag(ds: str | None) -> str:
     return f"{ds}: " if ds else ""
 
 
+def _vs_full(df: pd.DataFrame, metric: str, circular: Collection[str], min_ratio: float,
+             claim: str, dataset: str | None) -> tuple[list[list[str]], list[tuple[np.ndarray, np.ndarray]]]:
+    """Rows (method, ratio) at ratios >= ``min_ratio`` and their (values, full-data values) pairs."""
+    full = _vals(df, metric, FULL)
+    if not len(full):
+        raise ClaimsError(f"{_dataset_tag(dataset)}no full-data rows (method '{FULL}') for claim ({claim})")
+    leads, pairs = [], []
+    for method in _methods(df):
+        for ratio in sorted(df.loc[(df["method"] == method) & (df["ratio"] >= min_ratio), "ratio"].unique()):
+            leads.append([_name(method, circular), f"{ratio:.2f}"])
+            pairs.append((_vals(df, metric, method, ratio), full))
+    return leads, pairs
+
+
 def claim_a(df: pd.DataFrame, metric: str, circular: Collection[str] = (), lower_is_better: bool = True,
             rng: np.random.Generator | None = None, n_boot: int = 10_000, dataset: str | None = None) -> Claim:
     """(a) each method at ratio >= HIGH against the full-data baseline of one dataset.
@@ -193,14 +207,7 @@ def claim_a(df: pd.DataFrame, metric: str, circular: Collection[str] = (), lower
         ClaimsError: the dataset has no full-data rows.
     """
     rng = rng if rng is not None else np.random.default_rng(0)
-    full = _vals(df, metric, FULL)
-    if not len(full):
-        raise ClaimsError(f"{_dataset_tag(dataset)}no full-data rows (method '{FULL}') for claim (a)")
-    leads, pairs = [], []
-    for method in _methods(df):
-        for ratio in sorted(df.loc[(df["method"] == method) & (df["ratio"] >= HIGH), "ratio"].unique()):
-            leads.append([_name(method, circular), f"{ratio:.2f}"])
-            pairs.append((_vals(df, metric, method, ratio), full))
+    leads, pairs = _vs_full(df, metric, circular, HIGH, "a", dataset)
     res = compare(pairs, lower_is_better, rng, n_boot)
     n = {v: sum(r["verdict"].startswith(v) for r in res)
          for v in ("significantly worse", "significantly better", "not significant", "no test")}
@@ -234,14 +241,7 @@ def claim_d(df: pd.DataFrame, metric: str, circular: Collection[str] = (),
         ClaimsError: the dataset has no full-data rows.
     """
     rng = rng if rng is not None else np.random.default_rng(0)
-    full = _vals(df, metric, FULL)
-    if not len(full):
-        raise ClaimsError(f"{_dataset_tag(dataset)}no full-data rows (method '{FULL}') for claim (d)")
-    leads, pairs = [], []
-    for method in _methods(df):
-        for ratio in sorted(df.loc[df["method"] == method, "ratio"].unique()):
-            leads.append([_name(method, circular), f"{ratio:.2f}"])
-            pairs.append((_vals(df, metric, method, ratio), full))
+    leads, pairs = _vs_full(df, metric, circular, 0.0, "d", dataset)
     res = compare(pairs, True, rng, n_boot)
     for r in res:
         r["verdict"] = (r["verdict"].replace("significantly better", "significantly closer")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 
 from orchestrator.training.proxy_stats import read_rank_state, save_steps, train_proxy, write_rank_state
+from tests.gloo_helpers import run_gloo_ranks
 
 N = 24
 
@@ -153,20 +153,7 @@ def _ddp_rank(rank: int, world: int, port: int, out: str) -> None:
 
 def test_proxy_resume_two_ddp_ranks(tmp_path):
     """Two gloo ranks (MoSo's all-reduce, rank 1 restoring rank 0's weights)."""
-    import multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_ddp_rank, args=(r, 2, port, str(tmp_path))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-        if p.is_alive():
-            p.kill()
-    assert [p.exitcode for p in procs] == [0, 0]
+    assert run_gloo_ranks(_ddp_rank, 2, str(tmp_path)) == [0, 0]
     for rank in range(2):
         with np.load(tmp_path / f"rank{rank}.npz") as z:
             assert int(z["start"]) == 3

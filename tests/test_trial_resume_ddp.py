@@ -11,7 +11,6 @@ and its metrics differed in the 3rd decimal (issue 15's 2-worker worker-kill dri
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ import torch
 from orchestrator.config import EvalConfig, ModelConfig, SampleConfig, TrainConfig, Trial
 from orchestrator.training.records import TrialInputs, TrialSpec
 from orchestrator.training.trial import STATE_FILE, train_model
+from tests.gloo_helpers import run_gloo_ranks
 
 N = 32
 
@@ -97,20 +97,7 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_two_rank_trial_resumes_bit_identical(tmp_path):
-    import multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_rank, args=(r, 2, port, str(tmp_path))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-        if p.is_alive():
-            p.kill()
-    assert [p.exitcode for p in procs] == [0, 0]
+    assert run_gloo_ranks(_rank, 2, str(tmp_path)) == [0, 0]
     with np.load(tmp_path / "rank0.npz") as z:
         assert int(z["start"]) == 4
         np.testing.assert_array_equal(z["curve_resumed"], z["curve"])
