@@ -22,8 +22,15 @@ PREFIX = "prunediff"
 
 
 def say(fmt: str, *args: Any) -> None:
-    """A progress line on stdout: ``[prunediff HH:MM:SS] message`` (``fmt % args``)."""
-    print(f"[{PREFIX} {time.strftime('%H:%M:%S')}] " + (fmt % args if args else fmt), flush=True)
+    """A progress line on stdout: ``[prunediff HH:MM:SS] message`` (``fmt % args``).
+
+    Written to ``sys.stdout`` directly, not through ``print``: Ray Train V2 patches
+    ``print`` in its workers to also log each line, which doubled every line a
+    ``RayTrainWorker`` said in the driver's log.
+    """
+    line = f"[{PREFIX} {time.strftime('%H:%M:%S')}] " + (fmt % args if args else fmt)
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def is_terminal() -> bool:

@@ -38,6 +38,9 @@ def test_smoke_log_file_is_readable(tmp_path, tmp_path_factory):
     assert "SIGABRT" not in text and "Mutex corrupt" not in text
     assert len(lines) <= MAX_LINES, f"{len(lines)} lines:\n" + "\n".join(lines[:400])
     assert "[prunediff" in text and "sweep done" in text
+    said = [ln for ln in lines if "[prunediff" in ln]
+    doubled = [a for a, b in zip(said, said[1:]) if a == b]
+    assert not doubled, f"lines printed twice (Ray Train's print patch?), e.g. {doubled[0]!r}"
 
 
 def test_progress_prints_a_few_lines_off_a_terminal(capsys, monkeypatch):
