@@ -255,6 +255,9 @@ def claim_d(df: pd.DataFrame, metric: str, circular: Collection[str] = (),
     marked = any(MARK in lead[0] for lead in leads)
     notes = _notes(metric, True, len(res), n_boot, marked)
     notes[0] = notes[0].replace(f"{metric}: lower is better", f"{metric}: lower is closer")
+    if marked:
+        notes[-1] = (f"{MARK} selected its subset in the feature space of {metric}: its distance "
+                     "there follows partly from what it selected (nearest or farthest samples).")
     table = _table(["method", "ratio"], leads, pairs, res, "A: the method", "B: full data", notes)
     return Claim(head, table, [{"method": l[0].replace(f" {MARK}", ""), "ratio": float(l[1]), **r}
                                for l, r in zip(leads, res)])
