@@ -10,7 +10,8 @@ manifest ``benchmarks/results/verdicts.yaml`` names each table::
       reproduce:                                # marker name
         trials: reproduce_<hash>_<date>.trials.csv    # relative to the manifest's folder
         claims: [a, b]
-        metric: fd_effnet                       # required for (a), (b)
+        metric: fd_effnet                       # required for (a), (b), (d)
+        balance_metric: cov_kl_uniform_cls      # optional, the column of (c)
         higher_is_better: false                 # optional
         circular: [clustering_nearest, clustering_balanced]   # optional, marked † in every claim
         docs: [benchmarks/RESULTS.md]           # optional subset of the documents
@@ -30,14 +31,14 @@ from pathlib import Path
 import yaml
 
 from eval.trials import read_trials
-from eval.verdicts import ClaimsError, render
+from eval.verdicts import BALANCE_METRIC, ClaimsError, render
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = "benchmarks/results/verdicts.yaml"
 DEFAULT_DOCS = ["README.md", "benchmarks/RESULTS.md"]
 MARKER = re.compile(r"<!-- verdicts:([A-Za-z0-9_.-]+):(begin|end) -->")
 TOP_KEYS = {"docs", "seed", "n_boot", "tables"}
-TABLE_KEYS = {"trials", "claims", "metric", "higher_is_better", "circular", "docs"}
+TABLE_KEYS = {"trials", "claims", "metric", "balance_metric", "higher_is_better", "circular", "docs"}
 
 
 def begin_marker(name: str) -> str:
@@ -102,7 +103,8 @@ def render_entry(name: str, t: dict, base: Path, seed: int, n_boot: int) -> str:
     return render(df if {"a", "b", "d"} & set(claims) else None, t.get("metric"),
                   df if "c" in claims else None, claims=claims, circular=circular,
                   lower_is_better=not t.get("higher_is_better", False), seed=seed, n_boot=n_boot,
-                  source=str(csv), skewed_source=str(csv), skewed_circular=circular)
+                  source=str(csv), skewed_source=str(csv), skewed_circular=circular,
+                  balance_metric=t.get("balance_metric", BALANCE_METRIC))
 
 
 def _replace(text: str, doc: str, name: str, body: str) -> str:
