@@ -93,10 +93,9 @@ def _run_name(key: str, rec: dict) -> str:
 @pytest.mark.timeout(2400)
 @needs_fmnist
 @pytest.mark.parametrize("target", [
-    # 2-worker DDP: resumes from its checkpoint, but its metrics differ from an uninterrupted
-    # run's in the 3rd decimal (seen 2026-12-02): a random stream or data order is not
-    # restored bit for bit on this path. Opt-in until fixed.
-    pytest.param("train-worker", marks=pytest.mark.pending),
+    # 2-worker DDP: every rank re-derives its streams at each checkpoint step, so the resumed
+    # run is bit-identical to an uninterrupted one (tests/test_trial_resume_ddp.py without Ray)
+    "train-worker",
     "tune-trainable"])
 def test_killed_worker_resumes_its_trial_only(target, tmp_path, tmp_path_factory):
     if target == "tune-trainable" and not _tune_runtime_present():
