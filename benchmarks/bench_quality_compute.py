@@ -21,6 +21,7 @@ step + sampling; rows are appended to the CSV as they are measured, so an interr
 run keeps what it measured. ``--plot`` draws the CSV into docs/figures/.
 
     python -m benchmarks.bench_quality_compute [--vq vq-f4-c4@500,1500] [--dit DiT-Micro/2:constant ...]
+    python -m benchmarks.bench_quality_compute --append --vq vq-f4-c4@500 --dit DiT-S/2@600  # one more arm
     python -m benchmarks.bench_quality_compute --plot benchmarks/results/quality_compute_<date>.csv
 """
 
@@ -80,9 +81,8 @@ class Space:
 def build_space(train: np.ndarray, labels: np.ndarray, num_real: int, num_samples: int,
                 workdir: str) -> Space:
     """Classifier space (the quickstart's recipe), reference and control features."""
-    ds = dataclasses.replace(QUICKSTART)
-    ref_all = load_reference(ds)        # the whole test split, positions as ids
-    ref_cap = load_reference(ds, num_real)
+    ref_all = load_reference(QUICKSTART)        # the whole test split, positions as ids
+    ref_cap = load_reference(QUICKSTART, num_real)
     rest = np.setdiff1d(np.arange(len(ref_all.images)), ref_cap.ids)
     control = ref_all.images[np.random.default_rng(1).choice(rest, num_samples, replace=False)]
     blob, info = fit_classifier(train, labels, 10, ClassifierConfig())
@@ -105,9 +105,10 @@ def parse_spec(text: str) -> tuple[str, dict, list[int]]:
     return name, over, [int(s) for s in steps.split(",")] if steps else []
 
 
-def run_vq(spec: str, train: np.ndarray, space: Space, batch: int, lr: float, workdir: str,
-           emit) -> dict[int, tuple[object, float]]:
-    """Train one autoencoder; score its reconstructions at each step count.
+def run_vq(spec: str, train: np.ndarray, space: Space, batch: int, lr: float, emit,
+           score: bool = True) -> dict[int, tuple[object, float]]:
+    """Train one autoencoder; score its reconstructions at each step count (``score``:
+    emit its rows; off when the CSV already holds them).
 
     Returns:
         steps -> (a copy of the model, CPU-seconds of its training).
@@ -127,9 +128,10 @@ def run_vq(spec: str, train: np.ndarray, space: Space, batch: int, lr: float, wo
         cpu += time.process_time() - c0
         wall += time.perf_counter() - w0
         out[target] = (copy.deepcopy(model).eval(), cpu)
-        emit({"arm": f"vq:{spec.partition('@')[0]}", "autoencoder": spec.partition("@")[0],
-              "vq_steps": target, "cpu_s": cpu, "wall_s": wall},
-             space.score(reconstruct(model, space.control)))
+        if score:
+            emit({"arm": f"vq:{spec.partition('@')[0]}", "autoencoder": spec.partition("@")[0],
+                  "vq_steps": target, "cpu_s": cpu, "wall_s": wall},
+                 space.score(reconstruct(model, space.control)))
     return out
 
 
@@ -248,6 +250,9 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(
         REPO, "benchmarks", "results", f"quality_compute_{time.strftime('%Y-%m-%d')}.csv"))
     ap.add_argument("--plot", default=None, help="only draw this CSV into docs/figures/")
+    ap.add_argument("--append", action="store_true",
+                    help="--out already holds the real and autoencoder rows of this data: "
+                         "train the autoencoder for its latents but do not score it again")
     args = ap.parse_args()
     if args.plot:
         from benchmarks.quality_compute_plot import plot
@@ -261,11 +266,12 @@ def main() -> None:
     data = load_arrays(QUICKSTART)
     space = build_space(data.images, data.labels, args.num_real, args.num_samples, workdir)
     emit = writer(args.out)
-    emit({"arm": "real", "cpu_s": 0.0, "wall_s": 0.0}, space.score(space.control))
+    if not args.append:
+        emit({"arm": "real", "cpu_s": 0.0, "wall_s": 0.0}, space.score(space.control))
     vqs = {}
     for spec in args.vq:
-        for steps, (model, cpu) in run_vq(spec, data.images, space, 64, 1e-3, workdir,
-                                          emit).items():
+        for steps, (model, cpu) in run_vq(spec, data.images, space, 64, 1e-3, emit,
+                                          score=not args.append).items():
             vqs[f"{spec.partition('@')[0]}@{steps}"] = (model, cpu)
     key = args.dit_vq or f"{args.vq[0].partition('@')[0]}@{parse_spec(args.vq[0])[2][0]}"
     vq, vq_cpu = vqs[key]

@@ -175,12 +175,13 @@ def estimate(cfg: Config, table: list[dict[str, Any]] | None = None,
             # (pruning.stats.gradient_sum, moso_terms)
             grand = px.grad_checkpoints * n * px.grand_draws * ("grad_norm" in stats)
             moso = px.grad_checkpoints * n * 2 * px.draws * ("moso" in stats)
+            full_grads = moso + (grand if px.grand_params == "all" else 0)
+            output_grads = grand if px.grand_params != "all" else 0
             parts = [Work("dit_train", px.steps, {**key, "batch": px.batch_size})]
             parts += [Work("stats_loss", loss, key)] if loss else []
-            if grand and px.grand_params == "all":
-                moso, grand = moso + grand, 0
-            parts += [Work("stats_grad", grand, {**key, "params": "output"})] if grand else []
-            parts += [Work("stats_grad", moso, {**key, "params": "all"})] if moso else []
+            parts += ([Work("stats_grad", output_grads, {**key, "params": "output"})]
+                      if output_grads else [])
+            parts += [Work("stats_grad", full_grads, {**key, "params": "all"})] if full_grads else []
             grad = grand + moso
             out.append(_stage("proxy", ds.name, f"{px.model} {px.steps} steps (batch {px.batch_size}) + "
                               f"{loss} loss and {grad} gradient sample-draws", parts, table))

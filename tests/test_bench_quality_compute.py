@@ -1,10 +1,11 @@
-"""benchmarks.bench_quality_compute: its spec parsing, learning-rate schedule and plot."""
+"""benchmarks.bench_quality_compute: its spec parsing, learning-rate schedule, plot and --append."""
 
 from __future__ import annotations
 
 import csv
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,3 +54,19 @@ def test_plot_draws_every_kind_of_row(tmp_path):
             w.writerow({**{k: "" for k in FIELDS}, **r})
     out = plot(str(path), str(tmp_path / "fig"))
     assert out.endswith("q.png") and (tmp_path / "fig" / "q.png").stat().st_size > 10_000
+
+
+def test_autoencoder_rows_are_written_unless_appending():
+    """--append trains the autoencoder for its latents but writes no row of it again."""
+    from benchmarks.bench_quality_compute import Space, run_vq
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, 32, 32, 3)).astype(np.uint8)
+    space = Space(embed=lambda im: im.reshape(len(im), -1)[:, :8].astype(np.float32),
+                  reference=rng.standard_normal((30, 8)).astype(np.float32), control=images[:12])
+    for score, rows_written in ((False, 0), (True, 1)):
+        rows: list = []
+        models = run_vq("vq-f4-c4@1", images, space, 4, 1e-3,
+                        lambda row, m: rows.append((row, m)) or m, score=score)
+        assert list(models) == [1] and len(rows) == rows_written
+    assert rows[0][0]["vq_steps"] == 1 and np.isfinite(rows[0][1]["fd"])

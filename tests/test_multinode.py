@@ -11,8 +11,8 @@ stage can read a file another node wrote locally). The drivers are
   cluster with the same two CPUs gives a byte-identical results table and
   identical per-trial metrics; the trial records name worker nodes only.
 - ``test_worker_node_removed_mid_sweep``: one worker node is killed while a trial
-  runs on it; Tune restarts the lost trials (``resources.max_failures``), their
-  TorchTrainers resume from the last checkpoint in the bucket, the table is complete.
+  runs on it; Tune restarts the lost trials (``resources.max_failures``), they resume
+  from their last checkpoint in the bucket, the table is complete.
 """
 
 from __future__ import annotations
@@ -123,10 +123,13 @@ def test_multinode_sweep_matches_single_node(tmp_path, aws):
 
 
 def _checkpointed_runs(aws: dict[str, str], prefix: str) -> tuple[set[str], set[str]]:
-    """(trial runs started, trial runs with a checkpoint) under ``prefix``'s Ray storage."""
+    """(trial runs started, trial runs with a checkpoint) under ``prefix``'s Ray storage:
+    a TorchTrainer run's ``checkpoint_<date>/`` or a single-worker trial's finished
+    ``checkpoint_<step>/.complete`` (``orchestrator.runtime.tune``)."""
     keys = bucket_keys(aws, BUCKET, f"{prefix}/ray_results/trials/")
     started = {k.split("/")[3] for k in keys}
-    ckpt = {k.split("/")[3] for k in keys if "/checkpoint_20" in k}   # checkpoint_<date>/
+    ckpt = {k.split("/")[3] for k in keys
+            if "/checkpoint_20" in k or (k.endswith("/.complete") and "/checkpoint_" in k)}
     return started, ckpt
 
 
@@ -154,8 +157,9 @@ def test_worker_node_removed_mid_sweep(tmp_path, aws):
             def ready():
                 if driver.poll() is not None:
                     raise AssertionError("the driver exited before the node was removed")
-                on_a = [a for a in live_actors(cluster, "RayTrainWorker")
-                        if a["node_id"] == workers["worker_a"]]
+                # a single-worker trial trains in its Tune trainable (ImplicitFunc)
+                on_a = [a for cls in ("ImplicitFunc", "RayTrainWorker")
+                        for a in live_actors(cluster, cls) if a["node_id"] == workers["worker_a"]]
                 started, ckpt = _checkpointed_runs(aws, "drill")
                 return bool(on_a) and started and started <= ckpt and started
 

@@ -91,7 +91,8 @@ def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeyp
         # two evaluation spaces, every feature-space metric under each space's suffix
         for short in ("cls", "pixels"):
             assert {f"fd_{short}", f"f_score_{short}", f"vendi_{short}",
-                    f"mem_nn_mean_{short}"} <= set(rec["metrics"]), rec["metrics"]
+                    f"mem_nn_mean_{short}", f"mem_centroid_nn_mean_{short}"} \
+                <= set(rec["metrics"]), rec["metrics"]
         assert 0.1 < rec["params"]["classifier_test_accuracy"] <= 1.0
         n = rec["params"]["n_train"]
         assert n == (400 if rec["trial"]["method"] == "full" else 200)

@@ -240,9 +240,44 @@ def test_centroid_distance_uses_seeded_centres_of_the_full_training_set():
     brute = np.sqrt(((f[:, None] - c[None]) ** 2).sum(-1)).min(1).mean()
     for m in got.values():
         assert m["mem_centroid_nn_mean_pixels"] == pytest.approx(brute, rel=1e-5)
+    # independent: 4 well-separated classes, so the k-means centres are the class means of
+    # the L2-normalized features (float64 numpy), in some order
+    means = np.stack([unit[labels == c].mean(0) for c in range(4)])
+    gap = np.sqrt(((centres[:, None].astype(np.float64) - means[None]) ** 2).sum(-1))
+    assert gap.min(1).max() < 1e-5 and sorted(gap.argmin(1).tolist()) == [0, 1, 2, 3]
+    # centres handed in (the sweep computes them once per dataset) give the same metric
+    given = evaluate_space(fake, emb, feats, labels, np.arange(60), ec, 0, 4,
+                           reference=feats[:20], centroids=centres)
+    assert given["mem_centroid_nn_mean_pixels"] == got["b"]["mem_centroid_nn_mean_pixels"]
     off = evaluate_space(fake, emb, feats, labels, np.arange(60), EvalConfig(
-        embedders=("pixels",), metrics=("memorization",)), 0, 4, reference=feats[:20])
+        embedders=("pixels",), metrics=("memorization",)), 0, 4, reference=feats[:20],
+        centroids=centres)
     assert not any(k.startswith("mem_centroid") for k in off)
+
+
+def test_sweep_computes_the_centroids_once_per_dataset(tmp_path):
+    """ensure_centroids caches training_centroids of each space's full training features
+    under a key of (features, k); a second call reuses it; none when centroids_k is 0."""
+    from types import SimpleNamespace
+
+    from orchestrator.config import EvalConfig
+    from orchestrator.stages.sweep import ensure_centroids
+    from orchestrator.storage.cache import ArtifactCache
+    from orchestrator.training.evaluate import training_centroids
+
+    cache = ArtifactCache(str(tmp_path))
+    feats = np.random.default_rng(0).standard_normal((50, 6)).astype(np.float32)
+    fkey = cache.key("features", 1, x=1)
+    cache.save_arrays(fkey, features=feats)
+    art = SimpleNamespace(embeddings={"pixels": fkey})
+    cfg = SimpleNamespace(eval=EvalConfig(embedders=("pixels",), metrics=("memorization",),
+                                          centroids_k=3))
+    keys = ensure_centroids(cache, cfg, art)
+    np.testing.assert_array_equal(cache.load_arrays(keys["pixels"])["centroids"],
+                                  training_centroids(feats, 3))
+    assert ensure_centroids(cache, cfg, art) == keys
+    cfg.eval = EvalConfig(embedders=("pixels",), metrics=("memorization",))
+    assert ensure_centroids(cache, cfg, art) == {}
 
 
 def test_scores_use_per_dataset_params(tmp_path):

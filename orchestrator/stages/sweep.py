@@ -37,6 +37,7 @@ from orchestrator.training.records import TrialInputs, TrialResult, TrialSpec
 log = logging.getLogger(__name__)
 TRIAL_VERSION = 2   # 2: metrics against the held-out reference; DiT init seeded by the trial seed
 TRIALS_DIR = "trials"
+CENTROIDS_VERSION = 1
 
 
 def eval_inputs(cfg: Any, art: DatasetArtifacts) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
@@ -46,6 +47,25 @@ def eval_inputs(cfg: Any, art: DatasetArtifacts) -> tuple[dict[str, str], dict[s
     trained = {name: art.trained[name]["weights"] for name in spaces if name in art.trained}
     files = {name: cfg.embed.weights[name] for name in spaces if name in cfg.embed.weights}
     return features, trained, files
+
+
+def ensure_centroids(cache: ArtifactCache, cfg: Any, art: DatasetArtifacts) -> dict[str, str]:
+    """Per evaluation space, the cache key of the full training set's k-means centres
+    (``eval.centroids_k``; {} when not measured), computed here once per dataset instead
+    of in every trial (2 s a trial in EfficientNet-Lite0's 1280 dimensions)."""
+    k = int(cfg.eval.centroids_k)
+    if not k or "memorization" not in cfg.eval.metrics:
+        return {}
+    from orchestrator.training.evaluate import training_centroids
+
+    keys = {}
+    for name in cfg.eval.embedders:
+        key = keys[name] = cache.key("centroids", CENTROIDS_VERSION,
+                                     features=art.embeddings[name], k=k)
+        if not cache.has(key, "arrays"):
+            feats = cache.load_arrays(art.embeddings[name])["features"]
+            cache.save_arrays(key, centroids=training_centroids(feats, k))
+    return keys
 
 
 def trial_key(cache: ArtifactCache, cfg: Any, trial: Any, art: DatasetArtifacts, subset_key: str) -> str:
@@ -79,6 +99,7 @@ def build_specs(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts
                 subsets: dict[tuple, str]) -> list[TrialSpec]:
     """One :class:`TrialSpec` per trial of the grid, in grid order."""
     specs = []
+    centroids = {name: ensure_centroids(cache, cfg, art) for name, art in arts.items()}
     for trial in cfg.trial_grid():
         art = arts[trial.dataset]
         ds = cfg.dataset(trial.dataset)
@@ -96,7 +117,8 @@ def build_specs(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts
                     "reference_size": art.reference_size, **space_params(art)},
             inputs=TrialInputs(latents=art.latents, subset=sub_key, vqvae=art.vqvae,
                                features=features, weights=trained,
-                               reference=dict(art.reference)),
+                               reference=dict(art.reference),
+                               centroids=centroids[trial.dataset]),
             conditional=ds.conditional, num_classes=art.num_classes, model=cfg.model,
             train=cfg.train, sample=cfg.sample, eval=cfg.eval, eval_weights=files))
     return specs

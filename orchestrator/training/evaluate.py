@@ -105,7 +105,8 @@ def evaluate(images: np.ndarray, features: Mapping[str, np.ndarray], labels: np.
              subset: np.ndarray, ec: EvalConfig, seed: int, num_classes: int, device: str,
              weights: Mapping[str, str | None] | None = None, *,
              reference: Mapping[str, np.ndarray],
-             reference_labels: np.ndarray | None = None) -> dict[str, float]:
+             reference_labels: np.ndarray | None = None,
+             centroids: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
     """Configured metrics of generated images in every evaluation space (``ec.embedders``),
     against the held-out reference.
 
@@ -126,6 +127,8 @@ def evaluate(images: np.ndarray, features: Mapping[str, np.ndarray], labels: np.
         reference: eval embedder name -> (R, D) features of the held-out reference
             (already capped at ``eval.num_real``).
         reference_labels: (R,) int64 labels of the reference (-1 = unlabelled), or None.
+        centroids: eval embedder name -> (k, D) :func:`training_centroids` of that space,
+            precomputed once per dataset; a space absent here computes its own.
 
     Returns:
         metric name -> value, named by :func:`metric_name` per space.
@@ -135,14 +138,16 @@ def evaluate(images: np.ndarray, features: Mapping[str, np.ndarray], labels: np.
         emb = cached_embedder(name, device, (weights or {}).get(name))
         metrics.update(evaluate_space(images, emb, features[name], labels, subset, ec, seed,
                                       num_classes, reference=reference[name],
-                                      reference_labels=reference_labels))
+                                      reference_labels=reference_labels,
+                                      centroids=(centroids or {}).get(name)))
     return metrics
 
 
 def evaluate_space(images: np.ndarray, emb: Any, features: np.ndarray, labels: np.ndarray,
                    subset: np.ndarray, ec: EvalConfig, seed: int, num_classes: int, *,
                    reference: np.ndarray,
-                   reference_labels: np.ndarray | None = None) -> dict[str, float]:
+                   reference_labels: np.ndarray | None = None,
+                   centroids: np.ndarray | None = None) -> dict[str, float]:
     """Configured metrics of generated images in one space, against the held-out reference.
 
     Args:
@@ -151,6 +156,8 @@ def evaluate_space(images: np.ndarray, emb: Any, features: np.ndarray, labels: n
         features: (N, D) features of the whole training set in this space.
         labels, subset, ec, seed, num_classes, reference_labels: as :func:`evaluate`.
         reference: (R, D) features of the held-out reference in this space.
+        centroids: (k, D) :func:`training_centroids` of ``features`` (``ec.centroids_k``),
+            or None to compute them here.
 
     Returns:
         metric name -> value, named ``metric_name(key, emb.short)``.
@@ -173,8 +180,9 @@ def evaluate_space(images: np.ndarray, emb: Any, features: np.ndarray, labels: n
         # skewed dataset's large classes get no head start
         bal = balanced_indices(labels, np.random.default_rng(seed))
         fake_labels = nearest_neighbour_labels(feats[bal], labels[bal], fake)
-    centroids = None
-    if "memorization" in ec.metrics and ec.centroids_k:
+    if "memorization" not in ec.metrics or not ec.centroids_k:
+        centroids = None
+    elif centroids is None:
         centroids = training_centroids(feats, ec.centroids_k)
     inputs = MetricInputs(real=real, fake=fake, train=feats[subset], train_full=feats,
                           reference_labels=reference_labels, num_classes=num_classes or None,

@@ -48,6 +48,9 @@ class TrialInputs:
     # eval embedder name -> arrays ids (R,), labels (R,), features (R, D) of the held-out
     # reference (what the metrics compare against; never trained on)
     reference: dict[str, str] = field(default_factory=dict)
+    # eval embedder name -> arrays centroids (k, D): k-means centres of the full training
+    # set in that space (``eval.centroids_k``), computed once per dataset by the driver
+    centroids: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,8 @@ class TrialSpec:
         return cls(key=d["key"], cache_root=d["cache_root"], run_name=d["run_name"],
                    trial=trial_from_json(d["trial"]), params=dict(d["params"]),
                    inputs=TrialInputs(**{**d["inputs"],
-                                         "reference": dict(d["inputs"].get("reference") or {})}),
+                                         "reference": dict(d["inputs"].get("reference") or {}),
+                                         "centroids": dict(d["inputs"].get("centroids") or {})}),
                    conditional=bool(d["conditional"]),
                    num_classes=int(d["num_classes"]), model=ModelConfig(**d["model"]),
                    train=TrainConfig(**d["train"]), sample=SampleConfig(**d["sample"]),

@@ -151,13 +151,16 @@ def sample_evaluate_save(cache: ArtifactCache, spec: TrialSpec, ema_model: Any, 
     t_sample = time.time() - clock["t0"] - clock["train_s"]
     features = {name: cache.load_arrays(key)["features"] for name, key in spec.inputs.features.items()}
     refs = {name: cache.load_arrays(key) for name, key in spec.inputs.reference.items()}  # held-out
+    centres = {name: cache.load_arrays(key)["centroids"]
+               for name, key in spec.inputs.centroids.items()}
     with local_weights(cache, spec.inputs.weights) as trained:
         metrics = evaluate(images, features, data["labels"], data["subset"], spec.eval,
                            spec.trial.seed, spec.num_classes,
                            "cuda" if device.type == "cuda" else "cpu",
                            weights={**spec.eval_weights, **trained},
                            reference={name: r["features"] for name, r in refs.items()},
-                           reference_labels=refs[spec.eval.primary]["labels"])
+                           reference_labels=refs[spec.eval.primary]["labels"],
+                           centroids=centres)
     t_eval = time.time() - clock["t0"] - clock["train_s"] - t_sample
     gkey = sample_grid_key(spec.key)
     save_sample_grid(cache, gkey, images)
