@@ -10,7 +10,8 @@ Input: one or two ``trials.csv`` files (format: :mod:`eval.trials`; one row per 
 (c) balanced clustering moves the generated class shares of a skewed set closer to
     uniform than random pruning (``cov_kl_uniform``, from ``--skewed``), per ratio;
 (d) with ``--distance``: are samples of pruned models closer to cluster centres (or to
-    training images) than the full-data model's, every method and ratio.
+    training images) than the full-data model's, every method and ratio; and per method,
+    the slope of that distance against the ratio (:mod:`eval.trend`).
 
 Every row's statistics (means with bootstrap CIs, Welch's t with its df, two-sided p,
 Holm correction within the table, and when a row may say "significant") are those of
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from eval.trend import claim_trend
 from eval.trials import TrialsError, read_trials
 from eval.verdicts import (ALPHA, BALANCE_METRIC, FULL, HIGH, MARK, Claim, ClaimsError,  # noqa: F401
                            claim_a, claim_b, claim_c, compare, render)
@@ -85,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.distance and trials is not None:
             print(render(trials, args.distance, claims=["d"], circular=_csv_set(args.circular),
                          seed=args.seed, n_boot=args.n_boot, source=str(args.trials)))
+            for ds in dict.fromkeys(trials["dataset"]):
+                print(claim_trend(trials[trials["dataset"] == ds], args.distance,
+                                  _csv_set(args.circular),
+                                  ds if trials["dataset"].nunique() > 1 else None).markdown())
     except (ClaimsError, TrialsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -9,8 +9,8 @@ manifest ``benchmarks/results/verdicts.yaml`` names each table::
     tables:
       reproduce:                                # marker name
         trials: reproduce_<hash>_<date>.trials.csv    # relative to the manifest's folder
-        claims: [a, b]
-        metric: fd_effnet                       # required for (a), (b), (d)
+        claims: [a, b]                          # a, b, c, d; trend: (d)'s slope against the ratio
+        metric: fd_effnet                       # required for (a), (b), (d), trend
         balance_metric: cov_kl_uniform_cls      # optional, the column of (c)
         higher_is_better: false                 # optional
         circular: [clustering_nearest, clustering_balanced]   # optional, marked † in every claim
@@ -30,8 +30,9 @@ from pathlib import Path
 
 import yaml
 
+from eval.trend import claim_trend
 from eval.trials import read_trials
-from eval.verdicts import BALANCE_METRIC, ClaimsError, render
+from eval.verdicts import BALANCE_METRIC, ClaimsError, _need, render
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = "benchmarks/results/verdicts.yaml"
@@ -39,6 +40,7 @@ DEFAULT_DOCS = ["README.md", "benchmarks/RESULTS.md"]
 MARKER = re.compile(r"<!-- verdicts:([A-Za-z0-9_.-]+):(begin|end) -->")
 TOP_KEYS = {"docs", "seed", "n_boot", "tables"}
 TABLE_KEYS = {"trials", "claims", "metric", "balance_metric", "higher_is_better", "circular", "docs"}
+CLAIMS = {"a", "b", "c", "d", "trend"}
 
 
 def begin_marker(name: str) -> str:
@@ -83,10 +85,11 @@ def load_manifest(path: Path) -> dict:
         if "trials" not in t:
             raise ClaimsError(f"{where}.trials: missing")
         claims = _list(t.get("claims"), f"{where}.claims")
-        if not claims or set(claims) - {"a", "b", "c", "d"}:
-            raise ClaimsError(f"{where}.claims: a non-empty list of a, b, c, d, got {claims!r}")
-        if {"a", "b", "d"} & set(claims) and not t.get("metric"):
-            raise ClaimsError(f"{where}.metric: required for claims (a), (b) and (d)")
+        if not claims or set(claims) - CLAIMS:
+            raise ClaimsError(f"{where}.claims: a non-empty list of a, b, c, d, trend, "
+                              f"got {claims!r}")
+        if {"a", "b", "d", "trend"} & set(claims) and not t.get("metric"):
+            raise ClaimsError(f"{where}.metric: required for claims (a), (b), (d) and trend")
         _list(t.get("circular"), f"{where}.circular")
         _list(t.get("docs"), f"{where}.docs")
     return {"docs": docs, "seed": int(raw.get("seed", 0)), "n_boot": int(raw.get("n_boot", 10_000)),
@@ -100,11 +103,18 @@ def render_entry(name: str, t: dict, base: Path, seed: int, n_boot: int) -> str:
         raise ClaimsError(f"tables.{name}.trials: no such file {csv}")
     df = read_trials(csv)
     claims, circular = t["claims"], set(t.get("circular") or ())
-    return render(df if {"a", "b", "d"} & set(claims) else None, t.get("metric"),
+    text = render(df if {"a", "b", "d"} & set(claims) else None, t.get("metric"),
                   df if "c" in claims else None, claims=claims, circular=circular,
                   lower_is_better=not t.get("higher_is_better", False), seed=seed, n_boot=n_boot,
                   source=str(csv), skewed_source=str(csv), skewed_circular=circular,
                   balance_metric=t.get("balance_metric", BALANCE_METRIC))
+    if "trend" in claims:
+        _need(df, t["metric"], str(csv))
+        many = df["dataset"].nunique() > 1
+        text = "\n".join(filter(None, [text] + [
+            claim_trend(df[df["dataset"] == ds], t["metric"], circular, ds if many else None)
+            .markdown() for ds in dict.fromkeys(df["dataset"])]))
+    return text
 
 
 def _replace(text: str, doc: str, name: str, body: str) -> str:

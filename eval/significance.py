@@ -1,4 +1,4 @@
-"""Significance of differences between per-seed results: Welch's t, Holm, bootstrap CIs.
+"""Significance of differences between per-seed results: Welch's t, Holm, bootstrap CIs, slopes.
 
 Pure numpy/scipy. The inputs are per-seed values of one metric (one value per trial),
 never aggregated means: a test needs the spread, and the degrees of freedom depend on
@@ -10,6 +10,8 @@ how many seeds each side has.
   one family (one verdict table).
 - :func:`bootstrap_ci`: percentile bootstrap interval of a mean, from an explicit
   ``numpy.random.Generator``.
+- :func:`slope_test`: least-squares slope of a metric against the pruning ratio, its
+  t-test against zero with n - 2 degrees of freedom.
 
 Where no honest number exists (fewer than two values on a side, no variation at all)
 the p-value is NaN and :attr:`WelchResult.reason` says why; nothing is made up.
@@ -158,3 +160,66 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, rng: np.random.Generator,
         means[start:stop] = x[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class SlopeResult:
+    """Least-squares slope of ``y`` on ``x`` and its t-test against 0.
+
+    Attributes:
+        slope: OLS slope (NaN when there is no fit).
+        se: its standard error, ``sqrt(SSE / (n - 2) / Sxx)``.
+        t: ``slope / se``.
+        df: ``n - 2``.
+        p: two-sided p-value from Student's t with ``df`` degrees of freedom.
+        ci: 95% t-interval of the slope.
+        n: number of finite (x, y) pairs used.
+        reason: why there is no test ("" when there is one).
+    """
+
+    slope: float
+    se: float
+    t: float
+    df: float
+    p: float
+    ci: tuple[float, float]
+    n: int
+    reason: str = ""
+
+
+def slope_test(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
+               level: float = 0.95) -> SlopeResult:
+    """Does ``y`` change linearly with ``x``? OLS slope, t = slope / se, df = n - 2.
+
+    Assumes independent residuals of equal variance; pairs with a non-finite ``y`` are
+    dropped.
+
+    Args:
+        x: (n,) predictor (e.g. the pruning ratio of each trial).
+        y: (n,) response (e.g. one metric of each trial).
+        level: confidence level of :attr:`SlopeResult.ci`.
+
+    Returns:
+        A :class:`SlopeResult`; with fewer than 3 pairs, one distinct ``x`` or a perfect
+        fit, ``t``, ``p`` are NaN and ``reason`` says why.
+    """
+    xs, ys = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    xs, ys = xs[ok], ys[ok]
+    n, nan = len(xs), math.nan
+    if n < 3 or np.ptp(xs) == 0:
+        return SlopeResult(nan, nan, nan, nan, nan, (nan, nan), n,
+                           f"fewer than 3 trials or one ratio only (n = {n})")
+    dx = xs - xs.mean()
+    sxx = float(dx @ dx)
+    slope = float(dx @ (ys - ys.mean()) / sxx)
+    resid = ys - ys.mean() - slope * dx
+    df = n - 2
+    se = math.sqrt(float(resid @ resid) / df / sxx)
+    if se == 0:
+        return SlopeResult(slope, 0.0, nan, float(df), nan, (slope, slope), n,
+                           "perfect fit: no residual variance")
+    t = slope / se
+    q = float(stats.t.ppf((1 + level) / 2, df))
+    return SlopeResult(slope, se, t, float(df), min(1.0, float(2 * stats.t.sf(abs(t), df))),
+                       (slope - q * se, slope + q * se), n)

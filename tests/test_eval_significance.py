@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from eval.significance import bootstrap_ci, holm, welch_test
+from eval.significance import bootstrap_ci, holm, slope_test, welch_test
 
 CASES = [
     ([10.0, 12.0, 11.0], [7.0, 8.0]),
@@ -184,3 +184,28 @@ def test_bootstrap_ci_needs_two_values_and_a_generator():
         bootstrap_ci([1.0, 2.0], 0)
     with pytest.raises(ValueError):
         bootstrap_ci([1.0, 2.0], np.random.default_rng(0), level=1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_slope_test_matches_scipy_linregress(seed):
+    """Slope, its standard error and the two-sided p equal scipy.stats.linregress; the CI
+    is slope ± t_{0.975, n-2} se."""
+    rng = np.random.default_rng(seed)
+    x = np.repeat([0.0, 0.25, 0.5, 0.75, 0.9], 3)
+    y = 0.7 - 0.05 * seed * x + rng.normal(0, 0.01, len(x))
+    got, ref = slope_test(x, y), stats.linregress(x, y)
+    assert got.n == 15 and got.df == 13
+    assert got.slope == pytest.approx(ref.slope, rel=1e-10)
+    assert got.se == pytest.approx(ref.stderr, rel=1e-10)
+    assert got.p == pytest.approx(ref.pvalue, rel=1e-8)
+    q = stats.t.ppf(0.975, 13)
+    assert got.ci == pytest.approx((ref.slope - q * ref.stderr, ref.slope + q * ref.stderr))
+
+
+def test_slope_test_without_a_test_says_why():
+    assert "one ratio only" in slope_test([0.5, 0.5, 0.5], [1.0, 2.0, 3.0]).reason
+    assert "fewer than 3" in slope_test([0.0, 1.0], [1.0, 2.0]).reason
+    exact = slope_test([0.0, 0.5, 1.0], [1.0, 2.0, 3.0])
+    assert exact.slope == pytest.approx(2.0) and math.isnan(exact.p) and "perfect fit" in exact.reason
+    dropped = slope_test([0.0, 0.5, 1.0, 0.9], [1.0, 2.5, 3.0, float("nan")])
+    assert dropped.n == 3

@@ -254,3 +254,31 @@ def test_update_docs_fails_in_one_line_and_writes_nothing(tmp_path, capsys, brea
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
     assert {p: p.read_text() for p in before} == before
+
+
+def test_trend_of_a_distance_with_the_ratio():
+    """eval.trend: per method, the OLS slope against the ratio (full data at ratio 0),
+    scipy's linregress on the same points, Holm over the methods."""
+    from eval.trend import claim_trend
+
+    m = "mem_centroid_nn_mean_effnet"
+    spec = {("full", 0.0): _around(0.50, 3, 0.01)}
+    for r in (0.25, 0.5, 0.75, 0.9):
+        spec[("clustering_nearest", r)] = _around(0.50 - 0.2 * r, 3, 0.01)   # falls steadily
+        spec[("random", r)] = _around(0.50, 3, 0.01)[::-1] if r < 0.6 else _around(0.50, 3, 0.01)
+    t = _trials(spec, metric=m)
+    c = claim_trend(t, m, circular={"clustering_nearest"})
+    got = {r["method"]: r for r in c.rows}
+    assert got["clustering_nearest"]["verdict"] == "significantly closer as more is removed"
+    assert got["random"]["verdict"] == "no significant trend"
+    sub = t[t["method"].isin(["full", "clustering_nearest"])]
+    ref = stats.linregress(sub["ratio"], sub[m])
+    fit = got["clustering_nearest"]["fit"]
+    assert fit.slope == pytest.approx(ref.slope) and fit.p == pytest.approx(ref.pvalue, rel=1e-8)
+    assert fit.n == 15 and fit.df == 13
+    ps = [got[k]["fit"].p for k in ("clustering_nearest", "random")]
+    assert [got[k]["p_holm"] for k in ("clustering_nearest", "random")] == pytest.approx(holm(ps))
+    assert "1 of 2 methods significantly closer, 0 significantly farther" in c.headline
+    assert "| clustering_nearest † | 15 |" in c.table and "not fully independent" in c.table
+    with pytest.raises(pc.ClaimsError, match="no full-data rows"):
+        claim_trend(t[t["method"] != "full"], m)
