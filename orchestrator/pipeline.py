@@ -103,7 +103,7 @@ def _run_stages(cfg: Config, fresh: bool) -> int:
         t1 = time.time()
         subsets = build_subsets(cache, cfg, arts, fresh)
         _say(f"score+select: {len(subsets)} subset(s) ({time.time() - t1:.0f}s)")
-        specs = build_specs(cache, cfg, arts, subsets)
+        specs = build_specs(cache, cfg, arts, subsets, fresh)
         t1 = time.time()
         errors = run_sweep(cache, cfg, specs, plan, fresh)
         _say(f"sweep done ({time.time() - t1:.0f}s)")

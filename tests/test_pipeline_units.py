@@ -276,6 +276,12 @@ def test_sweep_computes_the_centroids_once_per_dataset(tmp_path):
     np.testing.assert_array_equal(cache.load_arrays(keys["pixels"])["centroids"],
                                   training_centroids(feats, 3))
     assert ensure_centroids(cache, cfg, art) == keys
+    path = next((tmp_path / "centroids").glob("*.npz"))
+    mtime = path.stat().st_mtime_ns
+    ensure_centroids(cache, cfg, art)
+    assert path.stat().st_mtime_ns == mtime                      # reused
+    ensure_centroids(cache, cfg, art, fresh=True)
+    assert path.stat().st_mtime_ns != mtime                      # --fresh rewrites it
     cfg.eval = EvalConfig(embedders=("pixels",), metrics=("memorization",))
     assert ensure_centroids(cache, cfg, art) == {}
 

@@ -49,10 +49,12 @@ def eval_inputs(cfg: Any, art: DatasetArtifacts) -> tuple[dict[str, str], dict[s
     return features, trained, files
 
 
-def ensure_centroids(cache: ArtifactCache, cfg: Any, art: DatasetArtifacts) -> dict[str, str]:
+def ensure_centroids(cache: ArtifactCache, cfg: Any, art: DatasetArtifacts,
+                     fresh: bool = False) -> dict[str, str]:
     """Per evaluation space, the cache key of the full training set's k-means centres
     (``eval.centroids_k``; {} when not measured), computed here once per dataset instead
-    of in every trial (2 s a trial in EfficientNet-Lite0's 1280 dimensions)."""
+    of in every trial (2 s a trial in EfficientNet-Lite0's 1280 dimensions); ``fresh``
+    recomputes them."""
     k = int(cfg.eval.centroids_k)
     if not k or "memorization" not in cfg.eval.metrics:
         return {}
@@ -62,7 +64,7 @@ def ensure_centroids(cache: ArtifactCache, cfg: Any, art: DatasetArtifacts) -> d
     for name in cfg.eval.embedders:
         key = keys[name] = cache.key("centroids", CENTROIDS_VERSION,
                                      features=art.embeddings[name], k=k)
-        if not cache.has(key, "arrays"):
+        if fresh or not cache.has(key, "arrays"):
             feats = cache.load_arrays(art.embeddings[name])["features"]
             cache.save_arrays(key, centroids=training_centroids(feats, k))
     return keys
@@ -96,10 +98,11 @@ def run_name(trial: Any, key: str) -> str:
 
 
 def build_specs(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts],
-                subsets: dict[tuple, str]) -> list[TrialSpec]:
-    """One :class:`TrialSpec` per trial of the grid, in grid order."""
+                subsets: dict[tuple, str], fresh: bool = False) -> list[TrialSpec]:
+    """One :class:`TrialSpec` per trial of the grid, in grid order (``fresh``: recompute
+    the per-dataset inputs built here, the k-means centres)."""
     specs = []
-    centroids = {name: ensure_centroids(cache, cfg, art) for name, art in arts.items()}
+    centroids = {name: ensure_centroids(cache, cfg, art, fresh) for name, art in arts.items()}
     for trial in cfg.trial_grid():
         art = arts[trial.dataset]
         ds = cfg.dataset(trial.dataset)
