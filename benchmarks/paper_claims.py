@@ -36,7 +36,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eval.trend import claim_trend
+from eval.trend import render_trend
 from eval.trials import TrialsError, read_trials
 from eval.verdicts import (ALPHA, BALANCE_METRIC, FULL, HIGH, MARK, Claim, ClaimsError,  # noqa: F401
                            claim_a, claim_b, claim_c, compare, render)
@@ -87,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.distance and trials is not None:
             print(render(trials, args.distance, claims=["d"], circular=_csv_set(args.circular),
                          seed=args.seed, n_boot=args.n_boot, source=str(args.trials)))
-            for ds in dict.fromkeys(trials["dataset"]):
-                print(claim_trend(trials[trials["dataset"] == ds], args.distance,
-                                  _csv_set(args.circular),
-                                  ds if trials["dataset"].nunique() > 1 else None).markdown())
+            print(render_trend(trials, args.distance, _csv_set(args.circular)))
     except (ClaimsError, TrialsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

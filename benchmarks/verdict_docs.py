@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from eval.trend import claim_trend
+from eval.trend import render_trend
 from eval.trials import read_trials
 from eval.verdicts import BALANCE_METRIC, ClaimsError, _need, render
 
@@ -110,10 +110,7 @@ def render_entry(name: str, t: dict, base: Path, seed: int, n_boot: int) -> str:
                   balance_metric=t.get("balance_metric", BALANCE_METRIC))
     if "trend" in claims:
         _need(df, t["metric"], str(csv))
-        many = df["dataset"].nunique() > 1
-        text = "\n".join(filter(None, [text] + [
-            claim_trend(df[df["dataset"] == ds], t["metric"], circular, ds if many else None)
-            .markdown() for ds in dict.fromkeys(df["dataset"])]))
+        text = "\n".join(filter(None, [text, render_trend(df, t["metric"], circular)]))
     return text
 
 

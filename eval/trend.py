@@ -87,3 +87,10 @@ def claim_trend(df: pd.DataFrame, metric: str, circular: Collection[str] = (),
         notes.append(f"{MARK} selected its subset in the feature space of {metric}: its distance "
                      "there follows partly from what it selected.")
     return Claim(head, "\n".join(lines + [""] + notes), rows)
+
+
+def render_trend(df: pd.DataFrame, metric: str, circular: Collection[str] = ()) -> str:
+    """Markdown of :func:`claim_trend` for every dataset of ``df`` (named when several)."""
+    many = df["dataset"].nunique() > 1
+    return "\n".join(claim_trend(df[df["dataset"] == ds], metric, circular, ds if many else None)
+                     .markdown() for ds in dict.fromkeys(df["dataset"]))
