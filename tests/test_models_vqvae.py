@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from models import (VQVAE_PRESETS, build_vqvae, fit_latent_scale, load_vqvae, psnr, save_vqvae,
                     vqvae_train_step)
-from models.vqvae import EMAQuantizer
+from models.vqvae import EMAQuantizer, images_to_model
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
@@ -149,3 +149,12 @@ def test_f4_vqvae_beats_bilinear_on_fashion_mnist() -> None:
     small = F.interpolate(test, size=8, mode="bilinear", antialias=True, align_corners=False)
     base = F.interpolate(small, size=32, mode="bilinear", align_corners=False)
     assert psnr(recon, test) > psnr(base, test) + 0.3, (psnr(recon, test), psnr(base, test))
+
+
+def test_images_to_model_values_and_contiguous_nchw() -> None:
+    images = np.arange(2 * 4 * 5 * 3, dtype=np.uint8).reshape(2, 4, 5, 3)
+    x = images_to_model(images)
+    assert x.shape == (2, 3, 4, 5) and x.dtype == torch.float32
+    assert x.is_contiguous()            # not a channels-last view (slower convolutions)
+    expected = images.transpose(0, 3, 1, 2).astype(np.float64) / 127.5 - 1.0
+    np.testing.assert_allclose(x.numpy(), expected, rtol=0, atol=1e-6)

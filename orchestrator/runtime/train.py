@@ -79,6 +79,22 @@ def call_isolated(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         ray.kill(runner)
 
 
+def call_as_worker(fn: Callable[..., Any], plan: ResourcePlan, max_failures: int, name: str,
+                   *args: Any) -> Any:
+    """Run ``fn(*args)`` as one Ray task with one Train worker's resources (CPUs, GPU),
+    retried up to ``max_failures`` times if its process dies; returns its result.
+
+    For single-worker runs that need none of Ray Train's machinery (the VQ-VAE of a
+    small dataset): no controller, placement group or dataset coordinator beside it.
+    """
+    import ray
+
+    res = plan.worker_resources()
+    task = ray.remote(fn).options(num_cpus=res["CPU"], num_gpus=res.get("GPU", 0),
+                                  max_retries=max_failures, name=name)
+    return ray.get(task.remote(*args))
+
+
 def torch_threads(n: int) -> None:
     """Intra-op threads of this process (a fractional CPU request still gets >= 1)."""
     import torch
