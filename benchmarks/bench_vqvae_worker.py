@@ -45,7 +45,8 @@ def in_process_rate(images: np.ndarray, preset: str, steps: int, batch_size: int
     gen = torch.Generator().manual_seed(seed)
 
     def step() -> None:
-        vqvae_train_step(model, data[torch.randint(0, len(data), (batch_size,), generator=gen)], opt)
+        idx = torch.randint(0, len(data), (batch_size,), generator=gen)
+        vqvae_train_step(model, data[idx], opt)
 
     for _ in range(3):
         step()
@@ -79,7 +80,8 @@ def conv_share(preset: str, batch_size: int, steps: int = 10) -> float:
     return conv / total if total else float("nan")
 
 
-PATHS = {"train": "Ray Train worker (DDP path, world 1)", "single": "one Ray task (train_vqvae_single)"}
+PATHS = {"train": "Ray Train worker (DDP path, world 1)",
+         "single": "one Ray task (train_vqvae_single)"}
 
 
 def cpu_seconds_by_process() -> dict[tuple[int, str], float]:

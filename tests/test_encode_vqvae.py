@@ -51,7 +51,8 @@ def test_single_process_vqvae_matches_the_ray_train_worker(tmp_path, write_confi
     source = load_dataset(ds)
     plan = current_plan(cfg.resources)
     assert plan.num_workers == 1
-    single, trained = ArtifactCache(str(tmp_path / "single")), ArtifactCache(str(tmp_path / "train"))
+    single = ArtifactCache(str(tmp_path / "single"))
+    trained = ArtifactCache(str(tmp_path / "train"))
     key = vqvae_key(single, cfg, source.fingerprint, ds.seed)
 
     metrics = train_vqvae(single, cfg, source, ds, plan, key)

@@ -3,8 +3,8 @@
 The VQ-VAE trains for a fixed number of steps: a small dataset with one worker in one
 Ray task from memory (:func:`train_vqvae_single`), otherwise inside a Ray Train
 ``TorchTrainer`` on the dataset's Ray Data shards (DDP), which fits its latent scale on
-rank 0 and reports the weights as a checkpoint. A Ray Data ``map_batches`` actor pool then encodes every
-image. Both artifacts are content-addressed in the cache: the VQ-VAE by the data
+rank 0 and reports the weights as a checkpoint. A Ray Data ``map_batches`` actor pool
+then encodes every image. Both artifacts are content-addressed in the cache: the VQ-VAE by the data
 fingerprint and the autoencoder config, the latents by the VQ-VAE's key.
 """
 
@@ -124,8 +124,8 @@ def train_vqvae_worker(config: dict) -> None:
             ckpt = ray.train.Checkpoint.from_directory(d)
         from orchestrator.runtime.workarounds import worker_pg_marker
 
-        ray.train.report({"step": step, "train_s": train_s, **{k: float(v) for k, v in logs.items()},
-                          **worker_pg_marker()}, checkpoint=ckpt)
+        metrics = {"step": step, "train_s": train_s, **{k: float(v) for k, v in logs.items()}}
+        ray.train.report({**metrics, **worker_pg_marker()}, checkpoint=ckpt)
 
 
 def train_vqvae_single(config: dict, images: np.ndarray, cache_root: str,
@@ -278,7 +278,8 @@ def ensure_latents(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, vq_
                          plan, cfg.autoencoder.batch_size * 4)
     cols = collect_by_id(out, ["label", "latent"])
     if len(cols["id"]) != source.count:
-        raise RuntimeError(f"encode[{ds_cfg.name}]: got {len(cols['id'])} latents for {source.count} images")
+        raise RuntimeError(f"encode[{ds_cfg.name}]: got {len(cols['id'])} latents for "
+                           f"{source.count} images")
     cache.save_arrays(key, ids=cols["id"].astype(np.int64), labels=cols["label"].astype(np.int64),
                       latents=cols["latent"].astype(np.float32))
     say("encode[%s]: %d latents %s", ds_cfg.name, len(cols["id"]), cols["latent"].shape[1:])
