@@ -19,6 +19,7 @@ from orchestrator.config.checks import circularity_warnings
 from orchestrator.progress import say as _say
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.lock import RunLock
+from orchestrator.storage.tables import Table
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +39,29 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) 
         if source.skipped:
             _say(f"{ds.name}: skipped {len(source.skipped)} unreadable file(s), e.g. "
                  f"{source.skipped[0].path}: {source.skipped[0].reason}")
-        _say(f"{ds.name}: {source.count} images, {source.num_classes} classes, "
-             f"fingerprint {source.fingerprint[:12]}")
+        count = "an unknown number of" if source.count is None else source.count
+        _say(f"{ds.name}: {count} images, fingerprint {source.fingerprint[:12]}")
         vq = ensure_vqvae(cache, cfg, source, ds, plan, fresh)
         lat = ensure_latents(cache, cfg, source, ds, vq, plan, fresh)
-        _say(f"{ds.name}: encode done ({time.time() - t0:.0f}s)")
+        samples = Table(cache, lat)
+        num_classes = int(samples.meta.get("num_classes", source.num_classes or 0))
+        _say(f"{ds.name}: encode done: {samples.rows} images, {num_classes} classes "
+             f"({time.time() - t0:.0f}s)")
         t1 = time.time()
-        trained = ensure_trained_spaces(cache, cfg, source, ds, fresh)
-        emb = ensure_embeddings(cache, cfg, source, ds, plan, fresh, trained)
+        trained = ensure_trained_spaces(cache, cfg, source, ds, fresh, plan, num_classes)
+        emb = ensure_embeddings(cache, cfg, source, ds, plan, fresh, trained, samples.rows)
         ref = ensure_reference(cache, cfg, ds, plan, fresh, trained)
         _say(f"{ds.name}: embed done: {', '.join(emb)}; held-out reference: {ref.origin}, "
              f"{ref.size} images ({time.time() - t1:.0f}s)")
         t1 = time.time()
         proxy = {}
         for seed in cfg.experiment.seeds:   # one proxy per experiment seed
-            key = ensure_proxy_stats(cache, cfg, ds, lat, source.num_classes, plan, fresh, seed)
+            key = ensure_proxy_stats(cache, cfg, ds, lat, num_classes, plan, fresh, seed)
             if key:
                 proxy[seed] = key
         if proxy:
             _say(f"{ds.name}: proxy statistics done ({time.time() - t1:.0f}s)")
-        arts[ds.name] = DatasetArtifacts(ds.name, source.fingerprint, source.num_classes, vq, lat,
+        arts[ds.name] = DatasetArtifacts(ds.name, source.fingerprint, num_classes, vq, lat,
                                          emb, proxy or None, trained, ref.keys, ref.origin,
                                          ref.size)
     return arts
@@ -78,7 +82,7 @@ def run_pipeline(cfg: Config, fresh: bool = False) -> int:
 
 
 def _run_stages(cfg: Config, fresh: bool) -> int:
-    from orchestrator.runtime.cluster import init_ray
+    from orchestrator.runtime.cluster import init_ray, run_tasks
     from orchestrator.runtime.resources import current_plan, describe
     from orchestrator.stages.embed import check_embedders
     from orchestrator.stages.report import check_tracking_server, run_report
@@ -101,9 +105,12 @@ def _run_stages(cfg: Config, fresh: bool) -> int:
              + ("; --fresh: rebuilding everything" if fresh else ""))
         arts = prepare_datasets(cache, cfg, plan, fresh)
         t1 = time.time()
-        subsets = build_subsets(cache, cfg, arts, fresh)
+        def in_tasks(fn: Any, calls: list[tuple]) -> list:
+            return run_tasks(fn, plan, calls, fn.__name__)
+
+        subsets = build_subsets(cache, cfg, arts, fresh, in_tasks)
         _say(f"score+select: {len(subsets)} subset(s) ({time.time() - t1:.0f}s)")
-        specs = build_specs(cache, cfg, arts, subsets, fresh)
+        specs = build_specs(cache, cfg, arts, subsets, fresh, in_tasks)
         t1 = time.time()
         errors = run_sweep(cache, cfg, specs, plan, fresh)
         _say(f"sweep done ({time.time() - t1:.0f}s)")

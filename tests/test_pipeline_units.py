@@ -15,6 +15,8 @@ from orchestrator.stages.report import (comparison_table, plot_methods_vs_ratio,
                                         to_markdown, write_table)
 from orchestrator.training.loop import EpochBatches
 from orchestrator.training.records import TrialResult
+from orchestrator.storage.tables import Table
+from tests.table_helpers import save_table
 
 
 def _res(dataset, method, ratio, seed, **metrics):
@@ -166,7 +168,7 @@ def test_evaluate_names_metrics_per_space_and_labels_generated_samples(tmp_path)
     feats = build_embedder("pixels")(images)
     cache = ArtifactCache(str(tmp_path))
     fkey = cache.key("embed", 1, t="features")
-    cache.save_arrays(fkey, ids=np.arange(n), features=feats)
+    save_table(cache, fkey, features=feats)
     from models.classifier import save_classifier, train_classifier
 
     clf = tmp_path / "clf.pt"
@@ -179,7 +181,7 @@ def test_evaluate_names_metrics_per_space_and_labels_generated_samples(tmp_path)
     subset = np.arange(0, n, 2)
     ref = np.sort(rng.choice(n, 90, replace=False))             # stands in for held-out images
     reference = {"pixels": feats[ref], "classifier": cfeats[ref]}
-    metrics = evaluate(fake, {"pixels": cache.load_arrays(fkey)["features"], "classifier": cfeats},
+    metrics = evaluate(fake, {"pixels": Table(cache, fkey).column("features"), "classifier": cfeats},
                        labels, subset, ec, seed=0, num_classes=3, device="cpu",
                        weights={"classifier": str(clf)}, reference=reference,
                        reference_labels=labels[ref])
@@ -268,7 +270,7 @@ def test_sweep_computes_the_centroids_once_per_dataset(tmp_path):
     cache = ArtifactCache(str(tmp_path))
     feats = np.random.default_rng(0).standard_normal((50, 6)).astype(np.float32)
     fkey = cache.key("features", 1, x=1)
-    cache.save_arrays(fkey, features=feats)
+    save_table(cache, fkey, features=feats)
     art = SimpleNamespace(embeddings={"pixels": fkey})
     cfg = SimpleNamespace(eval=EvalConfig(embedders=("pixels",), metrics=("memorization",),
                                           centroids_k=3))
@@ -295,9 +297,9 @@ def test_scores_use_per_dataset_params(tmp_path):
     cache = ArtifactCache(str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
     lat_key, emb_key = cache.key("latents", 1, t="x"), cache.key("embed", 1, t="x")
-    cache.save_arrays(lat_key, latents=np.zeros((60, 4, 2, 2), np.float32),
-                      labels=np.zeros(60, np.int64))
-    cache.save_arrays(emb_key, features=rng.normal(size=(60, 8)).astype(np.float32))
+    save_table(cache, lat_key, latent=np.zeros((60, 4, 2, 2), np.float32),
+               label=np.zeros(60, np.int64))
+    save_table(cache, emb_key, features=rng.normal(size=(60, 8)).astype(np.float32))
     method = MethodConfig(name="clustering", label="clustering",
                           params={"embedder": "pixels", "k": 3},
                           per_dataset={"big": {"k": 7}})

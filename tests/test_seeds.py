@@ -12,15 +12,19 @@ from orchestrator.training.loop import LocalRuntime, build_model
 from orchestrator.training.proxy_stats import train_proxy
 from orchestrator.training.records import TrialInputs, TrialSpec
 from orchestrator.training.trial import train_model
+from tests.table_helpers import save_table
 
 N = 24
 
 
 def _data() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {"ids": np.arange(N, dtype=np.int64), "labels": rng.integers(0, 3, N).astype(np.int64),
-            "latents": rng.standard_normal((N, 4, 8, 8)).astype(np.float32),
-            "subset": np.arange(0, N, 2, dtype=np.int64)}
+    labels = rng.integers(0, 3, N).astype(np.int64)
+    latents = rng.standard_normal((N, 4, 8, 8)).astype(np.float32)
+    subset = np.arange(0, N, 2, dtype=np.int64)
+    # a trial's inputs (the subset's latents) and the proxy's (every sample's)
+    return {"ids": np.arange(N, dtype=np.int64), "labels": labels, "subset": subset,
+            "latents": latents[subset], "train_labels": labels[subset], "all_latents": latents}
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -77,7 +81,8 @@ def _proxy(seed: int) -> dict[str, np.ndarray]:
     cfg = {"model": "DiT-Micro/2", "steps": 4, "batch_size": 8, "lr": 1e-3, "log_points": 2,
            "grad_checkpoints": 1, "draws": 2, "chunk": 8, "n": N, "seed": seed,
            "stats": ["loss_traj", "grad_norm"], "conditional": True, "num_classes": 3}
-    data = {k: v for k, v in _data().items() if k != "subset"}
+    full = _data()
+    data = {"ids": full["ids"], "labels": full["labels"], "latents": full["all_latents"]}
     rec, _ = train_proxy(cfg, data, 0, 1, torch.device("cpu"), lambda m: m, None,
                          lambda *_: None)
     return rec
@@ -100,8 +105,8 @@ def test_each_experiment_seed_scores_with_its_own_proxy(tmp_path):
     cache = ArtifactCache(str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
     lat = cache.key("latents", 1, t="x")
-    cache.save_arrays(lat, latents=np.zeros((30, 4, 2, 2), np.float32),
-                      labels=np.zeros(30, np.int64))
+    save_table(cache, lat, latent=np.zeros((30, 4, 2, 2), np.float32),
+               label=np.zeros(30, np.int64))
     proxy = {s: cache.key("proxy", 2, seed=s) for s in (0, 1)}
     for s, key in proxy.items():
         cache.save_arrays(key, loss_traj=rng.random((30, 3)), loss_last=rng.random((30, 1)))

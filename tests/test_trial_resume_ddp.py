@@ -39,7 +39,8 @@ def _spec() -> TrialSpec:
 
 def _data() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {"labels": rng.integers(0, 3, N).astype(np.int64),
+    labels = rng.integers(0, 3, N).astype(np.int64)
+    return {"labels": labels, "train_labels": labels,
             "latents": rng.standard_normal((N, 4, 8, 8)).astype(np.float32),
             "subset": np.arange(N, dtype=np.int64)}
 

@@ -20,6 +20,7 @@ import torch
 from orchestrator.config import EvalConfig, ModelConfig, SampleConfig, TrainConfig, Trial
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.training.records import TrialInputs, TrialSpec
+from tests.table_helpers import save_table
 
 STEPS, FAIL_AT = 20, 10
 
@@ -34,12 +35,13 @@ def _spec(root: str) -> TrialSpec:
     n = 48
     lat, sub, feats, vq, ref = (ArtifactCache.key(kind, 0, t="tune")
                                 for kind in ("latents", "subset", "embed", "vqvae", "reference"))
-    cache.save_arrays(lat, latents=rng.standard_normal((n, 4, 8, 8)).astype(np.float32),
-                      labels=(np.arange(n) % 3).astype(np.int64))
-    cache.save_arrays(sub, indices=np.arange(0, n, 2, dtype=np.int64))
-    cache.save_arrays(feats, features=rng.random((n, 3 * 32 * 32)).astype(np.float32))
-    cache.save_arrays(ref, ids=np.arange(24, dtype=np.int64), labels=(np.arange(24) % 3).astype(np.int64),
-                      features=rng.random((24, 3 * 32 * 32)).astype(np.float32))   # held-out stand-in
+    save_table(cache, lat, latent=rng.standard_normal((n, 4, 8, 8)).astype(np.float32),
+               label=(np.arange(n) % 3).astype(np.int64))
+    cache.save_arrays(sub, indices=np.arange(0, n, 2, dtype=np.int64),
+                      ids=np.arange(0, n, 2, dtype=np.int64))
+    save_table(cache, feats, features=rng.random((n, 3 * 32 * 32)).astype(np.float32))
+    save_table(cache, ref, label=(np.arange(24) % 3).astype(np.int64),
+               features=rng.random((24, 3 * 32 * 32)).astype(np.float32))   # held-out stand-in
     path = os.path.join(root, "vq.pt")
     save_vqvae(build_vqvae("vq-f4-c4"), path, "vq-f4-c4")
     with open(path, "rb") as f:

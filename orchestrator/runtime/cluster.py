@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -58,7 +59,11 @@ def map_actor_pool(ds: Any, actor_cls: type, ctor_kwargs: dict, plan: ResourcePl
 
 
 def collect_by_id(ds: Any, columns: list[str]) -> dict[str, np.ndarray]:
-    """Gather a dataset's columns into arrays ordered by the ``id`` column."""
+    """Gather a dataset's columns into arrays ordered by the ``id`` column.
+
+    Only for small outputs (benchmarks, tests): the stages write per-sample arrays as
+    table parts in their workers (:func:`write_table`) and gather nothing here.
+    """
     parts: dict[str, list[np.ndarray]] = {c: [] for c in ["id", *columns]}
     for batch in ds.iter_batches(batch_size=4096, batch_format="numpy"):
         for c in parts:
@@ -66,3 +71,48 @@ def collect_by_id(ds: Any, columns: list[str]) -> dict[str, np.ndarray]:
     out = {c: np.concatenate(v) if v else np.zeros((0,)) for c, v in parts.items()}
     order = np.argsort(out["id"], kind="stable")
     return {c: v[order] for c, v in out.items()}
+
+
+def collect_reports(ds: Any) -> list[dict]:
+    """The JSON ``report`` column of a pass whose actors wrote table parts (one small
+    row per batch: the part's description and the batch's skipped rows)."""
+    out: list[dict] = []
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        out.extend(json.loads(str(r)) for r in batch["report"])
+    return out
+
+
+def good_rows(ds: Any) -> Any:
+    """The rows of a source's dataset that decoded (``error == ""``), lazily."""
+    return ds.map_batches(_drop_bad, batch_format="numpy")
+
+
+def _drop_bad(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if "error" not in batch:
+        return batch
+    ok = np.array([not e for e in batch["error"]], dtype=bool)
+    return {k: v[ok] for k, v in batch.items()}
+
+
+def gather_in_task(ds: Any, columns: list[str]) -> list[Any]:
+    """Object refs of ``columns``' blocks (computed by Ray tasks, never on the driver):
+    pass them to a task, which joins them with :func:`join_refs`."""
+    return [ds.to_numpy_refs(column=c) for c in columns]
+
+
+def join_refs(refs: list[list[Any]]) -> list[np.ndarray]:
+    """In a task: the arrays behind :func:`gather_in_task`'s refs, concatenated per column."""
+    import ray
+
+    return [np.concatenate(ray.get(r)) if r else np.zeros((0,)) for r in refs]
+
+
+def run_tasks(fn: Any, plan: ResourcePlan, calls: list[tuple], name: str) -> list[Any]:
+    """``fn(*args)`` for each ``args`` in ``calls`` as Ray tasks with one worker's
+    resources (its GPU when the plan has one), all submitted at once; their results in
+    order."""
+    import ray
+
+    res = plan.worker_resources()
+    task = ray.remote(fn).options(num_cpus=res["CPU"], num_gpus=res.get("GPU", 0), name=name)
+    return ray.get([task.remote(*args) for args in calls])

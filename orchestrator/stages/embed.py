@@ -14,6 +14,7 @@ embedder and its weights (:func:`ensure_reference`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,14 +22,17 @@ import numpy as np
 
 from orchestrator.config.schema import TRAINED_SPACE
 from orchestrator.progress import say
-from orchestrator.runtime.cluster import collect_by_id, map_actor_pool
+from orchestrator.errors import SourceError
+from orchestrator.runtime.cluster import (collect_reports, gather_in_task, good_rows, join_refs,
+                                          map_actor_pool, run_tasks)
 from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.storage.cache import ArtifactCache
+from orchestrator.storage.tables import Table, finish_table, write_part
 from orchestrator.training.spaces import fit_classifier, local_weights
 
-EMBED_VERSION = 1
+EMBED_VERSION = 2       # 2: tables of parts written by the embed actors
 CLASSIFIER_VERSION = 1
-REFERENCE_VERSION = 1
+REFERENCE_VERSION = 2   # 2: a table (id, label, features)
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,8 @@ class Reference:
     """A dataset's embedded held-out reference.
 
     Attributes:
-        keys: eval embedder name -> cache key (arrays ``ids`` (R,), ``labels`` (R,),
-            ``features`` (R, D) float32).
+        keys: eval embedder name -> key of a table with ``id``, ``label`` and
+            ``features`` (D,) float32 per reference image.
         origin: where the images come from, in words (``reference_origin``).
         size: R, the number of reference images.
     """
@@ -48,19 +52,25 @@ class Reference:
 
 
 class EmbedActor:
-    """Ray Data actor: uint8 images -> (B, D) float32 features of one embedder.
+    """Ray Data actor: a batch of source rows -> one part of a features table.
+
+    Writes ``id``, ``features`` (D,) float32 (and ``label`` with ``with_labels``) of the
+    batch's good rows where it runs (:func:`orchestrator.storage.tables.write_part`) and
+    returns one row, ``report`` = JSON of the part's description.
 
     ``weights_key``: cache key of a trained space's weight file (the classifier), fetched
     to a local file here; otherwise ``weights`` is a local weight file or None.
     """
 
     def __init__(self, name: str, weights: str | None, device: str, threads: int,
-                 cache_root: str | None = None, weights_key: str | None = None):
+                 cache_root: str, table_key: str, weights_key: str | None = None,
+                 with_labels: bool = False):
         import torch
 
         from models import build_embedder
 
         torch.set_num_threads(max(1, threads))
+        self.cache, self.table_key, self.with_labels = ArtifactCache(cache_root), table_key, with_labels
         if weights_key:
             with local_weights(ArtifactCache(cache_root), {name: weights_key}) as paths:
                 self.embedder = build_embedder(name, device=device, weights=paths[name])
@@ -68,11 +78,25 @@ class EmbedActor:
             self.embedder = build_embedder(name, device=device, weights=weights)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feats = self.embedder(np.ascontiguousarray(batch["image"]))
-        out = {"id": batch["id"], "features": np.asarray(feats, dtype=np.float32)}
-        if "label" in batch:
-            out["label"] = batch["label"]
-        return out
+        batch = _good(batch)
+        report: dict = {"part": None}
+        if len(batch["id"]):
+            feats = np.asarray(self.embedder(np.ascontiguousarray(batch["image"])), np.float32)
+            ids = np.asarray(batch["id"], dtype=np.int64)
+            cols = {"id": ids, "features": feats}
+            if self.with_labels:
+                cols["label"] = np.asarray(batch["label"], dtype=np.int64)
+            report["part"] = write_part(self.cache, self.table_key, f"part-{ids.min():020d}",
+                                        cols)
+        return {"report": np.array([json.dumps(report)], dtype=object)}
+
+
+def _good(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch's good rows (the encode stage lists the bad ones)."""
+    if "error" not in batch:
+        return batch
+    ok = np.array([not e for e in batch["error"]], dtype=bool)
+    return {k: v[ok] for k, v in batch.items()}
 
 
 def embed_key(cache: ArtifactCache, fingerprint: str, name: str, weights: str | None) -> str:
@@ -102,10 +126,13 @@ def classifier_key(cache: ArtifactCache, fingerprint: str, cc: Any) -> str:
 
 
 def ensure_trained_spaces(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
-                          fresh: bool) -> dict[str, dict]:
+                          fresh: bool, plan: ResourcePlan,
+                          num_classes: int | None = None) -> dict[str, dict]:
     """Train the classifier space on the dataset's labelled training images when needed.
 
-    Runs on the driver (a small CNN: ~1 min on a CPU at the default recipe).
+    Runs in one Ray task with a trial worker's resources (a small CNN: ~1 min on a CPU
+    at the default recipe); the images reach it as block refs, never through the driver.
+    ``num_classes``: the dataset's classes (default: the source's).
 
     Returns:
         ``{"classifier": {"weights": cache key, "test_accuracy", "n_train", "n_test",
@@ -118,21 +145,28 @@ def ensure_trained_spaces(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: A
         info = cache.load_json(key)
         say("embed[%s/%s]: cached (%s)", ds_cfg.name, TRAINED_SPACE, key)
     else:
-        import torch
-
-        from orchestrator.data.sources import load_arrays
-
-        arrays = load_arrays(ds_cfg)
         cc = cfg.eval.classifier
-        say("embed[%s/%s]: training on %d labelled images for %d steps", ds_cfg.name,
-            TRAINED_SPACE, round(len(arrays.ids) * (1 - cc.test_share)), cc.steps)
-        blob, info = fit_classifier(arrays.images, arrays.labels, arrays.num_classes, cc,
-                                    "cuda" if torch.cuda.is_available() else "cpu")
+        say("embed[%s/%s]: training on the labelled images for %d steps", ds_cfg.name,
+            TRAINED_SPACE, cc.steps)
+        refs = gather_in_task(good_rows(source.dataset), ["id", "image", "label"])
+        k = source.num_classes if num_classes is None else num_classes
+        blob, info = run_tasks(_fit_classifier_task, plan, [(refs, k, cc)],
+                               f"classifier-{ds_cfg.name}")[0]
         cache.save_bytes(key, blob)
         cache.save_json(key, info)   # written last: marks the artifact complete
     say("embed[%s/%s]: test accuracy %.4f (%s)", ds_cfg.name, TRAINED_SPACE,
         info["test_accuracy"], info["test_set"])
     return {TRAINED_SPACE: {"weights": key, **info}}
+
+
+def _fit_classifier_task(refs: list, num_classes: int, cc: Any) -> tuple[bytes, dict]:
+    """In a Ray task: the classifier space on the good rows, in id order."""
+    import torch
+
+    ids, images, labels = join_refs(refs)
+    order = np.argsort(ids, kind="stable")
+    return fit_classifier(images[order], labels[order].astype(np.int64), num_classes, cc,
+                          "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _space_weights(cfg: Any, trained: dict[str, dict] | None, name: str) -> tuple[str | None, str | None]:
@@ -141,42 +175,47 @@ def _space_weights(cfg: Any, trained: dict[str, dict] | None, name: str) -> tupl
 
 
 def _embed_pass(cache: ArtifactCache, cfg: Any, dataset: Any, name: str, plan: ResourcePlan,
-                trained: dict[str, dict] | None, columns: list[str]) -> dict[str, np.ndarray]:
-    """One Ray Data actor-pool pass of embedder ``name``: ``{id, *columns}`` in id order.
+                trained: dict[str, dict] | None, key: str, with_labels: bool = False) -> int:
+    """One Ray Data actor-pool pass of embedder ``name`` writing table ``key``; its rows.
 
-    No ``select_columns`` (a Project operator): see stages/encode.py:ensure_vqvae.
+    No ``select_columns`` (a Project operator): see stages/encode.py:train_vqvae.
     """
     weights, weights_key = _space_weights(cfg, trained, name)
     out = map_actor_pool(dataset, EmbedActor,
                          {"name": name, "weights": weights,
                           "device": "cuda" if plan.actor_gpus else "cpu",
                           "threads": plan.actor_threads, "cache_root": cache.root,
-                          "weights_key": weights_key},
+                          "table_key": key, "weights_key": weights_key,
+                          "with_labels": with_labels},
                          plan, cfg.embed.batch_size)
-    return collect_by_id(out, columns)
+    parts = [r["part"] for r in collect_reports(out) if r["part"]]
+    finish_table(cache, key, parts)
+    return sum(p["rows"] for p in parts)
 
 
 def ensure_embeddings(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
                       plan: ResourcePlan, fresh: bool,
-                      trained: dict[str, dict] | None = None) -> dict[str, str]:
-    """Cache keys of the features of every needed embedder (arrays ``ids``, ``features``).
+                      trained: dict[str, dict] | None = None,
+                      count: int | None = None) -> dict[str, str]:
+    """Keys of the features tables (``id``, ``features`` (D,) float32) of every needed
+    embedder.
 
-    ``trained``: :func:`ensure_trained_spaces`' result (weight files of trained spaces).
+    ``trained``: :func:`ensure_trained_spaces`' result (weight files of trained spaces);
+    ``count``: the good rows the encode stage found (each table must have as many).
     """
     keys = {}
     for name in needed_embedders(cfg):
         weights, weights_key = _space_weights(cfg, trained, name)
         key = keys[name] = embed_key(cache, source.fingerprint, name, weights or weights_key)
-        if not fresh and cache.has(key, "arrays"):
+        if not fresh and Table.exists(cache, key):
             say("embed[%s/%s]: cached (%s)", ds_cfg.name, name, key)
             continue
-        cols = _embed_pass(cache, cfg, source.dataset, name, plan, trained, ["features"])
-        if len(cols["id"]) != source.count:
-            raise RuntimeError(f"embed[{ds_cfg.name}/{name}]: {len(cols['id'])} features "
-                               f"for {source.count} images")
-        cache.save_arrays(key, ids=cols["id"].astype(np.int64),
-                          features=cols["features"].astype(np.float32))
-        say("embed[%s/%s]: %s features", ds_cfg.name, name, cols["features"].shape)
+        rows = _embed_pass(cache, cfg, source.dataset, name, plan, trained, key)
+        if count is not None and rows != count:
+            raise RuntimeError(f"embed[{ds_cfg.name}/{name}]: {rows} features for {count} "
+                               "encoded images")
+        say("embed[%s/%s]: %d features of dimension %s", ds_cfg.name, name, rows,
+            Table(cache, key).shape("features"))
     return keys
 
 
@@ -194,18 +233,14 @@ def ensure_reference(cache: ArtifactCache, cfg: Any, ds_cfg: Any, plan: Resource
     for name in cfg.eval.embedders:
         weights, weights_key = _space_weights(cfg, trained, name)
         key = keys[name] = reference_key(cache, source.fingerprint, name, weights or weights_key)
-        if not fresh and cache.has(key, "arrays"):
+        if not fresh and Table.exists(cache, key):
             say("reference[%s/%s]: cached (%s)", ds_cfg.name, name, key)
             continue
-        cols = _embed_pass(cache, cfg, source.dataset, name, plan, trained, ["label", "features"])
-        if len(cols["id"]) == 0:
-            raise RuntimeError(f"reference[{ds_cfg.name}]: no readable image in {origin}")
-        cache.save_arrays(key, ids=cols["id"].astype(np.int64),
-                          labels=cols["label"].astype(np.int64),
-                          features=cols["features"].astype(np.float32))
-        say("reference[%s/%s]: %s features of %s", ds_cfg.name, name, cols["features"].shape,
-            origin)
-    size = int(cache.load_arrays(next(iter(keys.values())))["ids"].shape[0])
+        rows = _embed_pass(cache, cfg, source.dataset, name, plan, trained, key, True)
+        if rows == 0:
+            raise SourceError(f"reference[{ds_cfg.name}]: no readable image in {origin}")
+        say("reference[%s/%s]: %d features of %s", ds_cfg.name, name, rows, origin)
+    size = Table(cache, next(iter(keys.values()))).rows
     return Reference(keys, origin, size)
 
 

@@ -10,6 +10,7 @@ fingerprint and the autoencoder config, the latents by the VQ-VAE's key.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -18,15 +19,18 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.errors import SourceError
 from orchestrator.progress import Progress, say
-from orchestrator.runtime.cluster import collect_by_id, map_actor_pool
+from orchestrator.runtime.cluster import (collect_reports, gather_in_task, good_rows, join_refs,
+                                          map_actor_pool)
 from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.runtime.train import call_as_worker, call_isolated, fit_torch
 from orchestrator.storage.cache import ArtifactCache
+from orchestrator.storage.tables import Table, finish_table, write_part
 from orchestrator.training.evaluate import VQVAE_FILE, vqvae_from_cache
 
 VQVAE_VERSION = 2   # 2: small datasets train from memory (another batch order)
-LATENTS_VERSION = 1
+LATENTS_VERSION = 2   # 2: a table of parts written by the encode actors (keys, uris)
 # Image sets up to this size are materialized before the VQ-VAE trains (3000 32x32
 # images: 9 MB). Unmaterialized, streaming_split reads and decodes the dataset again
 # for every epoch, on the CPUs the training uses (~10 epochs in the quickstart).
@@ -128,13 +132,13 @@ def train_vqvae_worker(config: dict) -> None:
         ray.train.report({**metrics, **worker_pg_marker()}, checkpoint=ckpt)
 
 
-def train_vqvae_single(config: dict, images: np.ndarray, cache_root: str,
+def train_vqvae_single(config: dict, images: np.ndarray | list, cache_root: str,
                        key: str) -> dict[str, float]:
     """A small dataset's single-worker VQ-VAE run in one process (a Ray task), no Ray Train.
 
     The same steps, seeds and batches as :func:`train_vqvae_worker` with one worker (its
-    in-memory path), so the same weights. ``images``: (N, H, W, 3) uint8, handed over as
-    an array: no ``TorchTrainer`` (controller, placement-group cleaner, dataset manager)
+    in-memory path), so the same weights. ``images``: (N, H, W, 3) uint8, or the block
+    refs of :func:`orchestrator.runtime.cluster.gather_in_task` (joined here), so: no ``TorchTrainer`` (controller, placement-group cleaner, dataset manager)
     and no Ray Data iteration in this process. On 2 CPUs the loop then runs at 0.95x the
     in-process rate, against 0.74x in the Ray Train worker and 0.82x in a task that
     iterated the dataset itself (``benchmarks.bench_vqvae_worker``). The run reports no
@@ -152,6 +156,8 @@ def train_vqvae_single(config: dict, images: np.ndarray, cache_root: str,
     opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
     bar = Progress("vq-vae", config["steps"])
     t_loop = time.perf_counter()
+    if isinstance(images, list):
+        images = join_refs(images)[0]
     # a writable copy: the task's argument is a read-only view of the object store
     logs, recent = _steps_from_memory(model, opt, np.array(images), config["batch_size"],
                                       config["steps"], config["seed"], device, bar)
@@ -165,23 +171,44 @@ def train_vqvae_single(config: dict, images: np.ndarray, cache_root: str,
 
 
 class EncodeActor:
-    """Ray Data actor: images -> latents with the cached VQ-VAE."""
+    """Ray Data actor: a batch of source rows -> one part of the latents table.
 
-    def __init__(self, cache_root: str, vqvae_key: str, device: str, threads: int):
+    Good rows (``error == ""``) are encoded and written with their ``key``, ``uri`` and
+    ``label`` (:func:`orchestrator.storage.tables.write_part`); bad rows are reported,
+    not encoded. Returns one small row: ``report`` = JSON of the part's description,
+    the batch's skipped ``[key, reason]`` pairs and its largest label.
+    """
+
+    def __init__(self, cache_root: str, vqvae_key: str, device: str, threads: int,
+                 table_key: str):
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.device = device
-        self.model = vqvae_from_cache(ArtifactCache(cache_root), vqvae_key).to(device).eval()
+        self.device, self.table_key = device, table_key
+        self.cache = ArtifactCache(cache_root)
+        self.model = vqvae_from_cache(self.cache, vqvae_key).to(device).eval()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
         from models.vqvae import images_to_model
 
-        with torch.no_grad():
-            z = self.model.encode(images_to_model(batch["image"]).to(self.device))
-        return {"id": batch["id"], "label": batch["label"], "latent": z.float().cpu().numpy()}
+        ids = np.asarray(batch["id"], dtype=np.int64)
+        keys = batch.get("key", np.array([str(i) for i in ids], dtype=object))
+        errors = batch.get("error", np.full(len(ids), "", dtype=object))
+        ok = np.array([not e for e in errors], dtype=bool)
+        report: dict = {"skipped": [[str(k), str(e)] for k, e in zip(keys[~ok], errors[~ok])],
+                        "part": None, "label_max": -1}
+        if ok.any():
+            with torch.no_grad():
+                z = self.model.encode(images_to_model(batch["image"][ok]).to(self.device))
+            labels = np.asarray(batch["label"], dtype=np.int64)[ok]
+            uris = batch.get("uri", keys)
+            report["part"] = write_part(self.cache, self.table_key, f"part-{ids[ok].min():020d}",
+                                        {"id": ids[ok], "key": keys[ok], "uri": uris[ok],
+                                         "label": labels, "latent": z.float().cpu().numpy()})
+            report["label_max"] = int(labels.max())
+        return {"report": np.array([json.dumps(report)], dtype=object)}
 
 
 def vqvae_key(cache: ArtifactCache, cfg: Any, fingerprint: str, ds_seed: int) -> str:
@@ -225,8 +252,11 @@ def train_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan: 
     # The whole rows, not select_columns(["image"]): the extra id/label columns cost
     # nothing, and the Project operator's worker aborted (SIGABRT, "Mutex corrupt") in
     # a successful quickstart run (issue 13; benchmarks/repro_project_sigabrt.py).
-    images = source.dataset
-    small = source.count * ds_cfg.resolution ** 2 * 3 <= MATERIALIZE_BYTES
+    images = good_rows(source.dataset)   # bad rows stay listed by the encode pass
+    # a source that counts its rows only when it reads them (parquet, webdataset) goes
+    # the streaming way
+    small = (source.count is not None
+             and source.count * ds_cfg.resolution ** 2 * 3 <= MATERIALIZE_BYTES)
     if plan.spare_cpus() < 1.0 or small:
         # No CPU left for Ray Data's tasks beside the Train workers (small machines), or
         # a small dataset: run the read tasks once, now, so the workers only fetch
@@ -236,10 +266,12 @@ def train_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan: 
     t0 = time.perf_counter()
     if small and plan.num_workers == 1:
         config = {**ae_cfg, "threads": plan.solo_threads, "use_gpu": bool(plan.worker_gpus)}
-        # The images as one array (<= MATERIALIZE_BYTES), not the dataset: iterating a
-        # Ray Dataset in the task left Ray Data's executor beside the training loop.
+        # The images' block refs (<= MATERIALIZE_BYTES), joined in the task: not the
+        # dataset (iterating a Ray Dataset in the task left Ray Data's executor beside the
+        # training loop) and not an array gathered on the driver.
         metrics = call_as_worker(train_vqvae_single, plan, cfg.resources.max_failures,
-                                 "vqvae-single", config, _all_images(images), cache.root, key)
+                                 "vqvae-single", config, gather_in_task(images, ["image"]),
+                                 cache.root, key)
     else:
         metrics = call_isolated(_fit_vqvae, ae_cfg, plan,
                                 f"vqvae-{ds_cfg.name}-{key.split('/')[1][:10]}",
@@ -264,23 +296,79 @@ def _fit_vqvae(ae_cfg: dict, plan: ResourcePlan, name: str, storage: str, max_fa
     return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
 
 
+def latents_key(cache: ArtifactCache, vq_key: str, fingerprint: str) -> str:
+    """Cache key of a dataset's latents table (also its samples table)."""
+    return cache.key("latents", LATENTS_VERSION, vqvae=vq_key, fingerprint=fingerprint)
+
+
 def ensure_latents(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, vq_key: str,
                    plan: ResourcePlan, fresh: bool) -> str:
-    """The latents' cache key (arrays ``ids``, ``labels``, ``latents``), encoding when missing."""
-    key = cache.key("latents", LATENTS_VERSION, vqvae=vq_key, fingerprint=source.fingerprint)
-    if not fresh and cache.has(key, "arrays"):
+    """The key of the dataset's latents table, encoding every image when it is missing.
+
+    The table (:class:`orchestrator.storage.tables.Table`) has columns ``id``, ``key``,
+    ``uri``, ``label``, ``latent`` (C, h, w) float32 for every good row, written by the
+    encode actors; its ``meta`` holds ``count``, ``num_classes`` and ``skipped`` (the
+    rows that did not decode: ``[key, reason]``). The skipped rows are then listed in
+    ``<output_dir>/data/<dataset>/skipped.csv`` and checked against ``data.max_skipped``.
+
+    Raises:
+        SourceError: more than ``data.max_skipped`` of the rows are bad (the table stays
+            cached: a rerun with a higher limit reuses it).
+    """
+    key = latents_key(cache, vq_key, source.fingerprint)
+    if not fresh and Table.exists(cache, key):
         say("encode[%s]: latents cached (%s)", ds_cfg.name, key)
-        return key
-    device = "cuda" if plan.actor_gpus else "cpu"
-    out = map_actor_pool(source.dataset, EncodeActor,
-                         {"cache_root": cache.root, "vqvae_key": vq_key, "device": device,
-                          "threads": plan.actor_threads},
-                         plan, cfg.autoencoder.batch_size * 4)
-    cols = collect_by_id(out, ["label", "latent"])
-    if len(cols["id"]) != source.count:
-        raise RuntimeError(f"encode[{ds_cfg.name}]: got {len(cols['id'])} latents for "
-                           f"{source.count} images")
-    cache.save_arrays(key, ids=cols["id"].astype(np.int64), labels=cols["label"].astype(np.int64),
-                      latents=cols["latent"].astype(np.float32))
-    say("encode[%s]: %d latents %s", ds_cfg.name, len(cols["id"]), cols["latent"].shape[1:])
+    else:
+        device = "cuda" if plan.actor_gpus else "cpu"
+        out = map_actor_pool(source.dataset, EncodeActor,
+                             {"cache_root": cache.root, "vqvae_key": vq_key, "device": device,
+                              "threads": plan.actor_threads, "table_key": key},
+                             plan, cfg.autoencoder.batch_size * 4)
+        reports = collect_reports(out)
+        parts = [r["part"] for r in reports if r["part"]]
+        skipped = sorted(s for r in reports for s in r["skipped"])
+        n_good = sum(p["rows"] for p in parts)
+        if n_good == 0:
+            raise SourceError(f"dataset {ds_cfg.name}: no readable image among "
+                              f"{len(skipped)} rows" + (f" (e.g. {skipped[0][0]}: "
+                                                        f"{skipped[0][1]})" if skipped else ""))
+        finish_table(cache, key, parts, {
+            "count": n_good, "skipped": skipped,
+            "num_classes": int(max(r["label_max"] for r in reports)) + 1})
+        say("encode[%s]: %d latents in %d part(s)", ds_cfg.name, n_good, len(parts))
+    check_skipped(cfg, ds_cfg, Table(cache, key).meta)
     return key
+
+
+def check_skipped(cfg: Any, ds_cfg: Any, meta: dict) -> None:
+    """List the dataset's skipped rows in ``<output_dir>/data/<name>/skipped.csv`` (always
+    written, a header alone when none) and stop when they exceed ``data.max_skipped``.
+
+    Raises:
+        SourceError: the share of bad rows is over ``data.max_skipped``.
+    """
+    import csv
+    import io
+
+    from orchestrator.storage import fsutil
+
+    skipped, good = meta.get("skipped", []), int(meta.get("count", 0))
+    total = good + len(skipped)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["key", "reason"])
+    writer.writerows(skipped)
+    path = fsutil.join(cfg.experiment.output_dir, "data", ds_cfg.name, "skipped.csv")
+    fs, where = fsutil.filesystem(path)
+    fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(where) as f:
+        f.write(buf.getvalue().encode())
+    if not skipped:
+        return
+    limit = float(getattr(cfg.data, "max_skipped", 0.01))
+    say("%s: skipped %d of %d rows as unreadable, e.g. %s: %s (listed in %s)", ds_cfg.name,
+        len(skipped), total, skipped[0][0], skipped[0][1], path)
+    if len(skipped) > limit * total:
+        raise SourceError(f"dataset {ds_cfg.name}: {len(skipped)} of {total} rows "
+                          f"({len(skipped) / total:.1%}) are unreadable, more than "
+                          f"data.max_skipped {limit:g}; see {path}")

@@ -28,6 +28,7 @@ from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.runtime.train import call_isolated, fit_only
 from orchestrator.storage import fsutil
 from orchestrator.storage.cache import ArtifactCache
+from orchestrator.storage.tables import Table
 from orchestrator.training.proxy_stats import STAT_KEYS, rank_files, read_rank_state, train_proxy
 
 # 3: GraNd of the output layer at proxy.grand_draws draws, EL2N's loss_last; 2: shared stratified t grid
@@ -56,7 +57,7 @@ def proxy_worker(cfg: dict) -> None:
     torch.set_num_threads(int(cfg["threads"]))
     rt = TrainRuntime()
     cache = ArtifactCache(cfg["cache_root"])
-    data = cache.load_arrays(cfg["latents_key"])
+    data = read_latents(cache, cfg["latents_key"])
     state = rt.load_checkpoint(lambda d: read_rank_state(d, rt.rank, rt.world))
 
     def save(st: dict, step: int, loss: float) -> None:
@@ -69,6 +70,14 @@ def proxy_worker(cfg: dict) -> None:
     pos = np.arange(rt.rank, data["ids"].shape[0], rt.world)
     cache.save_arrays(cfg["shard_keys"][rt.rank], positions=pos.astype(np.int64),
                       start_step=np.int64(start), **rec)
+
+
+def read_latents(cache: ArtifactCache, key: str) -> dict[str, np.ndarray]:
+    """Every row of a latents table in id order: ``ids`` (N,) int64, ``labels`` (N,) int64,
+    ``latents`` (N, C, h, w) float32 (in a proxy worker, which measures every sample)."""
+    rows = Table(cache, key).read(["label", "latent"])
+    return {"ids": rows["id"], "labels": rows["label"].astype(np.int64),
+            "latents": rows["latent"].astype(np.float32)}
 
 
 def proxy_run_name(ds_name: str, key: str) -> str:
@@ -98,7 +107,7 @@ def ensure_proxy_stats(cache: ArtifactCache, cfg: Any, ds_cfg: Any, latents_key:
     name = proxy_run_name(ds_cfg.name, key)
     if fresh:
         fsutil.remove_dir(fsutil.join(cfg.storage.ray_storage, name))  # its checkpoints
-    n = int(cache.load_arrays(latents_key)["ids"].shape[0])
+    n = Table(cache, latents_key).rows
     world = plan.num_workers
     shard_keys = [cache.key("proxyshard", PROXY_VERSION, proxy=key, rank=r, world=world)
                   for r in range(world)]

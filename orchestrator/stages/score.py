@@ -1,8 +1,9 @@
 """Score + select stages: each method scored once per (dataset, method, seed), reused by
-every ratio; each subset saved with a manifest of the sample ids it keeps.
+every ratio; each subset saved with the sample ids it keeps.
 
-Scoring runs on the driver (numpy / faiss over cached arrays; the expensive inputs,
-embeddings and proxy statistics, come from earlier stages). Keys:
+Scoring and selection run in Ray tasks (one per (dataset, method, seed), with a worker's
+resources: k-means gets the GPU when the cluster has one), reading the embeddings and
+proxy statistics from the artifact store there; the driver holds only cache keys. Keys:
 
 - score:  data fingerprint, method name + params, seed, and the keys of the
   embeddings / statistics the method reads;
@@ -13,15 +14,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from orchestrator.progress import say
 from orchestrator.storage.cache import ArtifactCache
+from orchestrator.storage.tables import Table
 
-SCORE_VERSION = 1
-SUBSET_VERSION = 1
+SCORE_VERSION = 2    # 2: arrays ids + scores, inputs read from tables
+SUBSET_VERSION = 2   # 2: the manifest names its score artifact, not every id
 FULL = "full"
 
 
@@ -76,11 +78,15 @@ def ensure_scores(cache: ArtifactCache, method: Any, seed: int, art: DatasetArti
                     params=params, seed=seed, inputs=inputs)
     if not fresh and cache.has(key, "arrays"):
         return key, pruner
-    lat = cache.load_arrays(art.latents)
-    labels = lat["labels"].astype(np.int64)
+    lat = Table(cache, art.latents).read(["label"])
+    ids, labels = lat["id"], lat["label"].astype(np.int64)
     embeddings = {}
     if pruner.embedder:
-        embeddings[pruner.embedder] = cache.load_arrays(art.embeddings[pruner.embedder])["features"]
+        emb = Table(cache, art.embeddings[pruner.embedder]).read(["features"])
+        if not np.array_equal(emb["id"], ids):
+            raise RuntimeError(f"{art.name}: the {pruner.embedder} features and the latents "
+                               "cover different samples")
+        embeddings[pruner.embedder] = emb["features"]
     stats = {}
     if pruner.needs_stats:
         proxy = cache.load_arrays(art.proxy[seed])
@@ -91,7 +97,7 @@ def ensure_scores(cache: ArtifactCache, method: Any, seed: int, art: DatasetArti
     if scores.shape != (len(labels),) or not np.isfinite(scores).all():
         raise ValueError(f"pruning method '{method.label}' returned invalid scores "
                          f"(shape {scores.shape}, finite={np.isfinite(scores).all()})")
-    arrays = {"scores": scores}
+    arrays = {"ids": ids, "scores": scores}
     if result.groups is not None:
         arrays["groups"] = np.asarray(result.groups, dtype=np.int64)
     cache.save_arrays(key, **arrays)
@@ -112,11 +118,12 @@ def ensure_subset(cache: ArtifactCache, art: DatasetArtifacts, method_label: str
         key = cache.key("subset", SUBSET_VERSION, score=score_key, ratio=float(ratio))
     if not fresh and cache.has(key, "arrays") and cache.has(key, "json"):
         return key
-    ids = cache.load_arrays(art.latents)["ids"].astype(np.int64)
     if score_key is None:
+        ids = Table(cache, art.latents).column("id")
         indices = np.arange(len(ids), dtype=np.int64)
     else:
         sc = cache.load_arrays(score_key)
+        ids = sc["ids"].astype(np.int64)
         result = ScoreResult(scores=sc["scores"], groups=sc.get("groups"))
         indices = np.asarray(pruner.select(result, float(ratio), ratio_rng(seed, ratio)), dtype=np.int64)
     if len(indices) == 0:
@@ -125,27 +132,49 @@ def ensure_subset(cache: ArtifactCache, art: DatasetArtifacts, method_label: str
     cache.save_arrays(key, indices=indices, ids=kept_ids)
     cache.save_json(key, {"dataset": art.name, "method": method_label, "ratio": float(ratio),
                           "seed": seed, "n_total": int(len(ids)), "n_train": int(len(indices)),
-                          "subset_hash": subset_hash(indices), "ids": kept_ids.tolist()})
+                          "subset_hash": subset_hash(indices), "score": score_key})
     return key
 
 
-def build_subsets(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts],
-                  fresh: bool) -> dict[tuple[str, str, float, int], str]:
-    """Subset keys of every trial of the grid, ``(dataset, method, ratio, seed) -> key``."""
-    from orchestrator.progress import progress
+def score_and_select(cache_root: str, method: Any, seed: int, art: DatasetArtifacts,
+                     ratios: list[float], fresh: bool) -> dict[float, str]:
+    """One method's scores for one seed, then its subset at every ratio: ``{ratio: key}``.
 
-    out: dict[tuple[str, str, float, int], str] = {}
+    Runs where the scores are computed (a Ray task of :func:`build_subsets`): the
+    embeddings and statistics are read there, never on the driver.
+    """
+    cache = ArtifactCache(cache_root)
+    score_key, pruner = ensure_scores(cache, method, seed, art, fresh)
+    return {float(r): ensure_subset(cache, art, method.label, r, seed, score_key, pruner, fresh)
+            for r in ratios}
+
+
+def build_subsets(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts],
+                  fresh: bool, run: Callable[[Callable, list[tuple]], list] | None = None
+                  ) -> dict[tuple[str, str, float, int], str]:
+    """Subset keys of every trial of the grid, ``(dataset, method, ratio, seed) -> key``.
+
+    ``run(fn, calls)`` runs ``fn(*args)`` for each of ``calls`` and returns the results in
+    order (the pipeline passes Ray tasks with a worker's resources, so k-means gets the
+    GPU when there is one); the default runs them here, one after another.
+    """
     jobs = [(seed, ds, m) for seed in cfg.experiment.seeds for ds in cfg.data.datasets
             for m in cfg.pruning.methods]
-    for seed, ds, m in progress(jobs, "score+select"):
-        art = arts[ds.name]
-        score_key, pruner = ensure_scores(cache, m, seed, art, fresh)
-        for ratio in cfg.pruning.ratios:
-            out[(ds.name, m.label, float(ratio), seed)] = ensure_subset(
-                cache, art, m.label, ratio, seed, score_key, pruner, fresh)
+    calls = [(cache.root, m, seed, arts[ds.name], [float(r) for r in cfg.pruning.ratios], fresh)
+             for seed, ds, m in jobs]
+    say("score+select: %d (dataset, method, seed) job(s)", len(calls))
+    results = (run or _run_here)(score_and_select, calls)
+    out: dict[tuple[str, str, float, int], str] = {}
+    for (seed, ds, m), by_ratio in zip(jobs, results):
+        for ratio, key in by_ratio.items():
+            out[(ds.name, m.label, ratio, seed)] = key
     if cfg.pruning.baseline:
         for seed in cfg.experiment.seeds:
             for ds in cfg.data.datasets:
                 out[(ds.name, FULL, 0.0, seed)] = ensure_subset(
                     cache, arts[ds.name], FULL, 0.0, seed, None, None, fresh)
     return out
+
+
+def _run_here(fn: Callable, calls: list[tuple]) -> list:
+    return [fn(*args) for args in calls]

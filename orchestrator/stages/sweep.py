@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 from orchestrator.progress import say
 from orchestrator.runtime.quiet import TUNE_REPORT_S
@@ -32,6 +32,7 @@ from orchestrator.runtime.resources import ResourcePlan, describe
 from orchestrator.stages.score import DatasetArtifacts
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.fsutil import join
+from orchestrator.storage.tables import Table
 from orchestrator.training.records import TrialInputs, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)
@@ -50,24 +51,35 @@ def eval_inputs(cfg: Any, art: DatasetArtifacts) -> tuple[dict[str, str], dict[s
 
 
 def ensure_centroids(cache: ArtifactCache, cfg: Any, art: DatasetArtifacts,
-                     fresh: bool = False) -> dict[str, str]:
+                     fresh: bool = False, run: Callable[[Callable, list[tuple]], list] | None = None
+                     ) -> dict[str, str]:
     """Per evaluation space, the cache key of the full training set's k-means centres
     (``eval.centroids_k``; {} when not measured), computed here once per dataset instead
     of in every trial (2 s a trial in EfficientNet-Lite0's 1280 dimensions); ``fresh``
-    recomputes them."""
+    recomputes them. ``run(fn, calls)`` runs the missing ones (the pipeline: Ray tasks,
+    which read the features; the default: here, in turn)."""
     k = int(cfg.eval.centroids_k)
     if not k or "memorization" not in cfg.eval.metrics:
         return {}
-    from orchestrator.training.evaluate import training_centroids
-
-    keys = {}
+    keys, calls = {}, []
     for name in cfg.eval.embedders:
         key = keys[name] = cache.key("centroids", CENTROIDS_VERSION,
                                      features=art.embeddings[name], k=k)
         if fresh or not cache.has(key, "arrays"):
-            feats = cache.load_arrays(art.embeddings[name])["features"]
-            cache.save_arrays(key, centroids=training_centroids(feats, k))
+            calls.append((cache.root, art.embeddings[name], key, k))
+    if calls:
+        (run or (lambda fn, cs: [fn(*c) for c in cs]))(compute_centroids, calls)
     return keys
+
+
+def compute_centroids(cache_root: str, features_key: str, key: str, k: int) -> str:
+    """Store :func:`training_centroids` of the features table ``features_key`` under ``key``."""
+    from orchestrator.training.evaluate import training_centroids
+
+    cache = ArtifactCache(cache_root)
+    feats = Table(cache, features_key).column("features")
+    cache.save_arrays(key, centroids=training_centroids(feats, k))
+    return key
 
 
 def trial_key(cache: ArtifactCache, cfg: Any, trial: Any, art: DatasetArtifacts, subset_key: str) -> str:
@@ -98,11 +110,13 @@ def run_name(trial: Any, key: str) -> str:
 
 
 def build_specs(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts],
-                subsets: dict[tuple, str], fresh: bool = False) -> list[TrialSpec]:
+                subsets: dict[tuple, str], fresh: bool = False,
+                run: Callable[[Callable, list[tuple]], list] | None = None) -> list[TrialSpec]:
     """One :class:`TrialSpec` per trial of the grid, in grid order (``fresh``: recompute
-    the per-dataset inputs built here, the k-means centres)."""
+    the per-dataset inputs built here, the k-means centres, run by ``run``)."""
     specs = []
-    centroids = {name: ensure_centroids(cache, cfg, art, fresh) for name, art in arts.items()}
+    centroids = {name: ensure_centroids(cache, cfg, art, fresh, run)
+                 for name, art in arts.items()}
     for trial in cfg.trial_grid():
         art = arts[trial.dataset]
         ds = cfg.dataset(trial.dataset)

@@ -39,7 +39,7 @@ from orchestrator.storage import fsutil
 
 log = logging.getLogger(__name__)
 
-KINDS = {"arrays": "npz", "json": "json", "bytes": "bin", "torch": "pt"}
+KINDS = {"arrays": "npz", "json": "json", "bytes": "bin", "torch": "pt", "parquet": "parquet"}
 
 
 class CacheMiss(KeyError):

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from orchestrator.storage.cache import ArtifactCache
+from orchestrator.storage.tables import Table
 from orchestrator.training.evaluate import (evaluate, generate, sample_grid_key, save_sample_grid,
                                             vqvae_from_cache)
 from orchestrator.training.loop import (LoopSpec, TrialRuntime, all_mean, build_model,
@@ -33,11 +34,17 @@ STATE_FILE = "state.pt"   # a trial checkpoint: model, ema, opt, step, curve (ra
 
 
 def load_inputs(cache: ArtifactCache, spec: TrialSpec) -> dict[str, np.ndarray]:
-    """``latents`` (N, C, h, w) float32, ``labels`` (N,) int64, ``subset`` (n_train,) int64."""
-    lat = cache.load_arrays(spec.inputs.latents)
-    subset = cache.load_arrays(spec.inputs.subset)["indices"]
-    return {"latents": lat["latents"].astype(np.float32), "labels": lat["labels"].astype(np.int64),
-            "subset": subset.astype(np.int64)}
+    """What the trial trains and measures on, read part by part from the latents table:
+    ``latents`` (n_train, C, h, w) float32 and ``train_labels`` (n_train,) int64 of the
+    subset alone; ``labels`` (N,) int64 of every training image and ``subset``
+    (n_train,) int64, the subset's positions among them (memorization, coverage)."""
+    table = Table(cache, spec.inputs.latents)
+    sub = cache.load_arrays(spec.inputs.subset)
+    kept = table.read(["label", "latent"], ids=sub["ids"])
+    return {"latents": kept["latent"].astype(np.float32),
+            "train_labels": kept["label"].astype(np.int64),
+            "labels": table.column("label").astype(np.int64),
+            "subset": sub["indices"].astype(np.int64)}
 
 
 def _read_state(directory: str) -> dict:
@@ -67,8 +74,8 @@ def train_model(spec: TrialSpec, data: dict[str, np.ndarray],
     from models.transport import EMA
 
     tc, seed, rank, world = spec.train, spec.trial.seed, runtime.rank, runtime.world
-    x_all = torch.from_numpy(data["latents"][data["subset"]])
-    y_all = torch.from_numpy(data["labels"][data["subset"]]) if spec.conditional else None
+    x_all = torch.from_numpy(data["latents"])
+    y_all = torch.from_numpy(data["train_labels"]) if spec.conditional else None
     # the trial seed draws the initial weights (the same on every rank), and seeds the
     # t/noise, class-dropout and batch-order streams
     model, gen = build_model(spec.model.preset, tuple(x_all.shape[1:]),
@@ -149,8 +156,10 @@ def sample_evaluate_save(cache: ArtifactCache, spec: TrialSpec, ema_model: Any, 
     images = generate(vq, ema_model, spec.sample, spec.trial.seed, spec.conditional,
                       spec.num_classes, tuple(data["latents"].shape[1:]), device)
     t_sample = time.time() - clock["t0"] - clock["train_s"]
-    features = {name: cache.load_arrays(key)["features"] for name, key in spec.inputs.features.items()}
-    refs = {name: cache.load_arrays(key) for name, key in spec.inputs.reference.items()}  # held-out
+    features = {name: Table(cache, key).column("features")
+                for name, key in spec.inputs.features.items()}
+    refs = {name: Table(cache, key).read(["label", "features"])      # held-out
+            for name, key in spec.inputs.reference.items()}
     centres = {name: cache.load_arrays(key)["centroids"]
                for name, key in spec.inputs.centroids.items()}
     with local_weights(cache, spec.inputs.weights) as trained:
@@ -159,7 +168,7 @@ def sample_evaluate_save(cache: ArtifactCache, spec: TrialSpec, ema_model: Any, 
                            "cuda" if device.type == "cuda" else "cpu",
                            weights={**spec.eval_weights, **trained},
                            reference={name: r["features"] for name, r in refs.items()},
-                           reference_labels=refs[spec.eval.primary]["labels"],
+                           reference_labels=refs[spec.eval.primary]["label"],
                            centroids=centres)
     t_eval = time.time() - clock["t0"] - clock["train_s"] - t_sample
     gkey = sample_grid_key(spec.key)
