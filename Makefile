@@ -23,7 +23,7 @@ $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || { rm -rf $(VENV); \
 	  echo "python3 -m venv failed; installing python3-venv with apt"; \
 	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PY) -m venv $(VENV); }
-	$(BIN)/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install -q -e '.[dev,cpu]' --config-settings editable_mode=compat
 	@touch $@
 
 # Fashion-MNIST: the Debian package where apt works, else the official IDX files.

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import faiss
 import numpy as np
+
+try:  # the `cpu` or `gpu` extra (setup.cfg); without either, numpy blocks find the neighbours
+    import faiss
+except ImportError:
+    faiss = None
 
 # Peak bytes of one float64 distance block: big enough for BLAS efficiency, small
 # enough that 50k x 50k evaluations never hold an N x M matrix.
@@ -52,6 +56,14 @@ def knn_indices(base: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
     """
     if k > base.shape[0]:
         raise ValueError(f"k={k} neighbours requested but only {base.shape[0]} points")
+    if faiss is None:
+        out = np.empty((query.shape[0], k), dtype=np.int64)
+        q64, b64 = np.asarray(query, np.float64), np.asarray(base, np.float64)
+        for rows, d2 in sq_distance_blocks(q64, b64):
+            part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+            order = np.take_along_axis(d2, part, axis=1).argsort(axis=1, kind="stable")
+            out[rows] = np.take_along_axis(part, order, axis=1)
+        return out
     index = faiss.IndexFlatL2(base.shape[1])
     index.add(np.ascontiguousarray(base, dtype=np.float32))
     _, idx = index.search(np.ascontiguousarray(query, dtype=np.float32), k)

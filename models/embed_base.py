@@ -1,8 +1,6 @@
-"""Shared pieces of the feature embedders: base class, weight files, resizing."""
+"""Shared pieces of the feature embedders: base class, weight-file loading, resizing."""
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import ClassVar
 
@@ -11,60 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-class MissingWeightsError(RuntimeError):
-    """A pretrained weight file is needed but absent (and cannot be downloaded)."""
-
-
-def weights_dir() -> Path:
-    """Where embedders look for weight files: $PRUNEDIFF_WEIGHTS or ~/.cache/prunediff/weights."""
-    return Path(os.environ.get("PRUNEDIFF_WEIGHTS", Path.home() / ".cache/prunediff/weights"))
-
-
-def hub_reachable(host: str, timeout: float = 3.0) -> bool:
-    """False when HF_HUB_OFFLINE is set or ``host:443`` does not answer quickly.
-
-    Checked before any download so offline machines fail in seconds with a clear
-    MissingWeightsError instead of retrying a hub for a minute.
-    """
-    if offline():
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def offline() -> bool:
-    """Whether downloads are switched off ($HF_HUB_OFFLINE or $PRUNEDIFF_OFFLINE)."""
-    return (os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
-            or bool(os.environ.get("PRUNEDIFF_OFFLINE")))
-
-
-def fetch_weights(url: str, path: Path, hint: str, timeout_s: float = 20.0) -> Path:
-    """Download ``url`` to ``path`` with one request bounded by ``timeout_s``.
-
-    The file appears atomically (no half file is left behind); offline machines fail
-    fast with a usable message instead of retrying.
-
-    Raises:
-        MissingWeightsError: the download failed; the message ends with ``hint``.
-    """
-    import shutil
-    import urllib.error
-    import urllib.request
-
-    tmp = f"{path}.part{os.getpid()}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(tmp, "wb") as f:
-            shutil.copyfileobj(resp, f)
-        os.replace(tmp, path)
-    except (urllib.error.URLError, socket.timeout, OSError) as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise MissingWeightsError(f"could not download {url} ({err}): {hint}") from err
-    return path
+# Weight files are found by models/weights.py (no torch there); re-exported for callers.
+from models.weights import (MissingWeightsError, WeightSpec, fetch_weights, offline,  # noqa: F401
+                            weights_dir)
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
@@ -113,7 +60,9 @@ class Embedder:
     """Maps (B, H, W, 3) uint8 images to (B, D) float32 features (raw, not normalized).
 
     Subclasses set ``name`` (EMBEDDERS key), ``short`` (metric-key suffix) and ``dim``,
-    build ``self.net`` in __init__ and implement ``preprocess`` and ``features``.
+    build ``self.net`` in __init__ and implement ``preprocess`` and ``features``. Those with
+    pretrained weights return a WeightSpec from ``weight_spec`` and record the file they
+    loaded in ``self.weights_path`` (None: random or no weights).
     """
 
     name: ClassVar[str]
@@ -127,6 +76,12 @@ class Embedder:
         self.weights = weights
         self.pretrained = pretrained
         self.net: nn.Module | None = None
+        self.weights_path: Path | None = None
+
+    @classmethod
+    def weight_spec(cls) -> WeightSpec | None:
+        """Where the pretrained weight file is looked for (models/weights.py); None: none."""
+        return None
 
     def preprocess(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) float in [0, 255] -> network input."""

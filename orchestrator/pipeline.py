@@ -20,19 +20,25 @@ from orchestrator.progress import say as _say
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.lock import RunLock
 from orchestrator.storage.tables import Table
+from orchestrator.until import describe as describe_plan
+from orchestrator.until import evaluates, reaches, scoring_only, stage_config, stage_plan
 
 log = logging.getLogger(__name__)
 
 
-def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) -> dict:
-    """Run encode, embed and proxy for every dataset; returns DatasetArtifacts by name."""
+def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool,
+                     until: str = "report") -> dict:
+    """Run encode, embed and proxy for every dataset, as far as ``--until`` goes and as the
+    methods need them (:mod:`orchestrator.until`); returns DatasetArtifacts by name."""
     from orchestrator.data.sources import load_dataset
-    from orchestrator.stages.embed import ensure_embeddings, ensure_reference, ensure_trained_spaces
+    from orchestrator.stages.embed import (Reference, ensure_embeddings, ensure_reference,
+                                           ensure_trained_spaces)
     from orchestrator.stages.encode import ensure_latents, ensure_vqvae
     from orchestrator.stages.proxy import ensure_proxy_stats
     from orchestrator.stages.score import DatasetArtifacts
 
     arts = {}
+    ecfg = stage_config(cfg, until)   # up to select: the methods' embedders only
     for ds in cfg.data.datasets:
         t0 = time.time()
         source = load_dataset(ds)
@@ -48,14 +54,16 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) 
         _say(f"{ds.name}: encode done: {samples.rows} images, {num_classes} classes "
              f"({time.time() - t0:.0f}s)")
         t1 = time.time()
-        trained = ensure_trained_spaces(cache, cfg, source, ds, fresh, plan, num_classes)
-        emb = ensure_embeddings(cache, cfg, source, ds, plan, fresh, trained, samples.rows)
-        ref = ensure_reference(cache, cfg, ds, plan, fresh, trained)
-        _say(f"{ds.name}: embed done: {', '.join(emb)}; held-out reference: {ref.origin}, "
-             f"{ref.size} images ({time.time() - t1:.0f}s)")
+        trained = ensure_trained_spaces(cache, ecfg, source, ds, fresh, plan, num_classes)
+        emb = ensure_embeddings(cache, ecfg, source, ds, plan, fresh, trained, samples.rows)
+        ref = (ensure_reference(cache, cfg, ds, plan, fresh, trained) if evaluates(until)
+               else Reference({}, "not needed before the sweep", 0))
+        if emb or ref.keys:
+            _say(f"{ds.name}: embed done: {', '.join(emb)}; held-out reference: {ref.origin}, "
+                 f"{ref.size} images ({time.time() - t1:.0f}s)")
         t1 = time.time()
         proxy = {}
-        for seed in cfg.experiment.seeds:   # one proxy per experiment seed
+        for seed in cfg.experiment.seeds if reaches(until, "proxy") else ():  # one per seed
             key = ensure_proxy_stats(cache, cfg, ds, lat, num_classes, plan, fresh, seed)
             if key:
                 proxy[seed] = key
@@ -67,8 +75,9 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool) 
     return arts
 
 
-def run_pipeline(cfg: Config, fresh: bool = False) -> int:
-    """Run every stage; returns 0 when every trial finished, 1 otherwise.
+def run_pipeline(cfg: Config, fresh: bool = False, until: str = "report") -> int:
+    """Run every stage up to ``until`` (``--until``, :mod:`orchestrator.until`); returns 0
+    when every trial finished (or the run stopped before training), 1 otherwise.
 
     Holds ``experiment.output_dir``'s :class:`RunLock` from before the first check
     until it returns (also on an exception or Ctrl-C).
@@ -78,10 +87,26 @@ def run_pipeline(cfg: Config, fresh: bool = False) -> int:
         TrackingUnavailable: an ``http(s)://`` MLflow server does not answer.
     """
     with RunLock(cfg.experiment.output_dir):
-        return _run_stages(cfg, fresh)
+        return _run_stages(cfg, fresh, until)
 
 
-def _run_stages(cfg: Config, fresh: bool) -> int:
+def _stopped(until: str, t_start: float, code: int = 0) -> int:
+    """The early end of a ``--until`` run."""
+    _say(f"--until {until}: done; total {time.time() - t_start:.0f}s")
+    return code
+
+
+def _export(cache: ArtifactCache, cfg: Config, arts: dict, subsets: dict, fresh: bool) -> None:
+    """Write ``<output_dir>/subsets/`` and log it to MLflow (stages/export.py)."""
+    from orchestrator.stages.export import INDEX, SUBSETS, export_subsets, log_subsets
+
+    rows = export_subsets(cache, cfg, arts, subsets)
+    log_subsets(cfg, rows, fresh)
+    print(f"subsets: {cfg.experiment.output_dir}/{SUBSETS}/{INDEX} ({len(rows)} subset files)",
+          flush=True)
+
+
+def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
     from orchestrator.runtime.cluster import init_ray, run_tasks
     from orchestrator.runtime.resources import current_plan, describe
     from orchestrator.stages.embed import check_embedders
@@ -91,8 +116,9 @@ def _run_stages(cfg: Config, fresh: bool) -> int:
 
     t_start = time.time()
     check_tracking_server(cfg.mlflow.tracking_uri)
-    check_embedders(cfg)
-    for line in circularity_warnings(cfg):
+    check_embedders(stage_config(cfg, until))
+    _say(describe_plan(stage_plan(cfg, until)))
+    for line in circularity_warnings(cfg) if evaluates(until) else ():
         _say(line)
     cache = ArtifactCache(cfg.storage.cache_dir)
     started = init_ray()
@@ -103,17 +129,27 @@ def _run_stages(cfg: Config, fresh: bool) -> int:
         _say(f"{cfg.experiment.name}: {describe(plan)}")
         _say(f"cache {cfg.storage.cache_dir}; Ray storage {cfg.storage.ray_storage}"
              + ("; --fresh: rebuilding everything" if fresh else ""))
-        arts = prepare_datasets(cache, cfg, plan, fresh)
+        arts = prepare_datasets(cache, cfg, plan, fresh, until)
+        if not reaches(until, "score"):
+            return _stopped(until, t_start)
         t1 = time.time()
         def in_tasks(fn: Any, calls: list[tuple]) -> list:
             return run_tasks(fn, plan, calls, fn.__name__)
 
-        subsets = build_subsets(cache, cfg, arts, fresh, in_tasks)
+        subsets = build_subsets(cache, cfg if reaches(until, "select") else scoring_only(cfg),
+                                arts, fresh, in_tasks)
         _say(f"score+select: {len(subsets)} subset(s) ({time.time() - t1:.0f}s)")
+        if not reaches(until, "select"):
+            return _stopped(until, t_start)
+        _export(cache, cfg, arts, subsets, fresh)
+        if not reaches(until, "sweep"):
+            return _stopped(until, t_start)
         specs = build_specs(cache, cfg, arts, subsets, fresh, in_tasks)
         t1 = time.time()
         errors = run_sweep(cache, cfg, specs, plan, fresh)
         _say(f"sweep done ({time.time() - t1:.0f}s)")
+        if not reaches(until, "report"):
+            return _stopped(until, t_start, 1 if errors else 0)
         markdown = run_report(cache, cfg, specs, errors, fresh)
     finally:
         if started:

@@ -1,4 +1,10 @@
-"""The command line: ``python -m orchestrator.run CONFIG [--set k=v ...] [--dry-run] [--fresh]``.
+"""The command line: ``python -m orchestrator.run CONFIG [--set k=v ...] [--until STAGE]
+[--dry-run] [--fresh]``.
+
+``--until STAGE`` (encode, embed, proxy, score, select, sweep, report; default report)
+stops after STAGE and runs only the stages the configured methods need
+(``orchestrator/until.py``): ``--until select`` prunes without training and writes the
+subsets to ``<output_dir>/subsets/`` (``orchestrator/stages/export.py``).
 
 Exit codes: 0 success; 2 a user mistake (missing config file, bad YAML, a file that
 is not UTF-8 text, a config error, an image folder without one readable image: one
@@ -8,8 +14,8 @@ line on stderr, no traceback); 1 a failed run. These runs fail with one line (ex
 (``OSError``, e.g. a full disk: the artifacts written before stay valid and are
 reused by the next run). ``--dry-run`` validates
 the config, prints it resolved (YAML), each dataset's held-out reference (origin and
-size), each stage's work and estimated cost (``orchestrator.sizing``) and the trial
-grid, and never imports Ray.
+size), each stage's work and estimated cost (``orchestrator.sizing``), which stages
+``--until`` runs and which it skips, and the trial grid, and never imports Ray.
 
 Relative paths in the config are resolved against the directory this command is
 started in. Under ``ray job submit`` that is the job's temporary working dir, so
@@ -27,6 +33,7 @@ from typing import Sequence
 from orchestrator.config import Config, describe_references, dump_yaml, load_config
 from orchestrator.config.checks import circularity_warnings
 from orchestrator.errors import ConfigError, RunError
+from orchestrator.until import UNTIL, format_plan, reaches
 
 STAGES = ("encode", "embed", "proxy", "score", "sweep", "report")
 
@@ -42,6 +49,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true",
                    help="validate, print the resolved config, the trial grid and the estimated "
                         "cost per stage; start nothing")
+    p.add_argument("--until", choices=UNTIL, default="report", metavar="STAGE",
+                   help="stop after STAGE (" + ", ".join(UNTIL) + "; default: report); "
+                        "--until select prunes without training and writes "
+                        "<output_dir>/subsets/")
     p.add_argument("--fresh", action="store_true",
                    help="ignore cached artifacts and earlier trial results; rebuild everything")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -98,12 +109,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(dump_yaml(cfg), end="")
         print("---")
         print(describe_references(cfg))
+        from orchestrator.weights import describe_weights, reference_warnings
+
+        print("\n".join(describe_weights(cfg)))
+        for line in reference_warnings(cfg):
+            print(line, file=sys.stderr)
         from orchestrator.sizing import estimate, format_estimate
 
         print(format_estimate(cfg, estimate(cfg)))
         print("---")
+        print(format_plan(cfg, args.until))
+        print("---")
         print(format_grid(cfg))
-        for line in circularity_warnings(cfg):
+        for line in circularity_warnings(cfg) if reaches(args.until, "sweep") else ():
             print(line, file=sys.stderr)
         return 0
     missing = missing_stages()
@@ -114,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestrator.pipeline import run_pipeline
 
     try:
-        return int(run_pipeline(cfg, fresh=args.fresh))
+        return int(run_pipeline(cfg, fresh=args.fresh, until=args.until))
     except ConfigError as e:
         return _error(str(e))
     except RunError as e:

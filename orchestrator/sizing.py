@@ -92,6 +92,17 @@ def dataset_images(ds: Any) -> int | None:
     return n if n is not None else SPLIT_SIZES.get((ds.source, ds.split or "train"))
 
 
+def _count_note(ds: Any) -> str:
+    """Why a dataset's image count is unknown before the run, in words (a remote folder
+    counted from a bounded listing, a streaming source counted as it is read)."""
+    try:
+        from orchestrator.data.sources import count_note
+
+        return count_note(ds)
+    except Exception:   # unknown source name (reported by the config checks)
+        return "unknown (set data.datasets[].limit)"
+
+
 def _reference_images(ds: Any, cap: int) -> int:
     """Images of the held-out reference (capped at ``eval.num_real``); the cap when unknown."""
     try:
@@ -141,7 +152,7 @@ def estimate(cfg: Config, table: list[dict[str, Any]] | None = None,
     for ds in cfg.data.datasets:
         n = (images or {}).get(ds.name) if images is not None else dataset_images(ds)
         if n is None:
-            out += [StageEstimate(st, ds.name, "image count unknown (set data.datasets[].limit)",
+            out += [StageEstimate(st, ds.name, f"image count {_count_note(ds)}",
                                   (), None, ("image count",))
                     for st in ["encode", "embed"] + (["proxy"] if _needed_stats(cfg, ds.name) else [])]
             continue

@@ -7,16 +7,30 @@ seed with greedy k-means++ (several candidates per step, as scikit-learn) on a
 random subsample, run faiss Lloyd iterations on faiss's default training
 subsample (256 points per centroid; GPU when faiss has one, CPU otherwise) and
 assign every point to its nearest centroid.
+
+Backends (:func:`kmeans_backend`, logged by every call): ``faiss-gpu`` (the ``gpu`` extra,
+faiss-gpu-cu12, on a node with a visible GPU), ``faiss-cpu`` (the ``cpu`` extra, or the GPU
+build on a node without a usable GPU: a logged WARNING says why), ``numpy`` (no faiss
+installed: the same Lloyd iterations in numpy, slower; a WARNING names the extras).
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-try:  # faiss is a hard dependency; the guard only sharpens the error message.
+try:  # installed by the `cpu` or the `gpu` extra (setup.cfg), never both
     import faiss
-except ImportError as err:  # pragma: no cover
-    raise ImportError("pruning.kmeans needs faiss (pip install faiss-cpu)") from err
+except ImportError:
+    faiss = None
+
+log = logging.getLogger(__name__)
+# Backend of the last Lloyd run in this process and why it is not the first choice.
+_LAST: dict[str, str | None] = {"backend": None, "reason": None}
+_WARNED: set[tuple[str, str]] = set()
+# Peak bytes of one (rows, k) float32 distance block in the numpy backend.
+_BLOCK_BYTES = 64 * 2**20
 
 
 def _sq_dists(x: np.ndarray, c: np.ndarray, x_sq: np.ndarray) -> np.ndarray:
@@ -67,9 +81,42 @@ def kmeanspp_seed(
     return centres
 
 
-def _gpu_available() -> bool:
-    """True when this faiss build can place indexes on a GPU."""
-    return hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+def _gpu_status() -> tuple[bool, str | None]:
+    """(whether to try faiss on a GPU, why not when this faiss build has GPU support)."""
+    if faiss is None or not hasattr(faiss, "StandardGpuResources"):
+        return False, None          # a CPU build: CPU is the first choice, nothing to warn
+    try:
+        n = faiss.get_num_gpus()
+    except RuntimeError as e:       # CUDA driver missing or too old
+        return False, f"faiss-gpu cannot query the GPUs ({str(e).splitlines()[0]})"
+    if n == 0:
+        return False, "faiss-gpu is installed but sees no GPU on this node"
+    return True, None
+
+
+def kmeans_backend() -> str:
+    """``faiss-gpu``, ``faiss-cpu`` or ``numpy``: the backend of the last :func:`kmeans` run
+    in this process, else the one the next run tries first."""
+    if _LAST["backend"] is not None:
+        return str(_LAST["backend"])
+    if faiss is None:
+        return "numpy"
+    return "faiss-gpu" if _gpu_status()[0] else "faiss-cpu"
+
+
+def kmeans_fallback_reason() -> str | None:
+    """Why the last :func:`kmeans` run did not use the best backend installed (None: it did)."""
+    return _LAST["reason"]
+
+
+def _record(backend: str, reason: str | None, shape: tuple[int, int], k: int, m: int) -> None:
+    """Remember and log the backend; a fallback is a WARNING (once per reason and process)."""
+    _LAST.update(backend=backend, reason=reason)
+    log.info("k-means: %s, %d x %d points (Lloyd on %d), k=%d", backend, shape[0], shape[1],
+             m, k)
+    if reason and (backend, reason) not in _WARNED:
+        _WARNED.add((backend, reason))
+        log.warning("k-means runs on %s: %s", backend, reason)
 
 
 def kmeans(
@@ -115,18 +162,39 @@ def kmeans(
     train = x[np.sort(rng.choice(n, size=m, replace=False))] if m < n else x
     n_seed = min(m, seed_points or max(10_000, 40 * k))
     init = kmeanspp_seed(train[rng.permutation(m)[:n_seed]], k, rng)
-    centroids = _lloyd(train, init, niter, seed) if niter > 0 else init
+    if niter > 0:
+        centroids, backend, reason = _lloyd(train, init, niter, seed)
+    else:
+        centroids = init    # only the assignment runs: on faiss's CPU index or in numpy
+        backend, reason = ("numpy", _NO_FAISS) if faiss is None else ("faiss-cpu", None)
+    _record(backend, reason, x.shape, k, m if niter > 0 else 0)
+    if faiss is None:
+        assign, dist = _nearest(x, centroids)
+        return centroids, assign, dist
     index = faiss.IndexFlatL2(d)
     index.add(centroids)
     dist, assign = index.search(x, 1)
     return centroids, assign[:, 0].astype(np.int64), np.maximum(dist[:, 0], 0.0)
 
 
-def _lloyd(train: np.ndarray, init: np.ndarray, niter: int, seed: int) -> np.ndarray:
-    """faiss Lloyd iterations from `init` on all of `train` (GPU if available)."""
+_NO_FAISS = ("faiss is not installed; pip install 'prunediff[cpu]' (or '[gpu]' on CUDA "
+             "nodes) for faiss k-means")
+
+
+def _lloyd(train: np.ndarray, init: np.ndarray, niter: int,
+           seed: int) -> tuple[np.ndarray, str, str | None]:
+    """Lloyd iterations from `init` on all of `train`: faiss on a GPU if it has one, else
+    faiss on the CPU, else numpy.
+
+    Returns:
+        (k, D) float32 centroids, the backend that ran, why not a better one (or None).
+    """
     m, d = train.shape
     k = init.shape[0]
-    for gpu in ([True, False] if _gpu_available() else [False]):
+    if faiss is None:
+        return _lloyd_numpy(train, init, niter), "numpy", _NO_FAISS
+    use_gpu, reason = _gpu_status()
+    for gpu in ([True, False] if use_gpu else [False]):
         try:
             km = faiss.Kmeans(
                 d, k, niter=niter, seed=int(seed) % (2**31), gpu=gpu, verbose=False,
@@ -134,8 +202,41 @@ def _lloyd(train: np.ndarray, init: np.ndarray, niter: int, seed: int) -> np.nda
                 max_points_per_centroid=(m + k - 1) // k + 1, min_points_per_centroid=1,
             )
             km.train(train, init_centroids=np.ascontiguousarray(init))
-            return np.ascontiguousarray(km.centroids, dtype=np.float32)
-        except RuntimeError:  # GPU resources unavailable: fall back to CPU faiss
+        except RuntimeError as e:  # GPU resources unavailable: fall back to CPU faiss
             if not gpu:
                 raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+            reason = f"GPU k-means failed ({first})"
+            continue
+        return (np.ascontiguousarray(km.centroids, dtype=np.float32),
+                "faiss-gpu" if gpu else "faiss-cpu", reason)
     raise AssertionError("unreachable")
+
+
+def _nearest(x: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of each row of x (N, D) among c (k, D), in row blocks.
+
+    Returns:
+        assign: (N,) int64; dist: (N,) float32 squared L2 distances.
+    """
+    x_sq, c_sq = (x * x).sum(axis=1), (c * c).sum(axis=1)
+    assign, dist = np.empty(len(x), np.int64), np.empty(len(x), np.float32)
+    rows = max(1, _BLOCK_BYTES // (4 * len(c)))
+    for s in range(0, len(x), rows):
+        d2 = x_sq[s:s + rows, None] - 2.0 * (x[s:s + rows] @ c.T) + c_sq[None, :]
+        assign[s:s + rows] = d2.argmin(axis=1)
+        dist[s:s + rows] = np.maximum(d2[np.arange(len(d2)), assign[s:s + rows]], 0.0)
+    return assign, dist
+
+
+def _lloyd_numpy(train: np.ndarray, init: np.ndarray, niter: int) -> np.ndarray:
+    """Plain Lloyd iterations (numpy backend); an emptied cluster keeps its centre."""
+    c = np.array(init, dtype=np.float32)
+    for _ in range(niter):
+        assign, _ = _nearest(train, c)
+        counts = np.bincount(assign, minlength=len(c))
+        sums = np.zeros(c.shape, dtype=np.float64)
+        np.add.at(sums, assign, train)
+        full = counts > 0
+        c[full] = (sums[full] / counts[full, None]).astype(np.float32)
+    return c

@@ -95,8 +95,8 @@ def test_missing_pipeline_is_reported(write_config, capsys, monkeypatch):
 def test_pipeline_result_becomes_the_exit_code(behaviour, code, write_config, monkeypatch):
     seen = {}
 
-    def run_pipeline(cfg, fresh):
-        seen.update(cfg=cfg, fresh=fresh)
+    def run_pipeline(cfg, fresh, until="report"):
+        seen.update(cfg=cfg, fresh=fresh, until=until)
         if behaviour == "raise":
             raise RuntimeError("boom")
         if behaviour == "config":
@@ -109,3 +109,4 @@ def test_pipeline_result_becomes_the_exit_code(behaviour, code, write_config, mo
     monkeypatch.setattr(run, "missing_stages", lambda: [])
     assert run.main([str(write_config(minimal_config())), "--fresh"]) == code
     assert seen["fresh"] is True and seen["cfg"].experiment.name == "t"
+    assert seen["until"] == "report"

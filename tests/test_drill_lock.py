@@ -143,7 +143,7 @@ def test_run_pipeline_holds_the_lock_and_releases_it(tmp_path: Path, monkeypatch
     lock_file = Path(cfg.experiment.output_dir) / LOCK_NAME
     seen = []
 
-    def stages(cfg, fresh):
+    def stages(cfg, fresh, until):
         seen.append(json.loads(lock_file.read_text())["pid"])
         raise KeyboardInterrupt
 
@@ -151,11 +151,11 @@ def test_run_pipeline_holds_the_lock_and_releases_it(tmp_path: Path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_pipeline(cfg)
     assert seen == [os.getpid()] and not lock_file.exists()
-    monkeypatch.setattr(pipeline, "_run_stages", lambda cfg, fresh: 1 / 0)
+    monkeypatch.setattr(pipeline, "_run_stages", lambda cfg, fresh, until: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         pipeline.run_pipeline(cfg)
     assert not lock_file.exists()
-    monkeypatch.setattr(pipeline, "_run_stages", lambda cfg, fresh: lock_file.exists() and 7)
+    monkeypatch.setattr(pipeline, "_run_stages", lambda cfg, fresh, until: lock_file.exists() and 7)
     assert pipeline.run_pipeline(cfg) == 7 and not lock_file.exists()
 
 

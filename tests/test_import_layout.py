@@ -136,9 +136,11 @@ ALLOWED = {
     "training": {"config", "storage", "errors", "progress"},
     "runtime": {"training", "errors", "progress"},
     "stages": {"config", "data", "storage", "runtime", "training", "progress", "errors"},
-    "pipeline": {"stages", "runtime", "config", "storage", "data", "progress", "errors"},
+    "until": {"config"},
+    "weights": {"config", "data"},
+    "pipeline": {"stages", "runtime", "config", "storage", "data", "progress", "errors", "until"},
     "sizing": {"config", "data", "errors"},
-    "run": {"config", "errors", "pipeline", "sizing"},
+    "run": {"config", "errors", "pipeline", "sizing", "until", "weights"},
     "__main__": {"run"},
 }
 

@@ -111,6 +111,7 @@ def test_inception_loads_state_dict_and_torchscript_files(tmp_path: Path) -> Non
 def test_missing_weights_name_the_path_offline(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("PRUNEDIFF_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))   # not this machine's HF cache
     for name in ("clip", "dinov2"):
         with pytest.raises(MissingWeightsError, match=str(tmp_path)):
             build_embedder(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +155,84 @@ def test_real_fashion_mnist_subset():
     from orchestrator.data.sources import reference_count
 
     assert reference_count(fm(FASHION_MNIST_DIR), 12_000) == 10_000   # the whole test split
+
+
+def test_keys_and_uris_of_the_array_sources(fmnist_dir: Path):
+    from orchestrator.data.sources import load_reference
+
+    a = load_arrays(fm(fmnist_dir, limit=5))
+    assert list(a.keys) == [f"train/{i}" for i in a.ids]
+    assert list(a.uris) == [f"{fmnist_dir}/train-images-idx3-ubyte.gz#{i}" for i in a.ids]
+    ref = load_reference(fm(fmnist_dir), cap=3)
+    assert list(ref.keys) == [f"test/{i}" for i in ref.ids]
+    d = load_arrays(DatasetConfig(name="d", source="digits", resolution=8, limit=4))
+    assert list(d.keys) == [f"digits/{i}" for i in d.ids]
+    assert list(d.uris) == [f"sklearn:digits#{i}" for i in d.ids]
+
+
+def test_data_max_skipped_and_the_streaming_fields(tmp_path: Path):
+    from conftest import minimal_config
+    from orchestrator.config import ConfigError, config_from_dict
+
+    def load(data: dict):
+        return config_from_dict(minimal_config(data=data), base_dir=tmp_path, check=False)
+
+    digits = [{"name": "d", "source": "digits"}]
+    assert load({"datasets": digits}).data.max_skipped == 0.01
+    assert load({"datasets": digits, "max_skipped": 0}).data.max_skipped == 0.0
+    for bad, message in ((1.5, r"data\.max_skipped: .*\[0, 1\], got 1\.5"),
+                         ("x", r"data\.max_skipped: expected a number"),
+                         (-0.1, r"data\.max_skipped: .*\[0, 1\]")):
+        with pytest.raises(ConfigError, match=message):
+            load({"datasets": digits, "max_skipped": bad})
+    with pytest.raises(ConfigError, match=r"data\.colour: unknown key \(valid: datasets, "
+                                          r"max_skipped\)"):
+        load({"datasets": digits, "colour": 1})
+    entry = {"name": "p", "source": "parquet", "path": "s3://b/x/*.parquet",
+             "image_column": "jpg", "label_column": "label", "key_column": "id"}
+    ds = load({"datasets": [entry]}).data.datasets[0]
+    assert (ds.image_column, ds.label_column, ds.key_column) == ("jpg", "label", "id")
+    assert load({"datasets": digits}).data.datasets[0].image_column == "image"
+
+
+def test_remote_folder_counts_from_a_bounded_listing(tmp_path: Path, monkeypatch):
+    """A small s3:// folder is counted and checked at check time; a big one (more than
+    MAX_COUNTED objects, lowered here) says it is counted at run time, in the dry-run too."""
+    pytest.importorskip("moto.server", reason="moto[server] is in the dev extras")
+    from conftest import minimal_config
+    from orchestrator import sizing
+    from orchestrator.config import config_from_dict, describe_references
+    from orchestrator.data import listing
+    from orchestrator.data.sources import count_note
+    from tests.s3_helpers import local_s3
+
+    with local_s3("count-bkt"):
+        import pyarrow.fs as pafs
+
+        fs, _ = pafs.FileSystem.from_uri("s3://count-bkt/x")
+        rng = np.random.default_rng(0)
+        for i in range(20):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8)).save(buf, "PNG")
+            with fs.open_output_stream(f"count-bkt/imgs/{i:02d}.png") as f:
+                f.write(buf.getvalue())
+        with fs.open_output_stream("count-bkt/imgs/.DS_Store") as f:
+            f.write(b"x")
+        ds = DatasetConfig(name="s3imgs", source="image_folder", path="s3://count-bkt/imgs")
+        assert listing.bounded_count("s3://count-bkt/imgs") == (20, "")
+        assert check_dataset(ds, "data.datasets[0]") == 18          # 2 held out
+        from orchestrator.data.sources import reference_count
+
+        assert reference_count(ds, 100) == 2
+        monkeypatch.setattr(listing, "MAX_COUNTED", 5)
+        assert check_dataset(ds, "data.datasets[0]") is None
+        note = count_note(ds)
+        assert note == "more than 5 objects under s3://count-bkt/imgs: counted at run time"
+        raw = minimal_config(data={"datasets": [{"name": "s3imgs", "source": "image_folder",
+                                                 "path": "s3://count-bkt/imgs"}]},
+                             pruning={"ratios": [0.5], "methods": [{"name": "random"}]})
+        cfg = config_from_dict(raw, base_dir=tmp_path, check=False)
+        works = [e.work for e in sizing.estimate(cfg, table=[]) if e.scope == "s3imgs"]
+        assert works and all(w == f"image count {note}" for w in works)
+        assert "(counted at run time)" in describe_references(cfg)
+    assert "counted at run time" in listing.bounded_count("gs://bkt/imgs")[1]

@@ -13,6 +13,7 @@ from orchestrator.config import DatasetConfig
 from orchestrator.data.base import held_out
 from orchestrator.data.images import decode_image
 from orchestrator.data.sources import SOURCES, load_arrays, load_dataset
+from tests.test_sources_parquet import local_ray, ray_rows
 
 
 def _png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
@@ -87,6 +88,7 @@ def test_image_folder_skips_and_lists_broken_files(tmp_path: Path):
     assert sorted(s.path for s in a.skipped) == [f for f in kinds["bad"] if f not in held]
     assert all(s.reason for s in a.skipped)
     assert [listing[i] for i in a.ids] == good
+    assert list(a.keys) == good and list(a.uris) == [f"{tmp_path}/imgs/{f}" for f in good]
     assert np.all(a.labels == -1) and a.num_classes == 0
     again = load_arrays(ds)
     assert again.fingerprint == a.fingerprint
@@ -123,6 +125,9 @@ def test_imagenet_layout(tmp_path: Path):
     val = load_arrays(DatasetConfig(name="i", source="imagenet", path=str(tmp_path),
                                     split="val", resolution=8))
     assert list(val.labels) == [2, 0] and val.num_classes == 3
+    assert list(train.keys[:2]) == ["train/n01/n01_0.JPEG", "train/n01/n01_1.JPEG"]
+    assert list(val.keys) == ["val/ILSVRC2012_val_0.JPEG", "val/ILSVRC2012_val_1.JPEG"]
+    assert val.uris[0] == f"{tmp_path}/val/ILSVRC2012_val_0.JPEG"
 
 
 def test_celeba_hq_is_unconditional(tmp_path: Path):
@@ -133,22 +138,29 @@ def test_celeba_hq_is_unconditional(tmp_path: Path):
 
 
 def test_ray_datasets_match_the_arrays(tmp_path: Path):
-    """One Ray session for both Ray paths (array-backed and folder) to keep CI fast."""
-    ray = pytest.importorskip("ray", reason="ray is not installed")
+    """One Ray session for both Ray paths (array-backed and folder): the same ids, keys,
+    uris, images and labels as the arrays, and the folder's bad files kept as error rows
+    (zero image, the reason), so ``count`` is every row (issue 23: the encode stage got
+    fewer latents than images when the workers dropped them)."""
     make_messy_folder(tmp_path / "imgs")
     folder = DatasetConfig(name="g", source="image_folder", path=str(tmp_path / "imgs"),
                            resolution=8)
     digits = DatasetConfig(name="d", source="digits", resolution=8, limit=40)
-    # address="local": never attach to a cluster another process started with `ray start`
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
+    with local_ray(num_cpus=1):
         for ds in (digits, folder):
             arrays = load_arrays(ds)
             data = load_dataset(ds)
             assert data.fingerprint == arrays.fingerprint
-            rows = sorted(data.dataset.take_all(), key=lambda r: r["id"])
-            np.testing.assert_array_equal([r["id"] for r in rows], arrays.ids)
-            np.testing.assert_array_equal(np.stack([r["image"] for r in rows]), arrays.images)
-            np.testing.assert_array_equal([r["label"] for r in rows], arrays.labels)
-    finally:
-        ray.shutdown()
+            rows = ray_rows(data)
+            assert data.count == len(rows) == len(arrays.ids) + len(arrays.skipped)
+            good = [r for r in rows if not r["error"]]
+            bad = [r for r in rows if r["error"]]
+            np.testing.assert_array_equal([r["id"] for r in good], arrays.ids)
+            assert [r["key"] for r in good] == list(arrays.keys)
+            assert [r["uri"] for r in good] == list(arrays.uris)
+            np.testing.assert_array_equal(np.stack([r["image"] for r in good]), arrays.images)
+            np.testing.assert_array_equal([r["label"] for r in good], arrays.labels)
+            assert {r["key"]: r["error"] for r in bad} == {s.path: s.reason
+                                                          for s in arrays.skipped}
+            assert all(not r["image"].any() and r["image"].shape == (8, 8, 3) for r in bad)
+            assert bool(bad) == (ds is folder)

@@ -95,6 +95,9 @@ def check_values(cfg: Config) -> None:
         raise ConfigError("experiment.seeds: needs at least one seed")
     if len(set(exp.seeds)) != len(exp.seeds):
         raise ConfigError(f"experiment.seeds: duplicate seeds in {list(exp.seeds)}")
+    if not 0.0 <= cfg.data.max_skipped <= 1.0:
+        raise ConfigError(f"data.max_skipped: the share of bad rows allowed must be in [0, 1], "
+                          f"got {cfg.data.max_skipped}")
     names = set()
     for i, ds in enumerate(cfg.data.datasets):
         p = f"data.datasets[{i}]"
@@ -289,7 +292,8 @@ def describe_references(cfg: Config) -> str:
     lines = ["held-out reference (metrics compare against it; nothing trains on it):"]
     for ds in cfg.data.datasets:
         n = reference_count(ds, cfg.eval.num_real)
-        size = f"{n} images" if n is not None else f"up to {cfg.eval.num_real} images"
+        size = (f"{n} images" if n is not None
+                else f"up to {cfg.eval.num_real} images (counted at run time)")
         lines.append(f"  {ds.name}: {reference_origin(ds)}, {size} (cap eval.num_real "
                      f"= {cfg.eval.num_real})")
     return "\n".join(lines)

@@ -131,9 +131,10 @@ def build(raw: dict) -> Config:
 def _build_data(raw: Any) -> DataConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"data: expected a mapping with 'datasets', got {raw!r}")
-    extra = sorted(set(raw) - {"datasets"})
+    extra = sorted(set(raw) - {"datasets", "max_skipped"})
     if extra:
-        raise ConfigError(f"data.{extra[0]}: unknown key (valid: datasets)")
+        raise ConfigError(f"data.{extra[0]}: unknown key (valid: datasets, max_skipped)")
+    max_skipped = _coerce(raw.get("max_skipped", 0.01), float, "data.max_skipped")
     entries = raw.get("datasets")
     if not isinstance(entries, list) or not entries:
         raise ConfigError("data.datasets: expected a non-empty list of dataset entries")
@@ -144,7 +145,7 @@ def _build_data(raw: Any) -> DataConfig:
             # YAML gives int label keys; keep them as strings ("*" = every other label)
             entry = {**entry, "skew": {str(k): v for k, v in entry["skew"].items()}}
         datasets.append(build_section(DatasetConfig, entry, path))
-    return DataConfig(tuple(datasets))
+    return DataConfig(tuple(datasets), max_skipped)
 
 
 def _build_eval(raw: Any) -> EvalConfig:
@@ -340,7 +341,7 @@ def _resolve(cfg: Config, base: Path) -> Config:
     return dataclasses.replace(
         cfg,
         experiment=dataclasses.replace(cfg.experiment, output_dir=out),
-        data=DataConfig(datasets),
+        data=dataclasses.replace(cfg.data, datasets=datasets),
         mlflow=MlflowConfig(
             tracking_uri=tracking,
             experiment_name=cfg.mlflow.experiment_name or cfg.experiment.name,

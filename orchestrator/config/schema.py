@@ -37,12 +37,24 @@ class DatasetConfig:
     class_subfolders: bool = False          # image_folder: class = first subfolder
     seed: int = 0                           # seeds the holdout, limit / skew subsample
     holdout: float = 0.1                    # share held out as the reference (sources
-                                            # without a reference split: digits, folders)
+                                            # without a reference split: digits, folders,
+                                            # parquet, webdataset: by a hash of seed and key)
+    image_column: str = "image"             # parquet: encoded bytes, or a struct with a
+                                            # `bytes` field (Hugging Face `datasets`)
+    label_column: str | None = None         # parquet: integer label column (none: unlabelled);
+                                            # webdataset: label member extension (none: `cls`)
+    key_column: str | None = None           # parquet: the sample key (none: `<file>:<row>`)
 
 
 @dataclass(frozen=True)
 class DataConfig:
+    """``max_skipped``: the largest share of a dataset's rows that may be bad (undecodable,
+    truncated or empty files, bad parquet rows, bad tar members) before the run stops with a
+    one-line error; bad rows under it are skipped and listed in
+    ``<output_dir>/data/<dataset>/skipped.csv``."""
+
     datasets: tuple[DatasetConfig, ...]
+    max_skipped: float = 0.01
 
 
 @dataclass(frozen=True)

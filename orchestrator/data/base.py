@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,9 +31,20 @@ ROLES = ("train", "reference")
 SKEW_STREAM, LIMIT_STREAM, HOLDOUT_STREAM, CAP_STREAM = 1, 2, 3, 4
 
 
+def key_id(key: str) -> int:
+    """The int63 id of a sample key (streaming sources): the first 8 bytes of the key's
+    sha256 (UTF-8), big-endian, shifted right by one bit so it fits a non-negative int64."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
+
+
+def _no_strings() -> np.ndarray:
+    return np.zeros(0, dtype=object)
+
+
 @dataclass(frozen=True)
 class SkippedFile:
-    """A file that could not be decoded: ``path`` relative to the dataset root."""
+    """A sample that could not be decoded: ``path`` is its key (for a folder, the path
+    relative to the dataset root), ``reason`` why (``zero-byte file``, ``corrupt image: ..``)."""
 
     path: str
     reason: str
@@ -47,15 +58,25 @@ class SourceArrays:
     fingerprint: str           # sha256 hex; names every downstream artifact
     num_classes: int           # 0 when unlabelled
     skipped: tuple[SkippedFile, ...] = ()
+    keys: np.ndarray = field(default_factory=_no_strings)   # (N,) object str: the sample's key
+    uris: np.ndarray = field(default_factory=_no_strings)   # (N,) object str: where its bytes are
 
 
 @dataclass(frozen=True)
 class SourceData:
+    """A source's Ray Data view: rows ``{id: int64, key: str, uri: str, image: uint8
+    (R, R, 3), label: int64 (-1 = unlabelled), error: str ("" = good; else the reason, and
+    the image is zeros)}``. Bad rows stay in the stream; the consuming stage lists them.
+
+    ``count``: rows (good + bad) when known without reading them, else None;
+    ``num_classes``: None when only known after reading (max(label) + 1 of good rows).
+    """
+
     name: str
-    dataset: Any               # ray.data.Dataset of {id, image, label}
+    dataset: Any               # ray.data.Dataset of {id, key, uri, image, label, error}
     fingerprint: str
-    count: int
-    num_classes: int
+    count: int | None
+    num_classes: int | None
     skipped: tuple[SkippedFile, ...] = ()
 
 
@@ -128,17 +149,26 @@ def sample_positions(n: int, k: int = FINGERPRINT_SAMPLES) -> np.ndarray:
 
 
 def arrays_to_ray(arrays: SourceArrays, rows_per_block: int = 2048) -> Any:
-    """A ray.data.Dataset over in-memory arrays (Arrow tensor columns, no copies per row)."""
+    """A ray.data.Dataset of rows ``{id, key, uri, image, label, error}`` over in-memory
+    arrays (Arrow tensor columns, no copies per row); every row is good (``error`` "").
+    Arrays without keys get ``str(id)`` keys and empty uris."""
     import pyarrow as pa
     import ray.data
     from ray.data.extensions import ArrowTensorArray
 
+    n = len(arrays.ids)
+    keys = arrays.keys if len(arrays.keys) == n else np.array([str(i) for i in arrays.ids], object)
+    uris = arrays.uris if len(arrays.uris) == n else np.full(n, "", object)
     tables = []
-    for s in range(0, max(len(arrays.ids), 1), rows_per_block):
+    for s in range(0, max(n, 1), rows_per_block):
         sl = slice(s, s + rows_per_block)
-        tables.append(pa.table({"id": pa.array(arrays.ids[sl]),
+        m = len(arrays.ids[sl])
+        tables.append(pa.table({"id": pa.array(arrays.ids[sl], pa.int64()),
+                                "key": pa.array(list(keys[sl]), pa.string()),
+                                "uri": pa.array(list(uris[sl]), pa.string()),
                                 "image": ArrowTensorArray.from_numpy(arrays.images[sl]),
-                                "label": pa.array(arrays.labels[sl])}))
+                                "label": pa.array(arrays.labels[sl], pa.int64()),
+                                "error": pa.array([""] * m, pa.string())}))
     return ray.data.from_arrow(tables)
 
 
@@ -152,6 +182,7 @@ class Source:
     name: ClassVar[str]
     splits: ClassVar[tuple[str | None, ...] | None] = None   # None = any string
     reference_split: ClassVar[str | None] = None
+    label_hint: ClassVar[str] = "set class_subfolders: true"   # how an entry gets labels
 
     def labelled(self, ds: DatasetConfig) -> bool:
         return True
@@ -212,10 +243,14 @@ class Source:
         if not self.labelled(ds):
             if ds.conditional:
                 raise ConfigError(f"{key}.conditional: {self.name} here has no labels "
-                                  "(set class_subfolders: true or conditional: false)")
+                                  f"({self.label_hint} or conditional: false)")
             if ds.skew:
                 raise ConfigError(f"{key}.skew: needs labels, which {self.name} here lacks")
         return ds.limit
+
+    def count_note(self, ds: DatasetConfig) -> str:
+        """What the dry-run says when ``check`` returns no image count."""
+        return "unknown (set data.datasets[].limit)"
 
     def arrays(self, ds: DatasetConfig, role: str = "train", cap: int | None = None) -> SourceArrays:
         raise NotImplementedError
@@ -250,6 +285,11 @@ class LabelledArraySource(Source):
         """(N, h, w) or (N, h, w, 3) uint8 images and (N,) int64 labels."""
         raise NotImplementedError
 
+    def names(self, ds: DatasetConfig, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, uris) of the images at ``positions`` of ``ds``'s split, (N,) object str."""
+        keys = np.array([f"{self.name}/{i}" for i in positions], dtype=object)
+        return keys, np.array([f"{self.name}#{i}" for i in positions], dtype=object)
+
     def check(self, ds: DatasetConfig, key: str) -> int | None:
         super().check(ds, key)
         try:
@@ -271,12 +311,14 @@ class LabelledArraySource(Source):
             return None
 
     def arrays(self, ds: DatasetConfig, role: str = "train", cap: int | None = None) -> SourceArrays:
-        images, labels = self.raw(self.role_config(ds, role))
+        role_cfg = self.role_config(ds, role)
+        images, labels = self.raw(role_cfg)
         keep = self.positions(labels, ds, role, cap)
         small = resize_batch(images[keep], ds.resolution)
         rgb = small if small.ndim == 4 else gray_to_rgb(small)
         labels = labels[keep].astype(np.int64)
         blobs = [rgb[i].tobytes() for i in sample_positions(len(keep))]
+        keys, uris = self.names(role_cfg, keep)
         return SourceArrays(keep, rgb, labels,
                             self.fingerprint_of(ds, role, cap, keep, labels, blobs),
-                            num_classes=int(labels.max(initial=-1)) + 1)
+                            num_classes=int(labels.max(initial=-1)) + 1, keys=keys, uris=uris)

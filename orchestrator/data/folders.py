@@ -1,22 +1,25 @@
 """Image-folder sources: any folder, CelebA-HQ (unconditional), ImageNet (ILSVRC).
 
 A folder is listed recursively through ``pyarrow.fs`` (local, ``s3://``, ``gs://``),
-hidden files excluded, sorted; an image's id is its position in that listing.
-Every other file is tried: corrupt, truncated, zero-byte and non-image files are
-skipped and listed (``SourceArrays.skipped``), never fatal.
+hidden files excluded, sorted; an image's id is its position in that listing, its
+``key`` its path relative to the dataset's ``path`` (``cat/001.png``; ``train/n01/x.JPEG``
+for a split), its ``uri`` the full path or URI. Every other file is tried: corrupt,
+truncated, zero-byte and non-image files are never fatal.
 
 - ``load_arrays`` decodes the selected files with PIL on a thread pool (no Ray):
-  right for folders of up to some ten thousand images.
+  right for folders of up to some ten thousand images. Bad files are left out and
+  listed (``SourceArrays.skipped``).
 - The Ray path lists the files on the driver and decodes them in Ray Data tasks,
-  for big folders. Undecodable files are dropped in the workers (and logged there),
-  so ``SourceData.count`` is the number of listed files and ``skipped`` is empty;
-  run ``load_arrays`` on a ``limit``-ed entry to list them.
+  for big folders. A bad file stays in the stream as a row with ``error`` set (the
+  reason) and a zero image; the consuming stage lists and counts them.
+  ``SourceData.count`` is the number of selected files (good + bad).
 
 A folder with no readable image is a user mistake, reported in one line before any
 work: ``check`` (run by the config checks, so also at ``--dry-run``) probes a local
-folder, the Ray path probes any folder, by decoding up to ``PROBE_FILES`` evenly
-spaced selected files; when none decodes, :class:`SourceError` names the folder and
-the count of files skipped (``load_arrays`` counts all of them).
+folder, or a remote one that a bounded listing (``listing.bounded_count``, at most
+``MAX_COUNTED`` objects) finds small; the Ray path probes any folder, by decoding up
+to ``PROBE_FILES`` evenly spaced selected files; when none decodes,
+:class:`SourceError` names the folder and the count of files skipped.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from orchestrator.config.schema import DatasetConfig
 from orchestrator.data.base import (SkippedFile, Source, SourceArrays, SourceData,
                                     check_split_sizes, sample_positions)
 from orchestrator.data.images import decode_image
+from orchestrator.data.listing import bounded_count
 from orchestrator.errors import ConfigError, SourceError
 from orchestrator.storage import fsutil
 
@@ -105,18 +109,19 @@ def _probe(lst: Listing, keep: np.ndarray, where: str) -> None:
 
 
 def _decode_batch(batch: dict[str, np.ndarray], uri: str, size: int) -> dict[str, np.ndarray]:
-    """Ray Data map_batches fn: {id, path, label} -> {id, image, label}, bad files dropped."""
-    images, keep = [], []
+    """Ray Data map_batches fn: {id, path, key, uri, label} -> {id, key, uri, image (B, R,
+    R, 3) uint8, label, error}; a bad file keeps its row, with a zero image and the reason."""
+    n = len(batch["path"])
+    images = np.zeros((n, size, size, 3), np.uint8)
+    errors = np.full(n, "", dtype=object)
     for j, rel in enumerate(batch["path"]):
         img, reason = _decode_one(uri, str(rel), size)
         if img is None:
-            log.warning("skipping %s: %s", rel, reason)
-            continue
-        images.append(img)
-        keep.append(j)
-    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
-    return {"id": batch["id"][keep].astype(np.int64), "image": stacked,
-            "label": batch["label"][keep].astype(np.int64)}
+            errors[j] = reason
+        else:
+            images[j] = img
+    return {"id": batch["id"].astype(np.int64), "key": batch["key"], "uri": batch["uri"],
+            "image": images, "label": batch["label"].astype(np.int64), "error": errors}
 
 
 class FolderSource(Source):
@@ -124,6 +129,20 @@ class FolderSource(Source):
 
     def root(self, ds: DatasetConfig) -> str:
         return fsutil.join(ds.path, ds.split) if ds.split else ds.path
+
+    def names(self, ds: DatasetConfig, lst: Listing,
+              keep: np.ndarray) -> tuple[list[str], list[str]]:
+        """(keys, uris) of the listed files ``keep``: the path relative to ``ds.path`` (the
+        split folder first, if any) and the full path or URI."""
+        rels = [lst.files[i] for i in keep]
+        keys = [f"{ds.split}/{r}" for r in rels] if ds.split else rels
+        return keys, [fsutil.join(lst.uri, r) for r in rels]
+
+    def _remote_small(self, ds: DatasetConfig) -> bool:
+        """Whether the remote folders of ``ds`` (training and reference) are small enough
+        to list and probe at check time (a bounded listing of each)."""
+        roots = {self.root(ds), self.root(self.role_config(ds, "reference"))}
+        return all(bounded_count(r)[0] is not None for r in roots)
 
     def listing(self, ds: DatasetConfig) -> Listing:
         uri = self.root(ds)
@@ -148,12 +167,21 @@ class FolderSource(Source):
             raise ConfigError(f"{key}.path: directory not found: {self.root(ds)}")
         ref_cfg = self.role_config(ds, "reference")
         if remote:
-            return ds.limit
+            if not self._remote_small(ds):
+                return ds.limit     # count_note says why: counted at run time
+            try:
+                return self._check_listed(ds, ref_cfg, key)
+            except OSError as e:
+                raise ConfigError(f"{key}.path: cannot list {ds.path}: {e}") from None
         if not os.path.isdir(self.root(ref_cfg)):
             raise ConfigError(f"{key}.path: directory not found: {self.root(ref_cfg)} "
                               f"(the held-out reference split of {self.name})")
-        # local folders: list the reference's folder, so an empty reference (or, for a
-        # held-out share, an empty training set) fails here, before any Ray work
+        return self._check_listed(ds, ref_cfg, key)
+
+    def _check_listed(self, ds: DatasetConfig, ref_cfg: DatasetConfig, key: str) -> int | None:
+        """Sizes and readability from the listing: local folders and small remote ones."""
+        # list the reference's folder, so an empty reference (or, for a held-out share,
+        # an empty training set) fails here, before any Ray work
         ref_labels = self.listing(ref_cfg).labels
         n_ref = len(self.positions(ref_labels, ds, "reference"))
         if not self.holds_out:   # the training split is not listed (ImageNet: 1.28M files)
@@ -165,9 +193,19 @@ class FolderSource(Source):
         self.probe(ds, f"{key}.path")   # sizes first: a held-out share can empty the training set
         return n_train
 
+    def count_note(self, ds: DatasetConfig) -> str:
+        if ds.path and fsutil.is_remote(ds.path):
+            return bounded_count(self.root(ds))[1] or "counted at run time"
+        return super().count_note(ds)
+
     def reference_count(self, ds: DatasetConfig, cap: int | None = None) -> int | None:
         ref_cfg = self.role_config(ds, "reference")
-        if not ds.path or fsutil.is_remote(ds.path) or not os.path.isdir(self.root(ref_cfg)):
+        if not ds.path:
+            return None
+        if fsutil.is_remote(ds.path):
+            if bounded_count(self.root(ref_cfg))[0] is None:
+                return None
+        elif not os.path.isdir(self.root(ref_cfg)):
             return None
         return len(self.positions(self.listing(ref_cfg).labels, ds, "reference", cap))
 
@@ -193,8 +231,10 @@ class FolderSource(Source):
         fp = self.fingerprint_of(ds, role, cap, keep, lst.labels[keep], blobs, extra)
         results = _decode_many(lst.uri, [lst.files[i] for i in keep], ds.resolution)
         ok = np.array([img is not None for img, _ in results], dtype=bool)
-        skipped = tuple(SkippedFile(lst.files[i], reason)
-                        for i, (img, reason) in zip(keep, results) if img is None)
+        keys, uris = (np.array(x, dtype=object).reshape(-1)
+                      for x in self.names(self.role_config(ds, role), lst, keep))
+        skipped = tuple(SkippedFile(k, reason)
+                        for k, (img, reason) in zip(keys, results) if img is None)
         for s in skipped:
             log.warning("skipping %s: %s", s.path, s.reason)
         if not ok.any():
@@ -204,7 +244,7 @@ class FolderSource(Source):
         stacked = (np.stack(images) if images
                    else np.zeros((0, ds.resolution, ds.resolution, 3), np.uint8))
         return SourceArrays(keep[ok], stacked, lst.labels[keep][ok], fp, lst.num_classes,
-                            skipped)
+                            skipped, keys=keys[ok], uris=uris[ok])
 
     def __call__(self, ds: DatasetConfig, role: str = "train", cap: int | None = None) -> SourceData:
         import pyarrow as pa
@@ -213,10 +253,13 @@ class FolderSource(Source):
         lst, keep, extra, blobs = self._selected(ds, role, cap)
         _probe(lst, keep, f"dataset {ds.name}")  # before Ray Data drops every file silently
         fp = self.fingerprint_of(ds, role, cap, keep, lst.labels[keep], blobs, extra)
+        keys, uris = self.names(self.role_config(ds, role), lst, keep)
         step = 256  # files per block: enough blocks for parallel decoding
-        tables = [pa.table({"id": pa.array(keep[s:s + step]),
-                            "path": pa.array([lst.files[i] for i in keep[s:s + step]]),
-                            "label": pa.array(lst.labels[keep[s:s + step]])})
+        tables = [pa.table({"id": pa.array(keep[s:s + step], pa.int64()),
+                            "path": pa.array([lst.files[i] for i in keep[s:s + step]], pa.string()),
+                            "key": pa.array(keys[s:s + step], pa.string()),
+                            "uri": pa.array(uris[s:s + step], pa.string()),
+                            "label": pa.array(lst.labels[keep[s:s + step]], pa.int64())})
                   for s in range(0, max(len(keep), 1), step)]
         dataset = ray.data.from_arrow(tables).map_batches(
             _decode_batch, fn_kwargs={"uri": lst.uri, "size": ds.resolution},

@@ -1,23 +1,31 @@
-"""Dataset sources: images with stable int64 ids, labels and a content fingerprint.
+"""Dataset sources: images with stable int64 ids and keys, labels and a content fingerprint.
 
 ``SOURCES[name](dataset_cfg) -> SourceData`` gives a ``ray.data.Dataset`` of rows
-``{id: int64, image: uint8 (R, R, 3), label: int64 (-1 = unlabelled)}``;
-``load_arrays(dataset_cfg) -> SourceArrays`` gives the same rows as numpy arrays
-for in-memory use (Fashion-MNIST, digits and modest image folders).
+``{id: int64, key: str, uri: str, image: uint8 (R, R, 3), label: int64 (-1 =
+unlabelled), error: str ("" = good)}``. ``key`` names the sample outside the tool
+(folder: path relative to ``path``; IDX: ``<split>/<index>``; digits: ``digits/<index>``;
+webdataset: the ``__key__``; parquet: ``key_column``, else ``<file>:<row>``), ``uri``
+says where its bytes are. A bad file, row or member stays in the stream with ``error``
+set and a zero image (the consuming stage lists them and applies ``data.max_skipped``).
+``load_arrays(dataset_cfg) -> SourceArrays`` gives the good rows as numpy arrays
+(``keys``, ``uris`` included; bad ones listed in ``skipped``) for in-memory use.
 
 Every entry also has a **held-out reference** (``load_reference`` / ``reference_data``,
 described by ``reference_origin``): Fashion-MNIST's ``test`` split, ImageNet's ``val``
 split, and for digits, image folders and CelebA-HQ a seeded ``holdout`` share removed
-before anything else (see ``orchestrator.data.base``). No training, proxy, scoring or
-selection sees it; the metrics compare against it, capped at ``eval.num_real``.
+before anything else (see ``orchestrator.data.base``); for the streaming sources
+(``parquet``, ``webdataset``) the share is chosen by a hash of (seed, key), see
+``orchestrator.data.stream``. No training, proxy, scoring or selection sees it; the
+metrics compare against it, capped at ``eval.num_real``.
 
-Ids are the position of an image in its source (the IDX file, sklearn's digits,
-the sorted file listing), so they stay stable when ``limit`` / ``skew`` subsets or
-skipped files change. Subsets are drawn from ``numpy.random.default_rng`` seeded
-by the entry's ``seed``: ``skew`` first (per-label keep fractions), then ``limit``
-(uniform). Fashion-MNIST 28x28 and digits 8x8 are resized with a bilinear filter
-(not zero-padded: padding adds a constant border the VQ-VAE and the feature
-extractors would see as content); folders use the ADM/DiT centre-crop resize.
+Ids of the listed sources are the position of an image in its source (the IDX file,
+sklearn's digits, the sorted file listing), so they stay stable when ``limit`` / ``skew``
+subsets or skipped files change; streaming sources use ``key_id(key)``. Subsets of the
+listed sources are drawn from ``numpy.random.default_rng`` seeded by the entry's
+``seed``: ``skew`` first (per-label keep fractions), then ``limit`` (uniform).
+Fashion-MNIST 28x28 and digits 8x8 are resized with a bilinear filter (not zero-padded:
+padding adds a constant border the VQ-VAE and the feature extractors would see as
+content); folders and the streaming sources use the ADM/DiT centre-crop resize.
 """
 
 from __future__ import annotations
@@ -29,16 +37,18 @@ import numpy as np
 
 from orchestrator.config.schema import DatasetConfig
 from orchestrator.data.base import (LabelledArraySource, SkippedFile, Source, SourceArrays,
-                                    SourceData, arrays_to_ray, fingerprint,
+                                    SourceData, arrays_to_ray, fingerprint, key_id,
                                     select_subset)
 from orchestrator.data.folders import CelebAHQ, ImageFolder, ImageNet
 from orchestrator.data.images import read_idx
+from orchestrator.data.parquet import ParquetSource
+from orchestrator.data.webdataset import WebDatasetSource
 from orchestrator.errors import ConfigError, SourceError
 
 __all__ = ["SOURCES", "SkippedFile", "Source", "SourceArrays", "SourceData", "SourceError",
-           "arrays_to_ray", "check_dataset", "fingerprint", "load_arrays", "load_dataset",
-           "load_reference", "reference_count", "reference_data", "reference_origin",
-           "select_subset"]
+           "arrays_to_ray", "check_dataset", "count_note", "fingerprint", "key_id", "load_arrays",
+           "load_dataset", "load_reference", "reference_count", "reference_data",
+           "reference_origin", "select_subset"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +83,12 @@ class FashionMNIST(LabelledArraySource):
         except ValueError as e:
             raise SourceError(str(e)) from None
 
+    def names(self, ds: DatasetConfig, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keys ``<split>/<index>`` (``train/123``), uris ``<images idx file>#<index>``."""
+        split, img_file = ds.split or "train", str(self._files(ds)[0])
+        return (np.array([f"{split}/{i}" for i in positions], dtype=object),
+                np.array([f"{img_file}#{i}" for i in positions], dtype=object))
+
     def raw(self, ds: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
         img_file, lab_file = self._files(ds)
         try:
@@ -90,6 +106,11 @@ class Digits(LabelledArraySource):
     name = "digits"
     splits = (None, "all")
 
+    def names(self, ds: DatasetConfig, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keys ``digits/<index>``, uris ``sklearn:digits#<index>``."""
+        return (np.array([f"digits/{i}" for i in positions], dtype=object),
+                np.array([f"sklearn:digits#{i}" for i in positions], dtype=object))
+
     def raw(self, ds: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
 
@@ -104,6 +125,12 @@ def check_dataset(ds: DatasetConfig, key: str) -> int | None:
         raise ConfigError(f"{key}.source: unknown name {ds.source!r} "
                           f"(valid: {', '.join(sorted(SOURCES))})")
     return SOURCES[ds.source].check(ds, key)
+
+
+def count_note(ds: DatasetConfig) -> str:
+    """Why :func:`check_dataset` gives no image count, in words (``--dry-run``): e.g.
+    "more than 10,000 objects under s3://b/p: counted at run time"."""
+    return SOURCES[ds.source].count_note(ds)
 
 
 def load_arrays(ds: DatasetConfig) -> SourceArrays:
@@ -147,4 +174,6 @@ SOURCES: dict[str, Source] = {
     "image_folder": ImageFolder(),
     "imagenet": ImageNet(),
     "celeba_hq": CelebAHQ(),
+    "parquet": ParquetSource(),
+    "webdataset": WebDatasetSource(),
 }
