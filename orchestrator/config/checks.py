@@ -175,6 +175,23 @@ def check_values(cfg: Config) -> None:
     if not cfg.eval.metrics:
         raise ConfigError("eval.metrics: needs at least one metric")
     _check_eval_spaces(cfg)
+    _check_analysis(cfg)
+
+
+def _check_analysis(cfg: Config) -> None:
+    """The analysis: section: ranges, its space one of eval.embedders, its labels methods.
+
+    The checks are :func:`eval.analysis.plan.resolve_plan`'s (one definition, pure); the
+    space's metric suffix is resolved at report time, where the embedders are imported.
+    """
+    from eval.analysis.plan import AnalysisError, resolve_plan
+    from orchestrator.config.schema import as_mapping
+
+    try:
+        resolve_plan(as_mapping(cfg.analysis), cfg.eval.primary or "",
+                     cfg.to_dict()["pruning"]["methods"], cfg.eval.embedders, short="")
+    except AnalysisError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_eval_spaces(cfg: Config) -> None:

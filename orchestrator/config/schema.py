@@ -205,6 +205,35 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    """The pre-registered analysis (issue 24), fixed before the run and logged with it;
+    resolved and run by :mod:`eval.analysis` (its ``plan.DEFAULTS`` mirror these defaults).
+
+    ``metrics``: the primary metric keys, each measured in ``space`` (column
+    ``<key>_<space short>``: the paper's F-score and FD); ``space``: an ``eval.embedders``
+    entry, None = ``eval.primary`` (choose one no method selects in); ``trend_metrics``:
+    (d)'s keys in the same space; ``baseline``: every method is compared with it and with
+    full data; ``contestant``: (b)'s clustering label, None = the paper's code default
+    (the first ``clustering`` entry with keep farthest, mode proportional; the other
+    variants are exploratory); ``balanced``: (c)'s label, None = the first clustering
+    entry with mode balanced; ``high_ratio``: (a), (b) and the baseline comparisons use
+    ratios >= it; ``margin``: (a)'s TOST equivalence margin, a share of the full-data
+    mean; ``alpha``: family-wise error rate of each Holm family; ``power``: the power at
+    which each verdict's minimal detectable effect is stated."""
+
+    metrics: tuple[str, ...] = ("f_score", "fd")
+    space: str | None = None
+    trend_metrics: tuple[str, ...] = ("mem_nn_mean", "mem_copy_rate")
+    baseline: str = "random"
+    contestant: str | None = None
+    balanced: str | None = None
+    high_ratio: float = 0.75
+    margin: float = 0.10
+    alpha: float = 0.05
+    power: float = 0.80
+
+
+@dataclass(frozen=True)
 class Trial:
     """One training run of the sweep; ``method == "full"`` is the unpruned baseline."""
 
@@ -237,6 +266,7 @@ class Config:
     resources: ResourcesConfig
     mlflow: MlflowConfig
     storage: StorageConfig
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def dataset(self, name: str) -> DatasetConfig:
         """The dataset entry called ``name`` (KeyError if absent)."""
@@ -298,7 +328,7 @@ SECTIONS: dict[str, type] = {
     "autoencoder": AutoencoderConfig, "embed": EmbedConfig, "proxy": ProxyConfig,
     "pruning": PruningConfig, "model": ModelConfig, "train": TrainConfig,
     "sample": SampleConfig, "eval": EvalConfig, "resources": ResourcesConfig,
-    "mlflow": MlflowConfig, "storage": StorageConfig,
+    "mlflow": MlflowConfig, "storage": StorageConfig, "analysis": AnalysisConfig,
 }
 
 

@@ -12,6 +12,7 @@ paths here for MLflow (:func:`run_report`).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -410,6 +411,34 @@ def verdicts_markdown(cfg: Any, trials: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
+def analysis_section(cfg: Any, trials: pd.DataFrame) -> tuple[str, Any]:
+    """The pre-registered analysis (``cfg.analysis``, :mod:`eval.analysis`) of the trials.
+
+    Returns:
+        (Markdown, the resolved :class:`eval.analysis.Plan`, logged as ``analysis.*``
+        params and the ``analysis_plan.json`` artifact); a plan that cannot be resolved
+        gives a one-line Markdown reason and None.
+    """
+    from eval.analysis import AnalysisError, analyse, labeller_table, page_markdown, resolve_plan
+    from eval.analysis.render import NOTES
+    from orchestrator.config.checks import circular_selections
+    from orchestrator.config.schema import as_mapping
+    from orchestrator.training.evaluate import space_short
+
+    space = cfg.analysis.space or cfg.eval.primary
+    try:
+        plan = resolve_plan(as_mapping(cfg.analysis), cfg.eval.primary,
+                            cfg.to_dict()["pruning"]["methods"], cfg.eval.embedders,
+                            short=space_short(space),
+                            circular=[m for m, s in circular_selections(cfg) if s == space])
+    except AnalysisError as e:
+        return f"Not computed: {e}\n", None
+    tables = {ds: labeller_table(trials[trials["dataset"] == ds], plan)
+              for ds in dict.fromkeys(trials["dataset"])}
+    page = page_markdown(analyse(trials, plan), plan, tables, title="Pre-registered analysis")
+    return page + "\n" + NOTES + "\n", plan
+
+
 def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, str],
                fresh: bool = False) -> str:
     """Table (CSV + Markdown, printed), verdicts, plots and MLflow logging; returns the Markdown."""
@@ -423,12 +452,18 @@ def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, s
     header = reference_header(specs) + space_header(cfg, specs)
     paths = write_table(table, out_dir, header=header)
     paths["trials"] = write_trials([r.to_json() for r in results], out_dir)  # per-seed values
-    verdicts = verdicts_markdown(cfg, trials_frame([r.to_json() for r in results])) \
-        if results else ""
+    trials = trials_frame([r.to_json() for r in results])
+    verdicts = verdicts_markdown(cfg, trials) if results else ""
+    analysis, plan = analysis_section(cfg, trials) if results else ("", None)
     paths["verdicts"] = os.path.join(out_dir, "verdicts.md")
     Path(paths["verdicts"]).write_text(verdicts)
+    paths["analysis"] = os.path.join(out_dir, "analysis.md")
+    Path(paths["analysis"]).write_text(analysis)
+    paths["analysis_plan"] = os.path.join(out_dir, "analysis_plan.json")
+    Path(paths["analysis_plan"]).write_text(json.dumps(plan.to_dict() if plan else {}, indent=1))
     Path(paths["markdown"]).write_text(header + "\n" + to_markdown(table)
-                                       + ("\n## Verdicts\n\n" + verdicts if verdicts else ""))
+                                       + ("\n## Verdicts\n\n" + verdicts if verdicts else "")
+                                       + ("\n" + analysis if analysis else ""))
     plots = (plot_methods_vs_ratio(table, out_dir) + plot_metric_vs_ratio(table, out_dir)
              if len(table) else [])
     reporter = MlflowReporter(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name,
@@ -452,8 +487,10 @@ def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, s
               "methods": ",".join(m.label for m in cfg.pruning.methods),
               "ratios": ",".join(str(r) for r in cfg.pruning.ratios),
               "seeds": ",".join(str(s) for s in cfg.experiment.seeds),
-              "eval_spaces": ",".join(cfg.eval.embedders), "eval_primary": cfg.eval.primary}
-    files = [paths["csv"], paths["trials"], paths["markdown"], paths["verdicts"]]
+              "eval_spaces": ",".join(cfg.eval.embedders), "eval_primary": cfg.eval.primary,
+              **(plan.params() if plan else {})}
+    files = [paths["csv"], paths["trials"], paths["markdown"], paths["verdicts"],
+             paths["analysis"], paths["analysis_plan"]]
     reporter.log_parent(params, [*files, cfg_path, *plots], "FINISHED" if not errors else "FAILED")
     from orchestrator.progress import say
     from orchestrator.stages.mlflow_view import runs_url, set_runs_view
