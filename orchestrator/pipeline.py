@@ -21,7 +21,8 @@ from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.lock import RunLock
 from orchestrator.storage.tables import Table
 from orchestrator.until import describe as describe_plan
-from orchestrator.until import evaluates, reaches, scoring_only, stage_config, stage_plan
+from orchestrator.until import (evaluates, needs_latents, reaches, scoring_only, stage_config,
+                                stage_plan)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool,
 
     arts = {}
     ecfg = stage_config(cfg, until)   # up to select: the methods' embedders only
+    latents = needs_latents(cfg, until)
     for ds in cfg.data.datasets:
         t0 = time.time()
         source = load_dataset(ds)
@@ -47,8 +49,8 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool,
                  f"{source.skipped[0].path}: {source.skipped[0].reason}")
         count = "an unknown number of" if source.count is None else source.count
         _say(f"{ds.name}: {count} images, fingerprint {source.fingerprint[:12]}")
-        vq = ensure_vqvae(cache, cfg, source, ds, plan, fresh)
-        lat = ensure_latents(cache, cfg, source, ds, vq, plan, fresh)
+        vq = ensure_vqvae(cache, cfg, source, ds, plan, fresh) if latents else ""
+        lat = ensure_latents(cache, cfg, source, ds, vq or None, plan, fresh)
         samples = Table(cache, lat)
         num_classes = int(samples.meta.get("num_classes", source.num_classes or 0))
         _say(f"{ds.name}: encode done: {samples.rows} images, {num_classes} classes "

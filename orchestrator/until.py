@@ -6,7 +6,8 @@ report`` (the subset export runs right after ``select``, in every run that selec
 configured methods need it:
 
 - ``encode`` always runs: its table is the dataset's samples table (``id, key, uri,
-  label`` of the good rows) every later stage and the export read.
+  label`` of the good rows) every later stage and the export read. It trains the VQ-VAE
+  and adds the latents only when something needs them (:func:`needs_latents`).
 - ``embed`` computes the features the pruning methods select in (``clustering`` on
   ``pixels``, ...). The evaluation inputs (the evaluation spaces' features, the
   ``classifier`` space's training, the held-out reference) are embedded only when the
@@ -60,6 +61,15 @@ def method_stats(cfg: Config) -> list[str]:
                    for s in m.build_pruner(ds.name).needs_stats})
 
 
+def needs_latents(cfg: Config, until: str) -> bool:
+    """Whether ``--until until`` needs the VQ-VAE's latents: ``--until encode`` asks for
+    them, the proxy trains on them, the sweep's trials do. Otherwise (e.g. random and
+    clustering ``--until select``) the encode stage writes the samples table alone (key,
+    uri, label of the good rows) and trains no VQ-VAE."""
+    return (until == "encode" or evaluates(until)
+            or (reaches(until, "proxy") and bool(method_stats(cfg))))
+
+
 def stage_config(cfg: Config, until: str) -> Config:
     """``cfg`` as the encode and embed stages see it under ``--until until``.
 
@@ -107,7 +117,9 @@ def stage_plan(cfg: Config, until: str = "report") -> list[StageStep]:
     ratios = ", ".join(f"{r:g}" for r in cfg.pruning.ratios)
     trials = len(cfg.trial_grid())
     reasons = {
-        "encode": (True, "samples table (key, uri, label) and VQ-VAE latents"),
+        "encode": (True, "samples table (key, uri, label) and VQ-VAE latents"
+                   if needs_latents(cfg, until) else
+                   "samples table (key, uri, label) only: no VQ-VAE (no method needs latents)"),
         "proxy": (bool(stats), f"statistics {', '.join(stats)}, one proxy per seed" if stats
                   else "no configured method needs proxy statistics"),
         "score": (bool(methods), f"{', '.join(methods)} x {seeds} seed(s)" if methods

@@ -125,6 +125,7 @@ def test_until_select_on_three_formats_in_s3(tmp_path):
         dry = cli([cfg, "--dry-run", "--until", "select"], timeout=300, env=env)
         assert dry.returncode == 0, dry.stderr[-3000:]
         plan = dry.stdout.split("stages (--until select):\n")[1].split("\n---")[0]
+        assert "no VQ-VAE" in plan.splitlines()[0], plan
         assert [ln.split()[:2] for ln in plan.splitlines()] == [
             ["encode", "run"], ["embed", "run"], ["proxy", "skip"], ["score", "run"],
             ["select", "run"], ["export", "run"], ["sweep", "skip"], ["report", "skip"]]
@@ -133,8 +134,10 @@ def test_until_select_on_three_formats_in_s3(tmp_path):
         assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
         keys = bucket_keys(aws, BUCKET, "out/")
         stages = {k.split("/")[2] for k in keys if k.startswith("out/cache/")}
-        assert {"latents", "embed", "score", "subset"} <= stages, sorted(stages)
-        assert not stages & {"proxy", "trial", "reference", "classifier"}, sorted(stages)
+        assert {"samples", "embed", "score", "subset"} <= stages, sorted(stages)
+        # random and clustering need no latents: no VQ-VAE is trained, nothing encoded
+        assert not stages & {"vqvae", "latents", "proxy", "trial", "reference", "classifier"}, \
+            sorted(stages)
         assert not any(k.startswith("out/report/") for k in keys)
 
         index = list(csv.DictReader(io.StringIO(_read(f"s3://{BUCKET}/out/subsets/index.csv")

@@ -349,3 +349,22 @@ def test_a_local_instance_gets_a_private_address_file(monkeypatch):
         assert (shared.read_text() if shared.exists() else None) == before
     finally:
         ray.shutdown()
+
+
+def test_weight_settings_reach_the_workers_without_clashing_with_a_job(monkeypatch):
+    """init_ray forwards the weight variables (HF cache, endpoint, offline) as the job's
+    env_vars, minus those a submitted job's runtime_env sets (Ray raises on a clash)."""
+    import json
+
+    from models.weights import weights_env
+    from orchestrator.runtime.workarounds import driver_env_vars
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9/mirror")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    env = weights_env()
+    assert env["HF_ENDPOINT"] == "http://127.0.0.1:9/mirror" and env["HF_HUB_OFFLINE"] == "1"
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert driver_env_vars(env) == env
+    job = {"runtime_env": {"env_vars": {"HF_HUB_OFFLINE": "1"}}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    assert driver_env_vars(env) == {k: v for k, v in env.items() if k != "HF_HUB_OFFLINE"}

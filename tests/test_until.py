@@ -112,3 +112,18 @@ def test_until_reaches_the_pipeline_and_bad_stages_exit_2(write_config, monkeypa
         run.main([path, "--until", "train"])
     assert e.value.code == 2
     assert "invalid choice: 'train'" in capsys.readouterr().err
+
+
+def test_latents_only_when_something_needs_them():
+    """Random and clustering --until select: the samples table alone (no VQ-VAE); a stats
+    method, --until encode or a sweep need the latents."""
+    from orchestrator.until import needs_latents
+
+    cfg = config_from_dict(minimal_config())                       # random + clustering
+    assert not needs_latents(cfg, "select") and not needs_latents(cfg, "score")
+    assert needs_latents(cfg, "encode") and needs_latents(cfg, "sweep")
+    stats = config_from_dict(minimal_config(pruning={"ratios": [0.5], "methods": [
+        {"name": "el2n"}]}))
+    assert needs_latents(stats, "select") and not needs_latents(stats, "embed")
+    assert "no VQ-VAE" in format_plan(cfg, "select")
+    assert "VQ-VAE latents" in format_plan(stats, "select")

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from models.weights import weights_env
 from orchestrator.runtime import workarounds
 from orchestrator.runtime.resources import ResourcePlan
 
@@ -31,8 +32,12 @@ def init_ray() -> bool:
     joining = os.environ.get("RAY_ADDRESS", "local") != "local" or workarounds.live_local_head()
     if not joining:
         workarounds.private_ray_tmpdir()
+    # Every worker resolves embedder weights as the driver does (HF cache, HF_ENDPOINT,
+    # HF_HUB_OFFLINE, proxies, PRUNEDIFF_WEIGHTS): the driver's settings travel with the job.
+    # Inside `ray job submit` the job's own runtime_env applies, merged with these.
+    env = workarounds.driver_env_vars(weights_env())
     ray.init(address=None if joining else "local", logging_level=logging.WARNING,
-             log_to_driver=True)
+             log_to_driver=True, runtime_env={"env_vars": env} if env else None)
     if not joining:
         workarounds.publish_address(ray.get_runtime_context().gcs_address)
     return True

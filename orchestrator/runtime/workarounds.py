@@ -16,6 +16,7 @@ it here and the few call sites named in its docstring.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -157,3 +158,18 @@ def release_callback() -> Any:
             release_placement_group({PG_KEY: self.pg_ids.pop(trial.trial_id, None)})
 
     return ReleasePlacementGroups()
+
+
+def driver_env_vars(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without the variables a submitted job's runtime_env already sets.
+
+    Ray 2.60 merges ``ray.init(runtime_env=...)`` into the job's runtime_env and raises
+    ValueError when both name the same variable (even with the same value); a job's
+    variables are in the driver's environment too, so they are dropped here.
+    """
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "")
+    try:
+        job_env = (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
+    except (ValueError, AttributeError):
+        job_env = {}
+    return {k: v for k, v in env.items() if k not in job_env}

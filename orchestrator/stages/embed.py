@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from models.weights import weights_fingerprint
 from orchestrator.config.schema import TRAINED_SPACE
 from orchestrator.progress import say
 from orchestrator.errors import SourceError
@@ -174,6 +175,14 @@ def _space_weights(cfg: Any, trained: dict[str, dict] | None, name: str) -> tupl
     return cfg.embed.weights.get(name), (trained or {}).get(name, {}).get("weights")
 
 
+def weights_identity(cfg: Any, trained: dict[str, dict] | None, name: str) -> str | None:
+    """What names an embedder's weights in cache keys: a trained space's weight-file key
+    (content-addressed already), else the sha256 of the file the embedder loads (local
+    path, HF cache or package: ``models.weights.weights_fingerprint``), None for none."""
+    weights, weights_key = _space_weights(cfg, trained, name)
+    return weights_key or weights_fingerprint(name, weights)
+
+
 def _embed_pass(cache: ArtifactCache, cfg: Any, dataset: Any, name: str, plan: ResourcePlan,
                 trained: dict[str, dict] | None, key: str, with_labels: bool = False) -> int:
     """One Ray Data actor-pool pass of embedder ``name`` writing table ``key``; its rows.
@@ -205,8 +214,8 @@ def ensure_embeddings(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
     """
     keys = {}
     for name in needed_embedders(cfg):
-        weights, weights_key = _space_weights(cfg, trained, name)
-        key = keys[name] = embed_key(cache, source.fingerprint, name, weights or weights_key)
+        key = keys[name] = embed_key(cache, source.fingerprint, name,
+                                     weights_identity(cfg, trained, name))
         if not fresh and Table.exists(cache, key):
             say("embed[%s/%s]: cached (%s)", ds_cfg.name, name, key)
             continue
@@ -231,8 +240,8 @@ def ensure_reference(cache: ArtifactCache, cfg: Any, ds_cfg: Any, plan: Resource
     origin = reference_origin(ds_cfg)
     keys = {}
     for name in cfg.eval.embedders:
-        weights, weights_key = _space_weights(cfg, trained, name)
-        key = keys[name] = reference_key(cache, source.fingerprint, name, weights or weights_key)
+        key = keys[name] = reference_key(cache, source.fingerprint, name,
+                                         weights_identity(cfg, trained, name))
         if not fresh and Table.exists(cache, key):
             say("reference[%s/%s]: cached (%s)", ds_cfg.name, name, key)
             continue

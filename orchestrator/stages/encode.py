@@ -31,6 +31,7 @@ from orchestrator.training.evaluate import VQVAE_FILE, vqvae_from_cache
 
 VQVAE_VERSION = 2   # 2: small datasets train from memory (another batch order)
 LATENTS_VERSION = 2   # 2: a table of parts written by the encode actors (keys, uris)
+SAMPLES_VERSION = 1   # the samples table alone (id, key, uri, label): no VQ-VAE
 # Image sets up to this size are materialized before the VQ-VAE trains (3000 32x32
 # images: 9 MB). Unmaterialized, streaming_split reads and decodes the dataset again
 # for every epoch, on the CPUs the training uses (~10 epochs in the quickstart).
@@ -173,20 +174,21 @@ def train_vqvae_single(config: dict, images: np.ndarray | list, cache_root: str,
 class EncodeActor:
     """Ray Data actor: a batch of source rows -> one part of the latents table.
 
-    Good rows (``error == ""``) are encoded and written with their ``key``, ``uri`` and
-    ``label`` (:func:`orchestrator.storage.tables.write_part`); bad rows are reported,
+    Good rows (``error == ""``) are encoded (unless ``vqvae_key`` is None: the samples
+    table alone) and written with their ``key``, ``uri`` and ``label`` (:func:`orchestrator.storage.tables.write_part`); bad rows are reported,
     not encoded. Returns one small row: ``report`` = JSON of the part's description,
     the batch's skipped ``[key, reason]`` pairs and its largest label.
     """
 
-    def __init__(self, cache_root: str, vqvae_key: str, device: str, threads: int,
+    def __init__(self, cache_root: str, vqvae_key: str | None, device: str, threads: int,
                  table_key: str):
         import torch
 
         torch.set_num_threads(max(1, threads))
         self.device, self.table_key = device, table_key
         self.cache = ArtifactCache(cache_root)
-        self.model = vqvae_from_cache(self.cache, vqvae_key).to(device).eval()
+        self.model = (None if vqvae_key is None   # the samples table alone
+                      else vqvae_from_cache(self.cache, vqvae_key).to(device).eval())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -200,13 +202,15 @@ class EncodeActor:
         report: dict = {"skipped": [[str(k), str(e)] for k, e in zip(keys[~ok], errors[~ok])],
                         "part": None, "label_max": -1}
         if ok.any():
-            with torch.no_grad():
-                z = self.model.encode(images_to_model(batch["image"][ok]).to(self.device))
             labels = np.asarray(batch["label"], dtype=np.int64)[ok]
-            uris = batch.get("uri", keys)
+            cols = {"id": ids[ok], "key": keys[ok], "uri": batch.get("uri", keys)[ok],
+                    "label": labels}
+            if self.model is not None:
+                with torch.no_grad():
+                    z = self.model.encode(images_to_model(batch["image"][ok]).to(self.device))
+                cols["latent"] = z.float().cpu().numpy()
             report["part"] = write_part(self.cache, self.table_key, f"part-{ids[ok].min():020d}",
-                                        {"id": ids[ok], "key": keys[ok], "uri": uris[ok],
-                                         "label": labels, "latent": z.float().cpu().numpy()})
+                                        cols)
             report["label_max"] = int(labels.max())
         return {"report": np.array([json.dumps(report)], dtype=object)}
 
@@ -301,7 +305,7 @@ def latents_key(cache: ArtifactCache, vq_key: str, fingerprint: str) -> str:
     return cache.key("latents", LATENTS_VERSION, vqvae=vq_key, fingerprint=fingerprint)
 
 
-def ensure_latents(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, vq_key: str,
+def ensure_latents(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, vq_key: str | None,
                    plan: ResourcePlan, fresh: bool) -> str:
     """The key of the dataset's latents table, encoding every image when it is missing.
 
@@ -310,16 +314,20 @@ def ensure_latents(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, vq_
     encode actors; its ``meta`` holds ``count``, ``num_classes`` and ``skipped`` (the
     rows that did not decode: ``[key, reason]``). The skipped rows are then listed in
     ``<output_dir>/data/<dataset>/skipped.csv`` and checked against ``data.max_skipped``.
+    ``vq_key`` None writes the samples table alone (no ``latent`` column, no VQ-VAE: a
+    ``--until select`` run whose methods need no latents; ``--until``'s ``needs_latents``).
 
     Raises:
         SourceError: more than ``data.max_skipped`` of the rows are bad (the table stays
             cached: a rerun with a higher limit reuses it).
     """
-    key = latents_key(cache, vq_key, source.fingerprint)
+    key = (cache.key("samples", SAMPLES_VERSION, fingerprint=source.fingerprint)
+           if vq_key is None else latents_key(cache, vq_key, source.fingerprint))
+    what = "latents" if vq_key else "samples"
     if not fresh and Table.exists(cache, key):
-        say("encode[%s]: latents cached (%s)", ds_cfg.name, key)
+        say("encode[%s]: %s cached (%s)", ds_cfg.name, what, key)
     else:
-        device = "cuda" if plan.actor_gpus else "cpu"
+        device = "cuda" if plan.actor_gpus and vq_key else "cpu"
         out = map_actor_pool(source.dataset, EncodeActor,
                              {"cache_root": cache.root, "vqvae_key": vq_key, "device": device,
                               "threads": plan.actor_threads, "table_key": key},
@@ -335,7 +343,7 @@ def ensure_latents(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, vq_
         finish_table(cache, key, parts, {
             "count": n_good, "skipped": skipped,
             "num_classes": int(max(r["label_max"] for r in reports)) + 1})
-        say("encode[%s]: %d latents in %d part(s)", ds_cfg.name, n_good, len(parts))
+        say("encode[%s]: %d %s in %d part(s)", ds_cfg.name, n_good, what, len(parts))
     check_skipped(cfg, ds_cfg, Table(cache, key).meta)
     return key
 

@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable
 
+from models.weights import weights_fingerprint
 from orchestrator.progress import say
 from orchestrator.runtime.quiet import TUNE_REPORT_S
 from orchestrator.runtime.resources import ResourcePlan, describe
@@ -91,7 +92,7 @@ def trial_key(cache: ArtifactCache, cfg: Any, trial: Any, art: DatasetArtifacts,
                      reference=dict(sorted(art.reference.items())),
                      conditional=ds.conditional, seed=trial.seed, model=asdict(cfg.model),
                      train=asdict(cfg.train), sample=asdict(cfg.sample), eval=asdict(cfg.eval),
-                     eval_weights=files,
+                     eval_weights={n: weights_fingerprint(n, f) for n, f in files.items()},
                      world_size=cfg.resources.num_workers)  # DDP ranks seed seed*world+rank
 
 
