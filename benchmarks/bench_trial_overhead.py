@@ -10,7 +10,7 @@ through the one DiT loop ``orchestrator.training.loop.train_steps``), a state sa
     (``tune.with_resources(trial, {"CPU": plan.trial_cpus})``) that calls
     ``orchestrator.runtime.train.fit_torch`` (Ray Train V2 ``TorchTrainer``, gloo,
     ``TuneReportCallback``, health check 0.2 s), checkpoints via ``ray.train.report``,
-    then the result is logged with ``orchestrator.stages.report.MlflowReporter.log_trial``
+    then the result is logged with ``orchestrator.tracking.MlflowReporter.log_trial``
     (sqlite store in a private /tmp dir);
 (c) as (b) with 2 DDP workers (the plan for ``resources.num_workers: 2``);
 (s) the sweep's single-worker path: the loop inside the Tune trainable itself
@@ -185,7 +185,7 @@ def main() -> None:
     plain = train_work(work, _DirRuntime(tmp))
     plain["wall_s"] = time.perf_counter() - t0
     print(f"(a) plain loop: wall {plain['wall_s']:.1f}s (loop {plain['work_s']:.1f}s)", flush=True)
-    from orchestrator.stages.report import MlflowReporter
+    from orchestrator.tracking import MlflowReporter
 
     t0 = time.perf_counter()
     reporter = MlflowReporter(f"sqlite:///{tmp}/mlflow.db", "bench", f"{tmp}/mlartifacts", "bench",

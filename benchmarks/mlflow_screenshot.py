@@ -1,8 +1,8 @@
 """Screenshot of the MLflow UI on a sweep's experiment, as a user opens it (headless Chromium).
 
 Starts ``mlflow ui`` on 127.0.0.1 with a free port against a tracking store that the
-report stage wrote (``orchestrator.stages.report.MlflowReporter``), opens the URL the
-run prints (``orchestrator.stages.mlflow_view.runs_url``) in ``/usr/bin/chromium
+report stage wrote (``orchestrator.tracking.MlflowReporter``), opens the URL the
+run prints (``orchestrator.tracking.view.runs_url``) in ``/usr/bin/chromium
 --headless``, saves the PNG, and stops the server (its own process group).
 
     .venv/bin/python -m benchmarks.mlflow_screenshot sqlite:////abs/out/mlflow.db smoke \
@@ -51,7 +51,7 @@ def main() -> None:
     a = p.parse_args()
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.stages.mlflow_view import VIEW_KEY, runs_url
+    from orchestrator.tracking.view import VIEW_KEY, runs_url
 
     exp = MlflowClient(a.tracking_uri).get_experiment_by_name(a.experiment)
     if exp is None:

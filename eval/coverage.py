@@ -7,6 +7,11 @@ the metric reports the share of generated samples per class and the KL divergenc
 reference label distribution. KL uses natural logs and ``0 log 0 = 0``; it is ``inf``
 when the generator puts mass on a class the reference set lacks (honest, not smoothed).
 Negative labels mean "unlabelled" and are ignored.
+
+With ``predicted_labels`` (a second labeller: the ``classifier`` space's own predicted
+class of each sample, a labeller whose held-out accuracy is known) it also reports that
+labeller's shares ``cov_pred_share_<c>`` and ``cov_label_agreement``, the share of samples
+both labellers put in the same class.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ def compute_cluster_coverage(
     reference_labels: np.ndarray | None = None,
     num_classes: int | None = None,
     centroids: np.ndarray | None = None,
+    predicted_labels: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Share of generated samples per class/cluster and its KL to uniform and reference.
 
@@ -100,10 +106,14 @@ def compute_cluster_coverage(
         reference_labels: (N,) int labels of the reference set.
         num_classes: number of classes C; default: len(centroids) or 1 + max label.
         centroids: (C, D) cluster centres, an alternative to labels.
+        predicted_labels: (M,) int class a second labeller (a classifier) predicts for
+            each generated sample, or None.
 
     Returns:
         {"cov_kl_uniform", "cov_share_<c>" for c in range(C)} plus "cov_kl_train"
-        when reference labels are given or derivable (centroids + real).
+        when reference labels are given or derivable (centroids + real); with
+        ``predicted_labels`` also "cov_pred_share_<c>" for c in range(C) and
+        "cov_label_agreement".
     """
     if fake_labels is None:
         if centroids is None:
@@ -127,4 +137,28 @@ def compute_cluster_coverage(
     if reference_labels is not None:
         out["cov_kl_train"] = kl_divergence(p, label_distribution(reference_labels, num_classes))
     out.update({f"cov_share_{c}": float(p[c]) for c in range(num_classes)})
+    if predicted_labels is not None:
+        pred = np.asarray(predicted_labels).astype(np.int64).ravel()
+        if pred.shape != np.shape(fake_labels):
+            raise ValueError(f"predicted_labels must have shape {np.shape(fake_labels)}, "
+                             f"got {pred.shape}")
+        q = label_distribution(pred, num_classes)
+        out.update({f"cov_pred_share_{c}": float(q[c]) for c in range(num_classes)})
+        out["cov_label_agreement"] = label_agreement(pred, fake_labels)
     return out
+
+
+def label_agreement(labels_a: np.ndarray, labels_b: np.ndarray) -> float:
+    """Share of samples two labellers give the same class.
+
+    Args:
+        labels_a: (M,) int labels of the first labeller.
+        labels_b: (M,) int labels of the second.
+
+    Returns:
+        The share in [0, 1] (NaN for M = 0).
+    """
+    a, b = np.asarray(labels_a).ravel(), np.asarray(labels_b).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"labels need equal lengths, got {a.shape} and {b.shape}")
+    return float((a == b).mean()) if a.size else float("nan")

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from models.embed_base import Embedder, MissingWeightsError, to_tensor
 
 __all__ = ["ClassifierEmbedder", "ClassifierNet", "classifier_accuracy", "load_classifier",
-           "save_classifier", "train_classifier"]
+           "predict_classes", "save_classifier", "train_classifier"]
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -158,6 +158,26 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, *
 
 
 @torch.inference_mode()
+def predict_classes(model: ClassifierNet, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Arg-max class of ``model``'s logits for each image.
+
+    Args:
+        model: a trained ClassifierNet (any device; put in eval mode here).
+        images: (N, H, W, 3) uint8 RGB (resized to the model's resolution when H != R).
+        batch_size: images per forward pass.
+
+    Returns:
+        (N,) int64 predicted classes in [0, num_classes).
+    """
+    _validate(images)
+    model.eval()
+    dev = next(model.parameters()).device
+    res = model.config["resolution"]
+    pred = [model(_to_input(to_tensor(images[s:s + batch_size]).to(dev), res)).argmax(1).cpu()
+            for s in range(0, len(images), batch_size)]
+    return torch.cat(pred).numpy().astype(np.int64) if pred else np.zeros(0, dtype=np.int64)
+
+
 def classifier_accuracy(model: ClassifierNet, images: np.ndarray, labels: np.ndarray,
                         batch_size: int = 512) -> float:
     """Top-1 accuracy of ``model`` on labelled images.
@@ -172,12 +192,7 @@ def classifier_accuracy(model: ClassifierNet, images: np.ndarray, labels: np.nda
         Share of images whose arg-max logit equals the label, in [0, 1].
     """
     _validate(images, np.asarray(labels))
-    model.eval()
-    dev = next(model.parameters()).device
-    res = model.config["resolution"]
-    pred = [model(_to_input(to_tensor(images[s:s + batch_size]).to(dev), res)).argmax(1).cpu()
-            for s in range(0, len(images), batch_size)]
-    return float((torch.cat(pred).numpy() == np.asarray(labels)).mean())
+    return float((predict_classes(model, images, batch_size) == np.asarray(labels)).mean())
 
 
 def save_classifier(model: ClassifierNet, path: str | Path) -> None:
@@ -247,3 +262,14 @@ class ClassifierEmbedder(Embedder):
 
     def features(self, x: Tensor) -> Tensor:
         return self.net.features(x)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """The classifier's own label of each image (claim (c)'s validated labeller).
+
+        Args:
+            images: (B, H, W, 3) uint8 RGB, any side (resized as for the features).
+
+        Returns:
+            (B,) int64 arg-max class of the network's logits.
+        """
+        return predict_classes(self.net, images, self.batch_size)

@@ -20,6 +20,7 @@ from orchestrator.progress import say as _say
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.lock import RunLock
 from orchestrator.storage.tables import Table
+from orchestrator.tracking import check_tracking_server, mlflow_ui_command, sweep_reporter
 from orchestrator.until import describe as describe_plan
 from orchestrator.until import (evaluates, needs_latents, reaches, scoring_only, stage_config,
                                 stage_plan)
@@ -112,7 +113,7 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
     from orchestrator.runtime.cluster import init_ray, run_tasks
     from orchestrator.runtime.resources import current_plan, describe
     from orchestrator.stages.embed import check_embedders
-    from orchestrator.stages.report import check_tracking_server, run_report
+    from orchestrator.stages.report import run_report
     from orchestrator.stages.score import build_subsets
     from orchestrator.stages.sweep import build_specs, run_sweep
 
@@ -148,11 +149,14 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
             return _stopped(until, t_start)
         specs = build_specs(cache, cfg, arts, subsets, fresh, in_tasks)
         t1 = time.time()
-        errors = run_sweep(cache, cfg, specs, plan, fresh)
+        from orchestrator.tracking.live import live_logger   # imports Ray
+
+        reporter = sweep_reporter(cfg, fresh)   # the trial runs appear in MLflow as they start
+        errors = run_sweep(cache, cfg, specs, plan, fresh, [live_logger(reporter, specs)])
         _say(f"sweep done ({time.time() - t1:.0f}s)")
         if not reaches(until, "report"):
             return _stopped(until, t_start, 1 if errors else 0)
-        markdown = run_report(cache, cfg, specs, errors, fresh)
+        markdown = run_report(cache, cfg, specs, errors, fresh, reporter)
     finally:
         if started:
             ray.shutdown()
@@ -162,8 +166,6 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
         by_key = {s.key: s.trial.name for s in specs}
         for key, err in errors.items():
             print(f"error: trial {by_key.get(key, key)} failed: {err}", file=sys.stderr)
-    from orchestrator.stages.report import mlflow_ui_command
-
     print(f"report: {cfg.experiment.output_dir}/report/results.md (.csv, ratio_*.png)")
     print(f"MLflow: {mlflow_ui_command(cfg.mlflow.tracking_uri)}")
     from orchestrator.stages.sweep import is_done

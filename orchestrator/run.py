@@ -34,14 +34,20 @@ from orchestrator.config import Config, describe_references, dump_yaml, load_con
 from orchestrator.config.checks import circularity_warnings
 from orchestrator.errors import ConfigError, RunError
 from orchestrator.until import UNTIL, format_plan, reaches
+from orchestrator.version import version_line
 
 STAGES = ("encode", "embed", "proxy", "score", "sweep", "report")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None,
+               prog: str = "python -m orchestrator.run") -> argparse.Namespace:
+    """The command line; ``prog`` names it in the help (``prunediff`` for the console
+    command, :mod:`orchestrator.cli`)."""
     p = argparse.ArgumentParser(
-        prog="python -m orchestrator.run",
-        description="Run a data-pruning sweep (dataset x method x ratio x seed) on Ray.")
+        prog=prog,
+        description="Run a data-pruning sweep (dataset x method x ratio x seed) on Ray.",
+        epilog="Compare two finished sweeps: prunediff compare OUT_A OUT_B "
+               "(python -m orchestrator.compare).")
     p.add_argument("config", help="experiment YAML, e.g. experiments/quickstart.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key with a YAML value, e.g. --set train.steps=50 "
@@ -56,6 +62,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fresh", action="store_true",
                    help="ignore cached artifacts and earlier trial results; rebuild everything")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=version_line(),
+                   help="print the version (and the git commit of a checkout) and exit")
     return p.parse_args(argv)
 
 
@@ -94,9 +102,9 @@ def _os_error(e: OSError) -> str:
     return f"{what}: {where}" if where else what
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m orchestrator.run") -> int:
     """Entry point; returns the process exit code."""
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -21,7 +21,7 @@ class EL2NPruner(Pruner):
     Params:
         checkpoint: "last" (loss_last, the default) or a column of loss_traj (python
             indexing; -1 = the trajectory's last column, at the trajectory's K draws).
-        keep: high | low.
+        keep: high keeps the hardest samples (highest loss) | low the easiest.
     """
 
     name: ClassVar[str] = "el2n"

@@ -9,7 +9,8 @@ from pruning.el2n import _column
 
 
 class GraNdPruner(Pruner):
-    """L2 norm of the full-parameter gradient of the per-sample flow loss.
+    """L2 norm of the gradient of the per-sample flow loss (the proxy DiT's output layer by
+    default, ``proxy.grand_params: all`` for every parameter).
 
     Reads `stats["grad_norm"]` (N, G): the norm at each of G proxy checkpoints,
     each already averaged over the K fixed draws (computed by
@@ -18,7 +19,7 @@ class GraNdPruner(Pruner):
 
     Params:
         checkpoint: column of grad_norm (-1 = last checkpoint).
-        keep: high | low.
+        keep: high keeps the largest gradient norms | low the smallest.
     """
 
     name: ClassVar[str] = "grand"

@@ -36,7 +36,7 @@ class MonotonicityPruner(Pruner):
     factor and does not change the ranking.
 
     Params:
-        keep: high | low.
+        keep: high keeps the samples whose loss rose most often | low the fewest.
     """
 
     name: ClassVar[str] = "monotonicity"

@@ -16,7 +16,7 @@ class MoSoPruner(Pruner):
     and the diffusion paper's code, `largest=not inverse`).
 
     Params:
-        keep: high | low.
+        keep: high keeps the highest MoSo (whose removal hurts most) | low the lowest.
     """
 
     name: ClassVar[str] = "moso"

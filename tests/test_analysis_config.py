@@ -73,7 +73,7 @@ def test_the_cli_resolves_every_experiment_as_the_loader_does(path, tmp_path):
 def test_reproduce_contestant_is_the_code_default(tmp_path):
     plan = plan_from_config(read_config(REPO / "experiments" / "reproduce.yaml"))
     assert plan.contestant == "clustering_farthest"
-    assert set(plan.exploratory) == {"clustering_nearest", "clustering_balanced"}
+    assert set(plan.exploratory) == {"clustering_nearest"} and plan.balanced is None
     assert plan.metrics == ("f_score_cls", "fd_cls") and plan.circular == ()
     params = plan.params()
     assert params["analysis.margin"] == "0.1" and params["analysis.circular"] == "none"

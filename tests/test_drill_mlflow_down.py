@@ -1,6 +1,6 @@
 """Drill: the remote MLflow tracking server is down.
 
-Chosen behaviour: a preflight check before any work (``stages/report.py:
+Chosen behaviour: a preflight check before any work (``tracking/server.py:
 check_tracking_server``, 5 s timeout): one line naming the URI, exit 1, no Ray
 started, nothing written, the output lock released. (A server that dies mid-sweep
 loses nothing either: results stay in the cache and the next run's report logs
@@ -24,7 +24,7 @@ import pytest
 
 from conftest import REPO, minimal_config
 from orchestrator.errors import TrackingUnavailable
-from orchestrator.stages.report import check_tracking_server
+from orchestrator.tracking import check_tracking_server
 
 
 def _closed_port() -> int:

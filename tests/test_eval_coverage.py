@@ -12,8 +12,8 @@ EXPECTED_KEYS = {
     "fd": {"fd"},
     "prdc": {"precision", "recall", "density", "coverage", "f_score"},
     "vendi": {"vendi"},
-    "memorization": {"mem_nn_mean", "mem_nn_median", "mem_subset_nn_mean", "mem_subset_nn_median",
-                     "mem_subset_copy_rate"},
+    "memorization": {"mem_nn_mean", "mem_nn_median", "mem_copy_rate", "mem_subset_nn_mean",
+                     "mem_subset_nn_median", "mem_subset_copy_rate"},
     "cluster_coverage": {"cov_kl_uniform", "cov_kl_train", "cov_share_0", "cov_share_1", "cov_share_2"},
 }
 
@@ -116,3 +116,21 @@ def test_balanced_reference_removes_the_majority_prior():
     bal = balanced_indices(labels, np.random.default_rng(1))
     balanced = nearest_neighbour_labels(ref[bal], labels[bal], query).mean()
     assert skewed < 0.25 and 0.3 < balanced < 0.7 and balanced > 2 * skewed
+
+
+def test_predicted_labels_give_shares_and_agreement_by_hand():
+    """cov_pred_share_<c> and cov_label_agreement of a second labeller, hand-computed."""
+    from eval.coverage import compute_cluster_coverage, label_agreement
+
+    nn = np.array([0, 0, 1, 1, 2, 0])
+    pred = np.array([0, 1, 1, 1, 0, 0])                 # agrees on samples 0, 2, 3, 5
+    out = compute_cluster_coverage(None, np.zeros((6, 2)), fake_labels=nn, num_classes=3,
+                                   predicted_labels=pred)
+    assert [out[f"cov_pred_share_{c}"] for c in range(3)] == [0.5, 0.5, 0.0]
+    assert [out[f"cov_share_{c}"] for c in range(3)] == [0.5, 2 / 6, 1 / 6]
+    assert out["cov_label_agreement"] == 4 / 6 == label_agreement(pred, nn)
+    assert "cov_pred_share_0" not in compute_cluster_coverage(None, np.zeros((6, 2)),
+                                                              fake_labels=nn, num_classes=3)
+    with pytest.raises(ValueError, match="predicted_labels"):
+        compute_cluster_coverage(None, np.zeros((6, 2)), fake_labels=nn, num_classes=3,
+                                 predicted_labels=pred[:5])

@@ -1,11 +1,12 @@
-"""Memorization distances against a float64 brute force; a planted copy is detected."""
+"""Memorization distances against a float64 brute force; a planted copy is detected;
+the copy rate against a loop-level leave-one-out threshold."""
 
 import numpy as np
 import pytest
 
 import eval.memorization
 from eval import METRICS, MetricInputs
-from eval.memorization import compute_memorization
+from eval.memorization import compute_memorization, copy_threshold, train_nn_distances
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -23,13 +24,24 @@ def _nn(fake: np.ndarray, base: np.ndarray) -> tuple[list[float], list[int]]:
     return dist, idx
 
 
-def brute_force(fake, train, train_full, centroids=None) -> dict[str, float]:
+def _loo(x: np.ndarray) -> list[float]:
+    """Loop-level distance of each row of x to its nearest other row (normalized, float64)."""
+    u = _unit(x)
+    return [min(np.linalg.norm(u[i] - u[j]) for j in range(len(u)) if j != i) for i in range(len(u))]
+
+
+def brute_force(fake, train, train_full, centroids=None, q=0.05) -> dict[str, float]:
     full, _ = _nn(fake, train_full)
+    loo = sorted(_loo(train_full))
+    pos = q * (len(loo) - 1)                            # linear interpolation, by hand
+    lo = int(np.floor(pos))
+    thr = loo[lo] + (pos - lo) * (loo[min(lo + 1, len(loo) - 1)] - loo[lo])
     sub, idx = _nn(fake, train)
     t = _unit(train)
     copies = sum(d < min(np.linalg.norm(t[j] - t[i]) for i in range(len(t)) if i != j)
                  for d, j in zip(sub, idx))
     out = {"mem_nn_mean": np.mean(full), "mem_nn_median": np.median(full),
+           "mem_copy_rate": sum(d < thr for d in full) / len(fake),
            "mem_subset_nn_mean": np.mean(sub), "mem_subset_nn_median": np.median(sub),
            "mem_subset_copy_rate": copies / len(fake)}
     if centroids is not None:
@@ -102,7 +114,8 @@ def test_planted_copies_are_detected():
     assert planted["mem_subset_copy_rate"] * 43 == pytest.approx(base["mem_subset_copy_rate"] * 40 + 3)
     assert planted["mem_nn_mean"] < base["mem_nn_mean"]
     exact = compute_memorization(None, train[:4], train=train, train_full=full)
-    assert exact == {"mem_nn_mean": 0.0, "mem_nn_median": 0.0, "mem_subset_nn_mean": 0.0,
+    assert exact == {"mem_nn_mean": 0.0, "mem_nn_median": 0.0, "mem_copy_rate": 1.0,
+                     "mem_subset_nn_mean": 0.0,
                      "mem_subset_nn_median": 0.0, "mem_subset_copy_rate": 1.0}
 
 
@@ -130,3 +143,39 @@ def test_metric_adapter_passes_full_set_and_centroids():
         None, fake, train=train, train_full=train_full, centroids=cents)
     with pytest.raises(ValueError, match="train_full"):
         METRICS["memorization"](MetricInputs(real=train_full, fake=fake, train=train))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_train_nn_distances_match_a_leave_one_out_loop(seed, monkeypatch):
+    _, _, train_full, _ = _data(seed)
+    train_full[5] = train_full[9]                            # a duplicate: distance 0
+    monkeypatch.setattr(eval.memorization, "_NORM_BLOCK", 7)  # many uneven blocks
+    got = train_nn_distances(train_full)
+    # float32 search: a near-tie (below float32 resolution) may pick the other neighbour
+    np.testing.assert_allclose(got, _loo(train_full), rtol=0, atol=1e-7)
+    assert got[5] == got[9] == 0.0
+    np.testing.assert_allclose(train_nn_distances(2.0 * train_full.astype(np.float32)), got,
+                               rtol=0, atol=1e-6)          # scale-free, float32 input
+
+
+@pytest.mark.parametrize("q", [0.05, 0.2])
+def test_copy_rate_matches_brute_force_and_the_analysis_formula(q):
+    from eval.analysis.samples import copy_rate
+
+    fake, train, train_full, _ = _data(7)
+    got = compute_memorization(None, fake, train=train, train_full=train_full, copy_quantile=q)
+    assert got["mem_copy_rate"] == pytest.approx(
+        brute_force(fake, train, train_full, q=q)["mem_copy_rate"], abs=0)
+    # the planted near-copies of _data (8 of 38 samples) count at the 5% threshold
+    assert got["mem_copy_rate"] >= 8 / len(fake) if q == 0.05 else True
+    full, _ = _nn(fake, train_full)                          # the analysis' own formula agrees
+    assert got["mem_copy_rate"] == copy_rate(np.array(full), np.array(_loo(train_full)), q)
+    # precomputed distances (the sweep's cached array) give the same number
+    pre = compute_memorization(None, fake, train=train, train_full=train_full, copy_quantile=q,
+                               train_nn=train_nn_distances(train_full))
+    assert pre == got
+    assert copy_threshold(np.array([0.0, 1.0, 2.0, 3.0, 4.0]), 0.25) == 1.0   # hand-computed
+    with pytest.raises(ValueError, match="train_nn must have shape"):
+        compute_memorization(None, fake, train=train, train_full=train_full, train_nn=np.ones(3))
+    with pytest.raises(ValueError, match="quantile"):
+        copy_threshold(np.ones(4), 1.0)

@@ -1,13 +1,13 @@
 """The MLflow experiment opens on its runs (experiment kind tag) and the shared runs view
-lists the trial runs with the comparison's columns (orchestrator/stages/mlflow_view.py)."""
+lists the trial runs with the comparison's columns (orchestrator/tracking/view.py)."""
 
 from __future__ import annotations
 
 import json
 
 from orchestrator.config.schema import Trial
-from orchestrator.stages import mlflow_view
-from orchestrator.stages.report import MlflowReporter
+from orchestrator.tracking import MlflowReporter
+from orchestrator.tracking import view as mlflow_view
 from orchestrator.training.records import TrialFiles, TrialResult
 
 

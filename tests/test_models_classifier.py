@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models import EMBEDDERS, MissingWeightsError, build_embedder
-from models.classifier import (ClassifierNet, classifier_accuracy, load_classifier,
+from models.classifier import (ClassifierNet, classifier_accuracy, load_classifier, predict_classes,
                                save_classifier, train_classifier)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -112,3 +112,22 @@ def test_bad_training_input_is_rejected() -> None:
         train_classifier(imgs[:, :10], labels, 3, steps=1)
     with pytest.raises(ValueError, match="num_classes"):
         ClassifierNet(1)
+
+
+def test_predict_is_the_arg_max_of_the_logits(tmp_path: Path, trained: ClassifierNet) -> None:
+    """The embedder's predict (claim (c)'s labeller) = arg-max of the network's own logits,
+    at any input size; on held-out toy images it agrees with the labels as accuracy says."""
+    path = tmp_path / "cls.pt"
+    save_classifier(trained, path)
+    emb = build_embedder("classifier", weights=str(path))
+    imgs, labels = shapes(40, seed=5)
+    with torch.no_grad():
+        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        want = trained(x).argmax(1).numpy()
+    got = emb.predict(imgs)
+    assert got.dtype == np.int64 and got.shape == (40,)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(predict_classes(trained, imgs, batch_size=7), want)
+    assert (got == labels).mean() == classifier_accuracy(trained, imgs, labels)
+    big = np.repeat(np.repeat(imgs, 2, axis=1), 2, axis=2)       # 32 px: resized to 16
+    assert emb.predict(big).shape == (40,)

@@ -101,6 +101,8 @@ def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeyp
     parents = [r for r in runs if r.data.tags.get("prunediff.role") == "sweep"]
     trials = [r for r in runs if r.data.tags.get("prunediff.role") == "trial"]
     assert len(parents) == 1 and len(trials) == 4
+    subsets = [r for r in runs if r.data.tags.get("prunediff.role") == "subsets"]
+    assert len(subsets) == 1 and len(runs) == 6       # the exported subsets: one run
     parent = parents[0].info.run_id
     parent_files = {a.path for a in client.list_artifacts(parent)}
     assert {"results.csv", "results.md", "config.yaml", "ratio_random.png"} <= parent_files
@@ -131,4 +133,4 @@ def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeyp
     assert_complete_table(out)
     assert trial_records(cache, cfg.train.steps) == records
     _, runs = _mlflow_runs(cfg.mlflow.tracking_uri, "smoke")
-    assert len(runs) == 5
+    assert len(runs) == 6                              # sweep, 4 trials, subsets: reused

@@ -199,7 +199,18 @@ def test_evaluate_names_metrics_per_space_and_labels_generated_samples(tmp_path)
                        EvalConfig(embedders=(name,), primary=name, num_real=90, metrics=metric_keys),
                        seed=0, num_classes=3, device="cpu", weights={"classifier": str(clf)},
                        reference={name: reference[name]}, reference_labels=labels[ref])
-        assert one == {k: v for k, v in metrics.items() if k.endswith(f"_{short}")}
+        assert one == {k: v for k, v in metrics.items()       # (pixels alone: no classifier
+                       if (k.endswith(f"_{short}") or k.startswith("subset_share_"))  # to agree
+                       and k != "cov_label_agreement_pixels"}                          # with)
+    # the subset's own class shares (every second image of 3 equal blocks of 40): by hand
+    assert [metrics[f"subset_share_{c}"] for c in range(3)] == [20 / 60] * 3
+    # the classifier's own predicted class of each sample, beside the nearest-neighbour label
+    pred = build_embedder("classifier", weights=str(clf)).predict(fake)
+    for c in range(3):
+        assert metrics[f"cov_pred_share_{c}_cls"] == float((pred == c).mean())
+    for short in ("cls", "pixels"):                      # every NN label is class 0
+        assert metrics[f"cov_label_agreement_{short}"] == float((pred == 0).mean())
+    assert not any(k.startswith("cov_pred_share") and k.endswith("_pixels") for k in metrics)
     # fd_cls is the Frechet distance of the classifier features, computed here in float64
     from scipy import linalg
 
@@ -217,7 +228,7 @@ def test_centroid_distance_uses_seeded_centres_of_the_full_training_set():
     training set, the same centres for every subset; absent when centroids_k is 0."""
     from models import build_embedder
     from orchestrator.config import EvalConfig
-    from orchestrator.training.evaluate import evaluate_space, training_centroids
+    from orchestrator.training.evaluate import CENTROID_SEED, evaluate_space, training_centroids
 
     rng = np.random.default_rng(3)
     labels = np.repeat(np.arange(4), 30).astype(np.int64)
@@ -231,6 +242,7 @@ def test_centroid_distance_uses_seeded_centres_of_the_full_training_set():
            for s, sub in (("a", np.arange(0, 120, 2)), ("b", np.arange(60)))}
     centres = training_centroids(feats, 4)
     assert centres.shape == (4, feats.shape[1])
+    assert CENTROID_SEED not in range(100)            # never an experiment seed the methods use
     np.testing.assert_array_equal(centres, training_centroids(feats, 4))     # seeded
     unit = feats.astype(np.float64) / np.linalg.norm(feats.astype(np.float64), axis=1, keepdims=True)
     # one centre per class (4 well-separated classes)

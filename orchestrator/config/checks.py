@@ -152,6 +152,8 @@ def check_values(cfg: Config) -> None:
     _positive(ae.train_steps, "autoencoder.train_steps", allow_zero=ae.checkpoint is not None)
     _positive(cfg.train.weight_decay, "train.weight_decay", allow_zero=True)
     _positive(cfg.eval.centroids_k, "eval.centroids_k", allow_zero=True)
+    if not 0.0 < cfg.eval.copy_quantile < 1.0:
+        raise ConfigError(f"eval.copy_quantile: must be in (0, 1), got {cfg.eval.copy_quantile}")
     _fraction(cfg.train.ema_decay, "train.ema_decay")
     _fraction(cfg.model.class_dropout, "model.class_dropout")
     _choice(cfg.train.precision, ("fp32", "bf16", "fp16"), "train.precision")

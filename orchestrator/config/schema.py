@@ -177,6 +177,7 @@ class EvalConfig:
     num_real: int = 2000
     prdc_k: int = 3
     centroids_k: int = 0        # memorization: distance to k-means centres (0 = not measured)
+    copy_quantile: float = 0.05  # memorization: mem_copy_rate's threshold quantile
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
 

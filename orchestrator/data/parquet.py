@@ -132,7 +132,9 @@ class ParquetReader:
 
 
 class ParquetSource(StreamingSource):
-    """Parquet files of encoded images (see the module docstring)."""
+    """Parquet files of encoded images (Hugging Face ``datasets`` exports, LAION-style
+    shards): a file, folder or glob, local or ``s3://`` / ``gs://``; ``image_column``,
+    optional ``label_column`` and ``key_column`` (details: the module docstring)."""
 
     name = "parquet"
     suffixes = (".parquet", ".pq")

@@ -127,7 +127,9 @@ class ShardReader:
 
 
 class WebDatasetSource(StreamingSource):
-    """WebDataset tar shards (see the module docstring)."""
+    """WebDataset ``.tar`` shards: a shard, folder or glob, local or ``s3://`` / ``gs://``;
+    the image is a sample's ``jpg``/``jpeg``/``png``/``webp`` member, the label its ``cls``
+    member (``label_column``) (details: the module docstring)."""
 
     name = "webdataset"
     suffixes = (".tar",)

@@ -43,6 +43,9 @@ from orchestrator.progress import say
 from orchestrator.storage import fsutil
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.tables import Table
+from orchestrator.tracking.runs import log_new_params
+from orchestrator.tracking.server import find_run, open_experiment, tracking_client
+from orchestrator.version import provenance_tags
 
 SUBSETS = "subsets"
 INDEX = "index.csv"
@@ -220,33 +223,18 @@ def _stage_for_mlflow(cfg: Any, rows: list[dict], local: str) -> bool:
 def log_subsets(cfg: Any, rows: list[dict], fresh: bool = False) -> str:
     """Log the export to MLflow (run ``<experiment>-subsets``, reused per config unless
     ``fresh``); returns the run id."""
-    from mlflow.entities import Param
-    from mlflow.tracking import MlflowClient
-
-    from orchestrator.stages.mlflow_view import tag_experiment
-    from orchestrator.stages.report import _artifact_location
-
-    client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri)
-    exp = client.get_experiment_by_name(cfg.mlflow.experiment_name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        cfg.mlflow.experiment_name,
-        artifact_location=_artifact_location(cfg.mlflow.artifact_location))
-    tag_experiment(client, exp_id)
-    h = cfg.config_hash()
-    found = [] if fresh else client.search_runs(
-        [exp_id], f"tags.`prunediff.config_hash` = '{h}' and tags.`prunediff.role` = 'subsets'",
-        max_results=1)
-    rid = found[0].info.run_id if found else client.create_run(
-        exp_id, run_name=f"{cfg.experiment.name}-subsets",
-        tags={"prunediff.config_hash": h, "prunediff.role": "subsets"}).info.run_id
+    client = tracking_client(cfg.mlflow.tracking_uri)
+    exp_id = open_experiment(client, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location)
+    tags = {**provenance_tags(cfg.config_hash()), "prunediff.role": "subsets"}
+    found = None if fresh else find_run(client, exp_id, {
+        "prunediff.config_hash": tags["prunediff.config_hash"], "prunediff.role": "subsets"})
+    rid = found.info.run_id if found else client.create_run(
+        exp_id, run_name=f"{cfg.experiment.name}-subsets", tags=tags).info.run_id
     with tempfile.TemporaryDirectory(prefix="prunediff-subsets-") as d:
         whole = _stage_for_mlflow(cfg, rows, d)
         params = {"subsets_uri": fsutil.join(cfg.experiment.output_dir, SUBSETS),
                   "n_subsets": len(rows)}
-        have = client.get_run(rid).data.params
-        new = [Param(k, str(v)) for k, v in params.items() if k not in have]
-        if new:
-            client.log_batch(rid, params=new)
+        log_new_params(client, rid, params)
         client.set_tag(rid, "prunediff.subset_files_logged", str(whole).lower())
         client.log_artifacts(rid, d, SUBSETS)
     client.set_terminated(rid, "FINISHED")

@@ -1,9 +1,10 @@
-"""Report stage: comparison table, metric-vs-ratio plots and MLflow logging.
+"""Report stage: comparison table, verdicts, the pre-registered analysis and plots.
 
-Everything is logged from the driver after the trials finished (robust: a trial's
-start-up error cannot hide behind a logger callback). Reruns reuse the parent run
-of the same config (tag ``prunediff.config_hash``) and skip trial runs already
-logged (tag ``prunediff.trial_key``), so a resumed sweep logs each trial once.
+The tables and plots are built here; MLflow (the parent and trial runs, the runs view)
+is :mod:`orchestrator.tracking`'s: :func:`run_report` hands the files to a
+:class:`~orchestrator.tracking.runs.MlflowReporter`, which completes the trial runs the
+live logger opened during the sweep and skips trials already logged, so a resumed sweep
+logs each trial once.
 
 The stage reads :class:`~orchestrator.training.records.TrialResult` records (written by
 :mod:`orchestrator.training.trial`); their ``files`` are cache keys, copied to local
@@ -16,14 +17,16 @@ import json
 import math
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from orchestrator.config.schema import Config
 from orchestrator.storage import fsutil
+from orchestrator.tracking import (MlflowReporter, mlflow_ui_command, runs_url, set_runs_view,
+                                   sweep_reporter)
 from orchestrator.training.records import TrialResult, TrialSpec
 
 FULL = "full"
@@ -32,7 +35,7 @@ KEY_COLS = ["dataset", "method", "ratio"]
 METRIC_ORDER = ["fid", "fd_", "f_score", "precision", "recall", "density", "coverage",
                 "vendi", "mem_nn_mean", "mem_nn_median", "mem_subset_copy_rate", "cov_kl_uniform",
                 "cov_kl_train"]
-HIDDEN_IN_MARKDOWN = ("cov_share_",)
+HIDDEN_IN_MARKDOWN = ("cov_share_", "cov_pred_share_", "subset_share_")
 
 
 def _metric_rank(name: str) -> tuple[int, str]:
@@ -242,129 +245,7 @@ def plot_loss_curve(curve: Sequence[Sequence[float]], path: str, title: str) -> 
     return path
 
 
-def mlflow_ui_command(tracking_uri: str) -> str:
-    """The command that browses this run's MLflow store."""
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1"
-
-
-def check_tracking_server(tracking_uri: str, timeout_s: float = 5.0) -> None:
-    """Before any work: an ``http(s)://`` tracking server must answer (any HTTP status).
-
-    A sweep whose server is down would only find out after hours of training; its
-    results would stay in the cache (the next run logs them: trials already logged
-    are skipped), but failing first is the honest default. File stores, sqlite and
-    other schemes are not checked.
-
-    Raises:
-        TrackingUnavailable: no HTTP answer within ``timeout_s`` (names the URI).
-    """
-    import urllib.error
-    import urllib.request
-
-    from orchestrator.errors import TrackingUnavailable
-
-    if not tracking_uri.lower().startswith(("http://", "https://")):
-        return
-    url = tracking_uri.rstrip("/") + "/health"
-    try:
-        urllib.request.urlopen(url, timeout=timeout_s).close()
-    except urllib.error.HTTPError:
-        return  # it answers (an auth proxy, an old server without /health)
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise TrackingUnavailable(
-            f"mlflow.tracking_uri: {tracking_uri} does not answer ({reason}); start the "
-            f"MLflow server or point mlflow.tracking_uri elsewhere (nothing was run)") from None
-
-
-def _artifact_location(loc: str | None) -> str | None:
-    if loc is None or "://" in loc:
-        return loc
-    return Path(loc).absolute().as_uri()
-
-
-class MlflowReporter:
-    """Parent run per sweep (one per config hash), one nested run per trial.
-
-    ``reuse_parent=False`` (``--fresh``) starts a new parent run.
-    """
-
-    def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str | None,
-                 config_hash: str, sweep_name: str, reuse_parent: bool = True):
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
-        mlflow.set_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        exp = self.client.get_experiment_by_name(experiment_name)
-        if exp is None:
-            self.experiment_id = self.client.create_experiment(
-                experiment_name, artifact_location=_artifact_location(artifact_location))
-        else:
-            self.experiment_id = exp.experiment_id
-        from orchestrator.stages.mlflow_view import tag_experiment
-
-        tag_experiment(self.client, self.experiment_id)   # the UI opens on the runs
-        self.config_hash = config_hash
-        found = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`prunediff.config_hash` = '{config_hash}' and tags.`prunediff.role` = 'sweep'",
-            max_results=1) if reuse_parent else []
-        if found:
-            self.parent_id = found[0].info.run_id
-        else:
-            self.parent_id = self.client.create_run(
-                self.experiment_id, run_name=sweep_name,
-                tags={"prunediff.config_hash": config_hash, "prunediff.role": "sweep"}).info.run_id
-
-    def logged_trials(self) -> set[str]:
-        """Trial keys that already have a finished run under this parent."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{self.parent_id}' and attributes.status = 'FINISHED'",
-            max_results=5000)
-        return {r.data.tags.get("prunediff.trial_key") for r in runs}
-
-    def log_trial(self, result: TrialResult, files: dict[str, str]) -> str:
-        """One nested run: params, final metrics, loss curve steps, artifact files (local paths)."""
-        from mlflow.entities import Metric, Param
-
-        trial = result.trial
-        run = self.client.create_run(
-            self.experiment_id, run_name=trial.name,
-            tags={"mlflow.parentRunId": self.parent_id, "prunediff.role": "trial",
-                  "prunediff.trial_key": result.key, "prunediff.config_hash": self.config_hash})
-        rid = run.info.run_id
-        now = int(time.time() * 1000)
-        params = {"dataset": trial.dataset, "method": trial.method, "ratio": trial.ratio,
-                  "seed": trial.seed, **result.params}
-        metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()
-                   if v is not None and np.isfinite(v)]
-        metrics += [Metric("train_loss", float(loss), now, int(step))
-                    for step, loss in result.loss_curve]
-        for i in range(0, len(metrics), 900):
-            self.client.log_batch(rid, metrics=metrics[i:i + 900],
-                                  params=[Param(k, str(v)) for k, v in params.items()] if i == 0 else [])
-        for path in files.values():
-            if path and os.path.exists(path):
-                self.client.log_artifact(rid, path)
-        self.client.set_terminated(rid, "FINISHED")
-        return rid
-
-    def log_parent(self, params: dict[str, Any], files: Sequence[str], status: str) -> None:
-        """Params and artifacts of the sweep run (table, plots, resolved config)."""
-        from mlflow.entities import Param
-
-        have = self.client.get_run(self.parent_id).data.params
-        new = [Param(k, str(v)) for k, v in params.items() if k not in have]
-        if new:
-            self.client.log_batch(self.parent_id, params=new)
-        for path in files:
-            self.client.log_artifact(self.parent_id, path)
-        self.client.set_terminated(self.parent_id, status)
-
-
-def space_header(cfg: Any, specs: Sequence[TrialSpec]) -> str:
+def space_header(cfg: Config, specs: Sequence[TrialSpec]) -> str:
     """Markdown lines naming the evaluation spaces, the primary one, the classifier's test
     accuracy per dataset and the methods that select in an evaluation space."""
     from orchestrator.config.checks import circularity_warnings
@@ -383,7 +264,7 @@ def space_header(cfg: Any, specs: Sequence[TrialSpec]) -> str:
     return "\n".join(f"- {line}" for line in lines) + "\n"
 
 
-def verdicts_markdown(cfg: Any, trials: pd.DataFrame) -> str:
+def verdicts_markdown(cfg: Config, trials: pd.DataFrame) -> str:
     """The paper's claims (a), (b) and, with ``cluster_coverage``, (c) on the primary space.
 
     (a)/(b) test ``fd_<primary short>`` (``fid`` for Inception; lower is better), (c)
@@ -411,7 +292,7 @@ def verdicts_markdown(cfg: Any, trials: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
-def analysis_section(cfg: Any, trials: pd.DataFrame) -> tuple[str, Any]:
+def analysis_section(cfg: Config, trials: pd.DataFrame) -> tuple[str, Any]:
     """The pre-registered analysis (``cfg.analysis``, :mod:`eval.analysis`) of the trials.
 
     Returns:
@@ -439,9 +320,13 @@ def analysis_section(cfg: Any, trials: pd.DataFrame) -> tuple[str, Any]:
     return page + "\n" + NOTES + "\n", plan
 
 
-def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, str],
-               fresh: bool = False) -> str:
-    """Table (CSV + Markdown, printed), verdicts, plots and MLflow logging; returns the Markdown."""
+def run_report(cache: Any, cfg: Config, specs: list[TrialSpec], errors: dict[str, str],
+               fresh: bool = False, reporter: MlflowReporter | None = None) -> str:
+    """Table (CSV + Markdown, printed), verdicts, plots and MLflow logging; returns the Markdown.
+
+    ``reporter``: the sweep's reporter (the one whose parent run the live logger wrote
+    under); None opens it here (:func:`orchestrator.tracking.sweep_reporter`).
+    """
     from eval.trials import trials_frame
     from orchestrator.config.loader import dump_yaml
     from orchestrator.stages.sweep import fetch_files, load_results
@@ -466,9 +351,7 @@ def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, s
                                        + ("\n" + analysis if analysis else ""))
     plots = (plot_methods_vs_ratio(table, out_dir) + plot_metric_vs_ratio(table, out_dir)
              if len(table) else [])
-    reporter = MlflowReporter(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name,
-                                  cfg.mlflow.artifact_location, cfg.config_hash(),
-                                  f"{cfg.experiment.name}-sweep", reuse_parent=not fresh)
+    reporter = reporter or sweep_reporter(cfg, fresh)
     logged = reporter.logged_trials()
     for res in results:
         if res.key in logged:
@@ -493,7 +376,6 @@ def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, s
              paths["analysis"], paths["analysis_plan"]]
     reporter.log_parent(params, [*files, cfg_path, *plots], "FINISHED" if not errors else "FAILED")
     from orchestrator.progress import say
-    from orchestrator.stages.mlflow_view import runs_url, set_runs_view
 
     view = set_runs_view(reporter.client, reporter.experiment_id,
                          [m for m in table_metrics(table) if not m.startswith(HIDDEN_IN_MARKDOWN)])
@@ -503,7 +385,7 @@ def run_report(cache: Any, cfg: Any, specs: list[TrialSpec], errors: dict[str, s
     return open(paths["markdown"]).read()
 
 
-def _copy_outputs(cfg: Any, files: list[str]) -> None:
+def _copy_outputs(cfg: Config, files: list[str]) -> None:
     """Table and plots also land in <output_dir>/report/ (local dir or bucket)."""
     fs, base = fsutil.filesystem(fsutil.join(cfg.experiment.output_dir, "report"))
     fs.create_dir(base, recursive=True)

@@ -178,3 +178,78 @@ def build_subsets(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifac
 
 def _run_here(fn: Callable, calls: list[tuple]) -> list:
     return [fn(*args) for args in calls]
+
+
+def statistic_methods(cfg: Any, dataset: str) -> list[Any]:
+    """The configured methods of ``dataset`` that score from proxy statistics (``needs_stats``)."""
+    return [m for m in cfg.pruning.methods if m.build_pruner(dataset).needs_stats]
+
+
+def score_reliability(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts],
+                      subsets: dict[tuple[str, str, float, int], str]) -> list[dict[str, Any]]:
+    """Proxy-to-proxy reliability of every statistic method's scores (issue 24 item 5).
+
+    Each experiment seed trains its own proxy, so two seeds' scores of one method are two
+    independent measurements of the same per-image score: their Spearman rho
+    (``eval.analysis.reliability.split_half_rho``, images aligned by id) says how much of
+    the ranking is the images and how much is the proxy. With S seeds every one of the
+    S (S - 1) / 2 pairs is measured; a row reports their mean, min and max. The scores are
+    read from the score artifacts the subsets name (manifest ``score``), so this needs no
+    recomputation. Split-half rho (two halves of one proxy's draws) is not measured here:
+    the proxy keeps the mean over its draws only (``split_half_rho`` is NaN).
+
+    Args:
+        cache: the artifact cache.
+        cfg: the run's config (``pruning.methods``, ``experiment.seeds``).
+        arts: dataset name -> its artifacts.
+        subsets: ``build_subsets``' ``(dataset, method label, ratio, seed) -> subset key``.
+
+    Returns:
+        One dict per (dataset, statistic method): ``dataset, method, split_half_rho,
+        proxy_to_proxy_rho`` (mean over seed pairs; NaN with fewer than two seeds),
+        ``proxy_to_proxy_min``, ``proxy_to_proxy_max``, ``seed_pairs``, ``seeds``. Feed a
+        dataset's rows to :func:`reliability_frame` for ``eval.analysis.reliability_table``.
+    """
+    from eval.analysis.reliability import split_half_rho
+
+    rows = []
+    for ds in arts:
+        for method in statistic_methods(cfg, ds):
+            keys = {}
+            for (d, label, _ratio, seed), key in sorted(subsets.items()):
+                if d == ds and label == method.label and seed not in keys:
+                    keys[seed] = cache.load_json(key)["score"]
+            scores = {seed: cache.load_arrays(k) for seed, k in keys.items() if k}
+            seeds = sorted(scores)
+            rhos = [_aligned_rho(scores[a], scores[b], split_half_rho)
+                    for i, a in enumerate(seeds) for b in seeds[i + 1:]]
+            rhos = [r for r in rhos if np.isfinite(r)]
+            rows.append({"dataset": ds, "method": method.label, "split_half_rho": float("nan"),
+                         "proxy_to_proxy_rho": float(np.mean(rhos)) if rhos else float("nan"),
+                         "proxy_to_proxy_min": float(min(rhos)) if rhos else float("nan"),
+                         "proxy_to_proxy_max": float(max(rhos)) if rhos else float("nan"),
+                         "seed_pairs": len(rhos), "seeds": ",".join(map(str, seeds))})
+    return rows
+
+
+def _aligned_rho(a: dict[str, np.ndarray], b: dict[str, np.ndarray], rho: Callable) -> float:
+    """rho of two score artifacts (``ids``, ``scores``) over the ids both scored."""
+    common, ia, ib = np.intersect1d(a["ids"], b["ids"], return_indices=True)
+    del common
+    return float(rho(a["scores"][ia], b["scores"][ib]))
+
+
+def reliability_frame(rows: list[dict[str, Any]], dataset: str | None = None) -> Any:
+    """:func:`score_reliability` rows of one dataset as ``eval.analysis.reliability_table``
+    (columns ``method, split_half_rho, proxy_to_proxy_rho, flag``; ``dataset`` None: the
+    only dataset of the rows)."""
+    from eval.analysis.reliability import reliability_table
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    if dataset is None:
+        if len(datasets) > 1:
+            raise ValueError(f"rows of several datasets {datasets}: name one")
+        dataset = datasets[0] if datasets else ""
+    mine = [r for r in rows if r["dataset"] == dataset]
+    return reliability_table({r["method"]: r["split_half_rho"] for r in mine},
+                             {r["method"]: r["proxy_to_proxy_rho"] for r in mine})

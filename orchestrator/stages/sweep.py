@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from models.weights import weights_fingerprint
 from orchestrator.progress import say
@@ -37,9 +37,11 @@ from orchestrator.storage.tables import Table
 from orchestrator.training.records import TrialInputs, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)
-TRIAL_VERSION = 2   # 2: metrics against the held-out reference; DiT init seeded by the trial seed
+TRIAL_VERSION = 3   # 3: mem_copy_rate, cov_pred_share / agreement, subset_share, classifier
+                    # accuracy; evaluation centres seeded by CENTROID_SEED (2: held-out reference)
 TRIALS_DIR = "trials"
-CENTROIDS_VERSION = 1
+CENTROIDS_VERSION = 2   # 2: seeded by evaluate.CENTROID_SEED, not 0 (an experiment seed)
+TRAIN_NN_VERSION = 1
 
 
 def eval_inputs(cfg: Any, art: DatasetArtifacts) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
@@ -71,6 +73,36 @@ def ensure_centroids(cache: ArtifactCache, cfg: Any, art: DatasetArtifacts,
     if calls:
         (run or (lambda fn, cs: [fn(*c) for c in cs]))(compute_centroids, calls)
     return keys
+
+
+def ensure_train_nn(cache: ArtifactCache, cfg: Any, art: DatasetArtifacts,
+                    fresh: bool = False, run: Callable[[Callable, list[tuple]], list] | None = None
+                    ) -> dict[str, str]:
+    """Per evaluation space, the cache key of the full training set's leave-one-out
+    nearest-neighbour distances (``eval.memorization.train_nn_distances``: the copy rate's
+    threshold; {} without ``memorization``), computed once per dataset instead of in every
+    trial (quadratic: 0.9 s at 3000 x 1280, 6 s at 12000 on 2 cores); ``fresh`` recomputes
+    them, ``run`` as :func:`ensure_centroids`."""
+    if "memorization" not in cfg.eval.metrics:
+        return {}
+    keys, calls = {}, []
+    for name in cfg.eval.embedders:
+        key = keys[name] = cache.key("trainnn", TRAIN_NN_VERSION, features=art.embeddings[name])
+        if fresh or not cache.has(key, "arrays"):
+            calls.append((cache.root, art.embeddings[name], key))
+    if calls:
+        (run or (lambda fn, cs: [fn(*c) for c in cs]))(compute_train_nn, calls)
+    return keys
+
+
+def compute_train_nn(cache_root: str, features_key: str, key: str) -> str:
+    """Store ``train_nn_distances`` of the features table ``features_key`` under ``key``."""
+    from eval.memorization import train_nn_distances
+
+    cache = ArtifactCache(cache_root)
+    feats = Table(cache, features_key).column("features")
+    cache.save_arrays(key, train_nn=train_nn_distances(feats))
+    return key
 
 
 def compute_centroids(cache_root: str, features_key: str, key: str, k: int) -> str:
@@ -118,6 +150,7 @@ def build_specs(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts
     specs = []
     centroids = {name: ensure_centroids(cache, cfg, art, fresh, run)
                  for name, art in arts.items()}
+    train_nn = {name: ensure_train_nn(cache, cfg, art, fresh, run) for name, art in arts.items()}
     for trial in cfg.trial_grid():
         art = arts[trial.dataset]
         ds = cfg.dataset(trial.dataset)
@@ -136,7 +169,8 @@ def build_specs(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts
             inputs=TrialInputs(latents=art.latents, subset=sub_key, vqvae=art.vqvae,
                                features=features, weights=trained,
                                reference=dict(art.reference),
-                               centroids=centroids[trial.dataset]),
+                               centroids=centroids[trial.dataset],
+                               train_nn=train_nn[trial.dataset]),
             conditional=ds.conditional, num_classes=art.num_classes, model=cfg.model,
             train=cfg.train, sample=cfg.sample, eval=cfg.eval, eval_weights=files))
     return specs
@@ -216,8 +250,11 @@ def clear_trial_runs(cfg: Any, specs: list[TrialSpec]) -> None:
 
 
 def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[TrialSpec], plan: ResourcePlan,
-              fresh: bool) -> dict[str, str]:
-    """Train every trial whose result is missing; returns ``{trial key: error}`` of failures."""
+              fresh: bool, callbacks: Sequence[Any] = ()) -> dict[str, str]:
+    """Train every trial whose result is missing; returns ``{trial key: error}`` of failures.
+
+    ``callbacks``: more Ray Tune callbacks (the live MLflow logger, orchestrator.tracking).
+    """
     from ray import tune
 
     from orchestrator.runtime.workarounds import release_callback
@@ -258,7 +295,8 @@ def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[TrialSpec], plan: Reso
                                   failure_config=tune.FailureConfig(
                                       max_failures=cfg.resources.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                  callbacks=[] if solo else [release_callback()],
+                                  callbacks=[*([] if solo else [release_callback()]),
+                                             *callbacks],
                                   progress_reporter=tune.CLIReporter(
                                       metric_columns=["step", "loss"], parameter_columns=[],
                                       max_report_frequency=TUNE_REPORT_S)),

@@ -21,6 +21,13 @@ from orchestrator.storage.cache import ArtifactCache
 
 VQVAE_FILE = "vqvae.pt"
 SAMPLE_GRID_VERSION = 1   # cache keys "trialgrid/..." (the value must not change)
+# Seed of the evaluation centres' k-means (training_centroids). The clustering methods run
+# k-means with the experiment seed (small integers: 0, 1, 2, ...) in their selection space;
+# a fixed seed outside that range keeps (d)'s centres from being the selection's own
+# centres even in a space both use, and the same for every trial of a dataset and space.
+CENTROID_SEED = 1_000_003
+# The space whose network labels the samples for claim (c) (``models.ClassifierEmbedder.predict``).
+PREDICTOR = "classifier"
 
 
 def vqvae_from_cache(cache: ArtifactCache, key: str) -> Any:
@@ -106,7 +113,8 @@ def evaluate(images: np.ndarray, features: Mapping[str, np.ndarray], labels: np.
              weights: Mapping[str, str | None] | None = None, *,
              reference: Mapping[str, np.ndarray],
              reference_labels: np.ndarray | None = None,
-             centroids: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
+             centroids: Mapping[str, np.ndarray] | None = None,
+             train_nn: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
     """Configured metrics of generated images in every evaluation space (``ec.embedders``),
     against the held-out reference.
 
@@ -129,25 +137,59 @@ def evaluate(images: np.ndarray, features: Mapping[str, np.ndarray], labels: np.
         reference_labels: (R,) int64 labels of the reference (-1 = unlabelled), or None.
         centroids: eval embedder name -> (k, D) :func:`training_centroids` of that space,
             precomputed once per dataset; a space absent here computes its own.
+        train_nn: eval embedder name -> (N,) ``eval.memorization.train_nn_distances`` of
+            that space, precomputed once per dataset; a space absent here computes its own.
 
     Returns:
-        metric name -> value, named by :func:`metric_name` per space.
+        metric name -> value, named by :func:`metric_name` per space; with
+        ``cluster_coverage`` on a labelled dataset also ``subset_share_<c>``, the class
+        shares of the training subset itself (one set, no space), and, when the
+        ``classifier`` space is evaluated, its predicted class of each sample
+        (``cov_pred_share_<c>_cls``) and in every space the agreement of that prediction
+        with the space's nearest-neighbour label (``cov_label_agreement_<short>``).
     """
     metrics: dict[str, float] = {}
+    coverage = "cluster_coverage" in ec.metrics and num_classes and not (labels < 0).any()
+    predicted = None
+    if coverage and PREDICTOR in ec.embedders:   # one labeller for every space's agreement
+        predictor = cached_embedder(PREDICTOR, device, (weights or {}).get(PREDICTOR))
+        predicted = predictor.predict(images)
     for name in ec.embedders:
         emb = cached_embedder(name, device, (weights or {}).get(name))
         metrics.update(evaluate_space(images, emb, features[name], labels, subset, ec, seed,
                                       num_classes, reference=reference[name],
                                       reference_labels=reference_labels,
-                                      centroids=(centroids or {}).get(name)))
+                                      centroids=(centroids or {}).get(name),
+                                      train_nn=(train_nn or {}).get(name),
+                                      predicted_labels=predicted))
+    if coverage:
+        metrics.update(subset_shares(labels[subset], num_classes))
     return metrics
+
+
+def subset_shares(subset_labels: np.ndarray, num_classes: int) -> dict[str, float]:
+    """``subset_share_<c>``: the share of class c among the training subset's true labels.
+
+    Args:
+        subset_labels: (n_train,) int64 labels of the images the trial trained on.
+        num_classes: C.
+
+    Returns:
+        {"subset_share_<c>": share for c in range(C)}.
+    """
+    from eval.coverage import label_distribution
+
+    shares = label_distribution(subset_labels, num_classes)
+    return {f"subset_share_{c}": float(shares[c]) for c in range(num_classes)}
 
 
 def evaluate_space(images: np.ndarray, emb: Any, features: np.ndarray, labels: np.ndarray,
                    subset: np.ndarray, ec: EvalConfig, seed: int, num_classes: int, *,
                    reference: np.ndarray,
                    reference_labels: np.ndarray | None = None,
-                   centroids: np.ndarray | None = None) -> dict[str, float]:
+                   centroids: np.ndarray | None = None,
+                   train_nn: np.ndarray | None = None,
+                   predicted_labels: np.ndarray | None = None) -> dict[str, float]:
     """Configured metrics of generated images in one space, against the held-out reference.
 
     Args:
@@ -158,11 +200,20 @@ def evaluate_space(images: np.ndarray, emb: Any, features: np.ndarray, labels: n
         reference: (R, D) features of the held-out reference in this space.
         centroids: (k, D) :func:`training_centroids` of ``features`` (``ec.centroids_k``),
             or None to compute them here.
+        train_nn: (N,) ``eval.memorization.train_nn_distances`` of ``features`` (the
+            copy rate's threshold), or None to compute them here.
+        predicted_labels: (M,) int64 the classifier's predicted class of each image, or
+            None (in the classifier space: its own ``predict``).
 
     Returns:
-        metric name -> value, named ``metric_name(key, emb.short)``.
+        metric name -> value, named ``metric_name(key, emb.short)``. With
+        ``cluster_coverage`` and predicted classes, ``cov_label_agreement`` (the share of
+        samples whose predicted class is this space's nearest-neighbour label); the
+        predictor's own space (an embedder with ``predict``) also gives their shares,
+        ``cov_pred_share_<c>``.
     """
     from eval import METRICS, MetricInputs, balanced_indices, nearest_neighbour_labels
+    from eval.coverage import label_agreement
 
     fake = np.concatenate([emb(images[s:s + 128]) for s in range(0, len(images), 128)])
     feats = features.astype(np.float32)
@@ -172,7 +223,7 @@ def evaluate_space(images: np.ndarray, emb: Any, features: np.ndarray, labels: n
                          f"of shape {feats.shape}")
     if reference_labels is not None and (np.asarray(reference_labels) < 0).any():
         reference_labels = None
-    fake_labels = None
+    fake_labels = predicted = None
     if "cluster_coverage" in ec.metrics:
         if (labels < 0).any():
             raise ValueError("metric 'cluster_coverage' needs a labelled dataset")
@@ -180,30 +231,43 @@ def evaluate_space(images: np.ndarray, emb: Any, features: np.ndarray, labels: n
         # skewed dataset's large classes get no head start
         bal = balanced_indices(labels, np.random.default_rng(seed))
         fake_labels = nearest_neighbour_labels(feats[bal], labels[bal], fake)
+        if callable(getattr(emb, "predict", None)):      # the predictor's own space
+            predicted = predicted_labels if predicted_labels is not None else emb.predict(images)
     if "memorization" not in ec.metrics or not ec.centroids_k:
         centroids = None
     elif centroids is None:
         centroids = training_centroids(feats, ec.centroids_k)
     inputs = MetricInputs(real=real, fake=fake, train=feats[subset], train_full=feats,
                           reference_labels=reference_labels, num_classes=num_classes or None,
-                          fake_labels=fake_labels, prdc_k=ec.prdc_k, centroids=centroids)
+                          fake_labels=fake_labels, prdc_k=ec.prdc_k, centroids=centroids,
+                          train_nn=train_nn, copy_quantile=ec.copy_quantile,
+                          predicted_labels=predicted)
     metrics: dict[str, float] = {}
     for name in ec.metrics:
         for key, value in METRICS[name](inputs).items():
             metrics[metric_name(key, emb.short)] = float(value)
+    if fake_labels is not None and predicted is None and predicted_labels is not None:
+        # another space: only the agreement (the predicted shares are the predictor space's)
+        metrics[metric_name("cov_label_agreement", emb.short)] = label_agreement(
+            predicted_labels, fake_labels)
     return metrics
 
 
-def training_centroids(features: np.ndarray, k: int) -> np.ndarray:
-    """Centres of a seeded k-means (seed 0) of the FULL training set's L2-normalized features.
+def training_centroids(features: np.ndarray, k: int, seed: int = CENTROID_SEED) -> np.ndarray:
+    """Centres of a seeded k-means of the FULL training set's L2-normalized features.
 
     The same centres for every trial of a dataset and space, whatever its method: the
     distance of a trial's samples to them (``mem_centroid_nn_mean``) asks whether a model
     collapses onto cluster centres (the paper's open question for clustering pruning).
+    They are computed in each evaluation space (``eval.embedders``), with
+    :data:`CENTROID_SEED`, never the experiment seed the clustering methods select with:
+    in a space no method selects in (the ``classifier``) they are independent of every
+    selection; in a selection space they are still another k-means run.
 
     Args:
         features: (N, D) training-set features of one space.
         k: clusters (capped at N).
+        seed: the k-means seed (default :data:`CENTROID_SEED`).
 
     Returns:
         (min(k, N), D) float32 centres.
@@ -212,7 +276,7 @@ def training_centroids(features: np.ndarray, k: int) -> np.ndarray:
     from pruning.kmeans import kmeans
 
     normed = l2_normalize(np.asarray(features, dtype=np.float32), "train_full").astype(np.float32)
-    centres, _, _ = kmeans(normed, min(int(k), len(normed)), seed=0)
+    centres, _, _ = kmeans(normed, min(int(k), len(normed)), seed=seed)
     return np.asarray(centres, dtype=np.float32)
 
 

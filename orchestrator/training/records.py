@@ -51,6 +51,9 @@ class TrialInputs:
     # eval embedder name -> arrays centroids (k, D): k-means centres of the full training
     # set in that space (``eval.centroids_k``), computed once per dataset by the driver
     centroids: dict[str, str] = field(default_factory=dict)
+    # eval embedder name -> arrays train_nn (N,): each training image's distance to its
+    # nearest other one in that space (mem_copy_rate's threshold), once per dataset
+    train_nn: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ class TrialSpec:
                    trial=trial_from_json(d["trial"]), params=dict(d["params"]),
                    inputs=TrialInputs(**{**d["inputs"],
                                          "reference": dict(d["inputs"].get("reference") or {}),
-                                         "centroids": dict(d["inputs"].get("centroids") or {})}),
+                                         "centroids": dict(d["inputs"].get("centroids") or {}),
+                                         "train_nn": dict(d["inputs"].get("train_nn") or {})}),
                    conditional=bool(d["conditional"]),
                    num_classes=int(d["num_classes"]), model=ModelConfig(**d["model"]),
                    train=TrainConfig(**d["train"]), sample=SampleConfig(**d["sample"]),

@@ -162,6 +162,8 @@ def sample_evaluate_save(cache: ArtifactCache, spec: TrialSpec, ema_model: Any, 
             for name, key in spec.inputs.reference.items()}
     centres = {name: cache.load_arrays(key)["centroids"]
                for name, key in spec.inputs.centroids.items()}
+    train_nn = {name: cache.load_arrays(key)["train_nn"]
+                for name, key in spec.inputs.train_nn.items()}
     with local_weights(cache, spec.inputs.weights) as trained:
         metrics = evaluate(images, features, data["labels"], data["subset"], spec.eval,
                            spec.trial.seed, spec.num_classes,
@@ -169,7 +171,9 @@ def sample_evaluate_save(cache: ArtifactCache, spec: TrialSpec, ema_model: Any, 
                            weights={**spec.eval_weights, **trained},
                            reference={name: r["features"] for name, r in refs.items()},
                            reference_labels=refs[spec.eval.primary]["label"],
-                           centroids=centres)
+                           centroids=centres, train_nn=train_nn)
+    if "classifier_test_accuracy" in spec.params:   # (c)'s labeller, validated: in the CSV
+        metrics["classifier_accuracy"] = float(spec.params["classifier_test_accuracy"])
     t_eval = time.time() - clock["t0"] - clock["train_s"] - t_sample
     gkey = sample_grid_key(spec.key)
     save_sample_grid(cache, gkey, images)

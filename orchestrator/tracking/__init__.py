@@ -1,0 +1,25 @@
+"""MLflow tracking in one place: the server check, the experiment, the sweep's parent and
+trial runs, live logging while the sweep runs, and the UI's runs view.
+
+- :mod:`~orchestrator.tracking.server`: ``check_tracking_server`` (the preflight check),
+  ``mlflow_ui_command``, ``open_experiment``, ``artifact_location_uri``, ``find_run``.
+- :mod:`~orchestrator.tracking.runs`: ``MlflowReporter`` (parent run per config hash, one
+  nested run per trial), ``sweep_reporter(cfg, fresh)``.
+- :mod:`~orchestrator.tracking.live`: ``LiveTrialLogger``, the Ray Tune callback that opens
+  a trial's run when it starts and logs its loss as it reports (imports Ray: import it
+  only where the sweep runs).
+- :mod:`~orchestrator.tracking.view`: the experiment-kind tag and the shared runs view.
+
+Every run is tagged with :func:`orchestrator.version.provenance_tags` (version, git
+commit, config hash). The report stage (``stages/report.py``) only builds tables and plots
+and hands them to a reporter.
+"""
+
+from orchestrator.tracking.runs import MlflowReporter, sweep_reporter
+from orchestrator.tracking.server import (artifact_location_uri, check_tracking_server,
+                                          find_run, mlflow_ui_command, open_experiment)
+from orchestrator.tracking.view import runs_url, set_runs_view, tag_experiment
+
+__all__ = ["MlflowReporter", "artifact_location_uri", "check_tracking_server", "find_run",
+           "mlflow_ui_command", "open_experiment", "runs_url", "set_runs_view", "sweep_reporter",
+           "tag_experiment"]
