@@ -8,7 +8,8 @@ held on the driver. Latents and features are written as table parts by the Ray w
 (``orchestrator/storage/tables.py``), so the peak should hardly grow with N
 (target: the 80k peak within 1.3x of the 20k peak).
 
-The encode pass (``ensure_latents``: read, decode, VQ-VAE encode, write the parts) is
+The encode pass (``ensure_latents``: read, decode, VQ-VAE encode, write the parts; forced
+on, since random and clustering alone would write the samples table without latents) is
 timed inside the pipeline and set against a plain in-process loop over the same files
 (read, ``decode_image``, ``VQVAE.encode`` in batches of 256 on the same 2 torch threads,
 latents kept in memory), measured in the same run (target: >= 0.8x its images/s).
@@ -66,6 +67,7 @@ def pipeline_run(folder: str, out: str) -> dict[str, float]:
     """Child body: ``--until select`` on ``folder``; the encode pass's seconds and rows."""
     import yaml
 
+    import orchestrator.pipeline as pipeline
     import orchestrator.stages.encode as encode
     from orchestrator.config import load_config
     from orchestrator.pipeline import run_pipeline
@@ -89,6 +91,9 @@ def pipeline_run(folder: str, out: str) -> dict[str, float]:
         return key
 
     encode.ensure_latents = timed
+    # random and clustering alone need no latents (--until select then writes the samples
+    # table without a VQ-VAE): measure the encode pass a sweep or a statistics method runs
+    pipeline.needs_latents = lambda cfg, until: True
     code = run_pipeline(cfg, until="select")
     if code != 0:
         raise RuntimeError(f"the pipeline exited {code}")
