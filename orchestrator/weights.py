@@ -20,8 +20,8 @@ PRDC_PER_K = 10   # reference images per PRDC neighbour rank, at the least
 
 
 def needed_embedders(cfg: Config) -> list[str]:
-    """Configured embedders, those the pruning methods use, and the evaluation spaces
-    (the same list as ``orchestrator.stages.embed.needed_embedders``, without Ray)."""
+    """Configured embedders, those the pruning methods use, and the evaluation spaces: the
+    embeddings a run computes (the embed stage's list; the dry-run's)."""
     names = list(cfg.embed.embedders)
     for m in cfg.pruning.methods:
         for ds in cfg.data.datasets:

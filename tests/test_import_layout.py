@@ -136,7 +136,7 @@ ALLOWED = {
     "training": {"config", "storage", "errors", "progress"},
     "runtime": {"training", "errors", "progress"},
     "stages": {"config", "data", "storage", "runtime", "training", "progress", "errors",
-               "tracking", "version"},
+               "tracking", "version", "weights"},
     "tracking": {"config", "training", "errors", "version"},
     "version": set(),
     "compare": set(),

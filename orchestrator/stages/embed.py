@@ -29,6 +29,7 @@ from orchestrator.runtime.cluster import (collect_reports, gather_in_task, good_
 from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.tables import Table, finish_table, write_part
+from orchestrator.weights import needed_embedders
 from orchestrator.training.spaces import fit_classifier, local_weights
 
 EMBED_VERSION = 2       # 2: tables of parts written by the embed actors
@@ -107,18 +108,6 @@ def embed_key(cache: ArtifactCache, fingerprint: str, name: str, weights: str | 
 def reference_key(cache: ArtifactCache, fingerprint: str, name: str, weights: str | None) -> str:
     return cache.key("reference", REFERENCE_VERSION, fingerprint=fingerprint, embedder=name,
                      weights=weights)
-
-
-def needed_embedders(cfg: Any) -> list[str]:
-    """Configured embedders plus those pruning methods and the evaluation spaces ask for."""
-    names = list(cfg.embed.embedders)
-    for m in cfg.pruning.methods:
-        for ds in cfg.data.datasets:
-            emb = m.build_pruner(ds.name).embedder
-            if emb:
-                names.append(emb)
-    names.extend(cfg.eval.embedders)
-    return list(dict.fromkeys(names))
 
 
 def classifier_key(cache: ArtifactCache, fingerprint: str, cc: Any) -> str:
