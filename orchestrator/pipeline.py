@@ -114,7 +114,7 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
     from orchestrator.runtime.resources import current_plan, describe
     from orchestrator.stages.embed import check_embedders
     from orchestrator.stages.report import run_report
-    from orchestrator.stages.score import build_subsets
+    from orchestrator.stages.score import build_subsets, reliability_section
     from orchestrator.stages.sweep import build_specs, run_sweep
 
     t_start = time.time()
@@ -156,7 +156,8 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
         _say(f"sweep done ({time.time() - t1:.0f}s)")
         if not reaches(until, "report"):
             return _stopped(until, t_start, 1 if errors else 0)
-        markdown = run_report(cache, cfg, specs, errors, fresh, reporter)
+        markdown = run_report(cache, cfg, specs, errors, fresh, reporter,
+                              reliability_section(cache, cfg, arts, subsets))
     finally:
         if started:
             ray.shutdown()

@@ -124,3 +124,18 @@ def test_one_seed_is_not_measured(scored):
     rows = score_reliability(cache, cfg, arts, one)
     assert rows[0]["seed_pairs"] == 0 and math.isnan(rows[0]["proxy_to_proxy_rho"])
     assert reliability_frame(rows)["flag"].iloc[0] == "not measured"
+
+
+def test_reliability_section_renders_every_statistic_method(scored):
+    """The report's reliability Markdown: one table per dataset, the flag shown; nothing
+    when no configured method uses proxy statistics."""
+    from types import SimpleNamespace
+
+    from orchestrator.stages.score import reliability_section
+
+    cache, cfg, arts, subsets, _ = scored
+    md = reliability_section(cache, cfg, arts, subsets)
+    assert "## Score reliability" in md and "### fm" in md
+    assert "| el2n |" in md and "unreliable (rho < 0.5)" in md and "| random |" not in md
+    no_stats = SimpleNamespace(pruning=SimpleNamespace(methods=[_method("random", "random")]))
+    assert reliability_section(cache, no_stats, arts, subsets) == ""

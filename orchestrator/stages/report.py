@@ -321,10 +321,12 @@ def analysis_section(cfg: Config, trials: pd.DataFrame) -> tuple[str, Any]:
 
 
 def run_report(cache: Any, cfg: Config, specs: list[TrialSpec], errors: dict[str, str],
-               fresh: bool = False, reporter: MlflowReporter | None = None) -> str:
+               fresh: bool = False, reporter: MlflowReporter | None = None,
+               reliability: str = "") -> str:
     """Table (CSV + Markdown, printed), verdicts, plots and MLflow logging; returns the Markdown.
 
-    ``reporter``: the sweep's reporter (the one whose parent run the live logger wrote
+    ``reliability``: Markdown of the statistic methods' score reliability, appended to
+    ``analysis.md``. ``reporter``: the sweep's reporter (the one whose parent run the live logger wrote
     under); None opens it here (:func:`orchestrator.tracking.sweep_reporter`).
     """
     from eval.trials import trials_frame
@@ -340,6 +342,7 @@ def run_report(cache: Any, cfg: Config, specs: list[TrialSpec], errors: dict[str
     trials = trials_frame([r.to_json() for r in results])
     verdicts = verdicts_markdown(cfg, trials) if results else ""
     analysis, plan = analysis_section(cfg, trials) if results else ("", None)
+    analysis += reliability   # the scores' reliability (stages/score.py: score_reliability)
     paths["verdicts"] = os.path.join(out_dir, "verdicts.md")
     Path(paths["verdicts"]).write_text(verdicts)
     paths["analysis"] = os.path.join(out_dir, "analysis.md")

@@ -253,3 +253,21 @@ def reliability_frame(rows: list[dict[str, Any]], dataset: str | None = None) ->
     mine = [r for r in rows if r["dataset"] == dataset]
     return reliability_table({r["method"]: r["split_half_rho"] for r in mine},
                              {r["method"]: r["proxy_to_proxy_rho"] for r in mine})
+
+
+def reliability_section(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts],
+                        subsets: dict[tuple[str, str, float, int], str]) -> str:
+    """Markdown of every dataset's :func:`score_reliability` table ("" when no method uses
+    proxy statistics); a method whose scores agree with rho < 0.5 across proxies is flagged."""
+    from eval.analysis.reliability import reliability_markdown
+
+    rows = score_reliability(cache, cfg, arts, subsets)
+    if not rows:
+        return ""
+    parts = ["\n## Score reliability\n",
+             "Spearman's rho between the scores of two proxies (one per experiment seed, "
+             "mean over seed pairs); split-half rho is not measured yet (the proxy keeps "
+             "only the mean over its draws).\n"]
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        parts += [f"\n### {ds}\n", reliability_markdown(reliability_frame(rows, ds))]
+    return "\n".join(parts) + "\n"
