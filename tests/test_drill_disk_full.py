@@ -28,6 +28,7 @@ from orchestrator import run
 from orchestrator.storage import cache as cache_mod
 from orchestrator.storage import fsutil
 from orchestrator.storage.cache import ArtifactCache
+from orchestrator.storage.tables import Table
 from tests.pipeline_helpers import SMOKE, needs_fmnist
 
 
@@ -99,8 +100,8 @@ def test_disk_full_mid_run_keeps_earlier_artifacts(tmp_path: Path, monkeypatch, 
     monkeypatch.setenv("RAY_ADDRESS", "local")       # our own Ray, not another session's head
     cache = tmp_path / "cache"
     rc, out, err, writes = _run(tmp_path, cache, 2, monkeypatch, capsys)
-    # driver write 1 = latents, 2 = the classifier space's weights (the VQ-VAE is written
-    # by its actor)
+    # driver write 1 = the latents table's index, 2 = the classifier space's weights (the
+    # VQ-VAE and the table's parts are written by Ray workers)
     assert rc == 1, out[-3000:] + err[-3000:]
     assert len(writes) == 2 and "/latents/" in writes[0] and "/classifier/" in writes[1], (
         writes, err[-2000:])
@@ -117,7 +118,9 @@ def test_disk_full_mid_run_keeps_earlier_artifacts(tmp_path: Path, monkeypatch, 
     # every earlier artifact verifies; the failed one and its temporary file are gone
     ac = ArtifactCache(str(cache))
     latents = "latents/" + Path(writes[0]).stem
-    assert set(ac.load_arrays(latents)) == {"ids", "labels", "latents"}
+    assert writes[0].endswith(".json")
+    table = Table(ac, latents)
+    assert table.rows > 0 and table.read(["latent"])["latent"].shape[0] == table.rows
     vqvae = [f"vqvae/{p.stem}" for p in (cache / "vqvae").glob("*.bin")]
     assert len(vqvae) == 1 and ac.load_bytes(vqvae[0])
     assert not Path(writes[1]).exists() and not list(cache.rglob("*.tmp-*"))
