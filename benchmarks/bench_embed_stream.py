@@ -4,7 +4,7 @@ Same model (``models.build_embedder("effnet_lite0")``), same images (Fashion-MNI
 at 32x32 through ``orchestrator.data.sources``), same batch size and torch threads. The
 Ray side is the pipeline's own path: ``orchestrator.data.sources.load_dataset`` ->
 ``orchestrator.runtime.cluster.map_actor_pool(..., orchestrator.stages.embed.EmbedActor, ...)`` with
-the resource plan of ``experiments/quickstart.yaml`` -> ``collect_by_id``.
+the resource plan of ``experiments/quickstart.yaml``, writing table parts as the stage does.
 
 Reported (images/s, and the ratio Ray / plain loop; target >= 0.9x):
 
@@ -59,18 +59,27 @@ def plain_loop(ds_cfg: Any, batch_size: int, threads: int) -> dict[str, float]:
 
 
 def _ray_pass(ds: Any, plan: Any, batch_size: int, n: int) -> float:
-    """Seconds of one pipeline embed pass (map_actor_pool + collect_by_id)."""
-    from orchestrator.runtime.cluster import collect_by_id, map_actor_pool
-    from orchestrator.stages.embed import EmbedActor
+    """Seconds of one pipeline embed pass (map_actor_pool writing table parts, then the
+    index), into a scratch cache."""
+    import tempfile
 
+    from orchestrator.runtime.cluster import collect_reports, map_actor_pool
+    from orchestrator.stages.embed import EmbedActor
+    from orchestrator.storage.cache import ArtifactCache
+    from orchestrator.storage.tables import finish_table
+
+    cache = ArtifactCache(tempfile.mkdtemp(prefix="pd_embed_", dir="/tmp"))
     t0 = time.perf_counter()
-    out = map_actor_pool(ds.select_columns(["id", "image"]), EmbedActor,
+    out = map_actor_pool(ds, EmbedActor,
                          {"name": "effnet_lite0", "weights": None, "device": "cpu",
-                          "threads": plan.actor_threads}, plan, batch_size)
-    cols = collect_by_id(out, ["features"])
+                          "threads": plan.actor_threads, "cache_root": cache.root,
+                          "table_key": "embed/bench"}, plan, batch_size)
+    parts = [r["part"] for r in collect_reports(out) if r["part"]]
+    finish_table(cache, "embed/bench", parts)
     dt = time.perf_counter() - t0
-    if len(cols["id"]) != n:
-        raise RuntimeError(f"got {len(cols['id'])} features for {n} images")
+    rows = sum(p["rows"] for p in parts)
+    if rows != n:
+        raise RuntimeError(f"got {rows} features for {n} images")
     return dt
 
 

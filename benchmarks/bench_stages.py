@@ -36,10 +36,18 @@ from benchmarks._util import REPO, header, run_in_child, scratch_dir
 STAGES = ("encode", "embed", "proxy", "score", "trial")
 
 
+def write_table(cache: Any, key: str, columns: dict[str, np.ndarray]) -> None:
+    """One stage's per-sample arrays as a one-part table (the pipeline writes parts in its
+    workers: ``orchestrator/storage/tables.py``)."""
+    from orchestrator.storage.tables import finish_table, write_part
+
+    finish_table(cache, key, [write_part(cache, key, "part-0", columns)])
+
+
 def _setup(overrides: list[str], root: str) -> tuple[Any, Any, Any, Any]:
     """(config, dataset entry, cache, DatasetArtifacts keys) shared by the stages."""
     from orchestrator.config import load_config
-    from orchestrator.stages.embed import eval_embedders, needed_embedders
+    from orchestrator.weights import needed_embedders
     from orchestrator.stages.score import DatasetArtifacts
     from orchestrator.storage.cache import ArtifactCache
 
@@ -55,7 +63,7 @@ def _setup(overrides: list[str], root: str) -> tuple[Any, Any, Any, Any]:
     arts = DatasetArtifacts(ds.name, "bench", 10, key("vqvae"), key("latents"),
                             {e: key(f"embed-{e}") for e in needed_embedders(cfg)},
                             {s: key(f"proxy-{s}") for s in cfg.experiment.seeds},
-                            {e: key(f"reference-{e}") for e in eval_embedders(cfg)})
+                            reference={e: key(f"reference-{e}") for e in cfg.eval.embedders})
     return cfg, ds, cache, arts
 
 
@@ -87,7 +95,9 @@ def stage_encode(overrides: list[str], root: str) -> str:
     with tempfile.TemporaryDirectory() as d:
         save_vqvae(model, os.path.join(d, "vqvae.pt"), ae.preset)
         cache.save_bytes(arts.vqvae, open(os.path.join(d, "vqvae.pt"), "rb").read())
-    cache.save_arrays(arts.latents, ids=src.ids, labels=src.labels, latents=lat.numpy())
+    write_table(cache, arts.latents, {"id": src.ids, "key": src.ids.astype(str).astype(object),
+                                      "uri": src.ids.astype(str).astype(object),
+                                      "label": src.labels, "latent": lat.numpy()})
     return f"{ae.train_steps} VQ-VAE steps, {tuple(lat.shape)} latents"
 
 
@@ -104,11 +114,11 @@ def stage_embed(overrides: list[str], root: str) -> str:
     for name, key in arts.embeddings.items():
         emb = build_embedder(name, weights=cfg.embed.weights.get(name))
         feats = np.concatenate([emb(src.images[s:s + bs]) for s in range(0, len(src.images), bs)])
-        cache.save_arrays(key, ids=src.ids, features=feats.astype(np.float32))
+        write_table(cache, key, {"id": src.ids, "features": feats.astype(np.float32)})
         if name in arts.reference:   # the held-out reference, embedded by the eval embedders
             rf = np.concatenate([emb(ref.images[s:s + bs]) for s in range(0, len(ref.images), bs)])
-            cache.save_arrays(arts.reference[name], ids=ref.ids, labels=ref.labels,
-                              features=rf.astype(np.float32))
+            write_table(cache, arts.reference[name], {"id": ref.ids, "label": ref.labels,
+                                                      "features": rf.astype(np.float32)})
     return f"{len(src.images)} images + {len(ref.images)} reference x {', '.join(arts.embeddings)}"
 
 
@@ -116,13 +126,13 @@ def stage_proxy(overrides: list[str], root: str) -> str:
     import torch
     from dataclasses import asdict
 
-    from orchestrator.stages.proxy import needed_stats
+    from orchestrator.stages.proxy import needed_stats, read_latents
     from orchestrator.training.proxy_stats import train_proxy
 
     torch.set_num_threads(2)
     cfg, ds, cache, arts = _setup(overrides, root)
     pc, stats = asdict(cfg.proxy), needed_stats(cfg)
-    data = cache.load_arrays(arts.latents)
+    data = read_latents(cache, arts.latents)
     seed = cfg.experiment.seeds[0]   # the pipeline trains one proxy per experiment seed
     wcfg = {**pc, "stats": list(stats), "n": int(data["ids"].shape[0]), "seed": seed,
             "conditional": ds.conditional, "num_classes": 10}
@@ -151,6 +161,7 @@ def stage_trial(overrides: list[str], root: str) -> str:
     from orchestrator.training.evaluate import evaluate, generate, vqvae_from_cache
     from orchestrator.training.loop import LocalRuntime
     from orchestrator.training.spaces import local_weights
+    from orchestrator.storage.tables import Table
     from orchestrator.training.trial import load_inputs, train_model
 
     cfg, _, cache, arts = _setup(overrides, root)
@@ -167,13 +178,13 @@ def stage_trial(overrides: list[str], root: str) -> str:
     images = generate(vqvae_from_cache(cache, spec.inputs.vqvae), ema_model, spec.sample, seed,
                       spec.conditional, spec.num_classes, tuple(data["latents"].shape[1:]), cpu)
     t2 = time.perf_counter()
-    features = {n: cache.load_arrays(k)["features"] for n, k in spec.inputs.features.items()}
-    refs = {n: cache.load_arrays(k) for n, k in spec.inputs.reference.items()}
+    features = {n: Table(cache, k).column("features") for n, k in spec.inputs.features.items()}
+    refs = {n: Table(cache, k).read(["label", "features"]) for n, k in spec.inputs.reference.items()}
     with local_weights(cache, spec.inputs.weights) as trained:
         metrics = evaluate(images, features, data["labels"], data["subset"], spec.eval, seed,
                            spec.num_classes, "cpu", weights={**spec.eval_weights, **trained},
                            reference={n: r["features"] for n, r in refs.items()},
-                           reference_labels=refs[spec.eval.primary]["labels"])
+                           reference_labels=refs[spec.eval.primary]["label"])
     t3 = time.perf_counter()
     n_train = len(data["subset"])
     return (f"{spec.trial.name} on {n_train} latents, {threads} thread(s): train {t1 - t0:.1f}s, "
