@@ -13,7 +13,7 @@ FMNIST_LOCAL := data/fashion-mnist
 FMNIST_URL := http://fashion-mnist.s3-website.eu-central-1.amazonaws.com
 FMNIST_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
 
-.PHONY: venv data quickstart test bench clean
+.PHONY: venv data quickstart test test-fast test-cluster bench clean
 
 venv: $(STAMP)
 
@@ -51,10 +51,19 @@ quickstart: venv data
 	@dir=$(FMNIST_SYS); [ -f $$dir/train-images-idx3-ubyte.gz ] || dir=$(CURDIR)/$(FMNIST_LOCAL); \
 	$(BIN)/python -m orchestrator.run $(CONFIG) --set "data.datasets[0].path=$$dir" $(ARGS)
 
-# pytest's exit code 5 ("no tests collected") is a failure here, not a pass.
+# Test tiers (tests/tiers.py): test = unit + e2e + ray; test-fast = unit; test-cluster =
+# multi-node and autoscaling. pytest's exit code 5 ("no tests collected") is a failure here.
+PYTEST = rc=0; $(BIN)/python -m pytest --durations=20
+PYTEST_RC = || rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
 test: venv data
-	@rc=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	@$(PYTEST) $(PYTEST_ARGS) $(PYTEST_RC)
+
+test-fast: venv data
+	@$(PYTEST) -m unit $(PYTEST_ARGS) $(PYTEST_RC)
+
+test-cluster: venv data
+	@$(PYTEST) -m cluster $(PYTEST_ARGS) $(PYTEST_RC)
 
 bench: venv data
 	@set -e; for f in benchmarks/bench_*.py; do m=$$(basename $$f .py); echo "== benchmarks.$$m"; $(BIN)/python -m benchmarks.$$m; done

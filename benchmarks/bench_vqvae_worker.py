@@ -107,13 +107,13 @@ def cpu_seconds_by_process() -> dict[tuple[int, str], float]:
 
 def worker_run(cfg: Any, path: str) -> dict[str, Any]:
     """The stage's VQ-VAE training on a private local Ray, ``path`` "train" (the Ray Train
-    worker, ``encode._fit_vqvae``) or "single" (``encode.train_vqvae``: one Ray task);
+    worker, ``encode.fit_vqvae``) or "single" (``encode.train_vqvae``: one Ray task);
     returns its metrics plus ``wall_s`` and ``cpu_by_process``: CPU seconds each process
     still alive after the call spent during it, largest first."""
     from orchestrator.data.sources import load_dataset
     from orchestrator.runtime.resources import current_plan
     from orchestrator.runtime.train import call_isolated
-    from orchestrator.stages.encode import _fit_vqvae, train_vqvae, vqvae_key
+    from orchestrator.stages.encode import fit_vqvae, train_vqvae, vqvae_key
     from orchestrator.storage.cache import ArtifactCache
 
     ds, ae = cfg.data.datasets[0], cfg.autoencoder
@@ -128,7 +128,7 @@ def worker_run(cfg: Any, path: str) -> dict[str, Any]:
         else:
             ae_cfg = {"preset": ae.preset, "steps": ae.train_steps, "batch_size": ae.batch_size,
                       "lr": ae.lr, "seed": ds.seed, "in_memory": True}
-            metrics = call_isolated(_fit_vqvae, ae_cfg, plan, "vqvae-bench",
+            metrics = call_isolated(fit_vqvae, ae_cfg, plan, "vqvae-bench",
                                     cfg.storage.ray_storage, 0, source.dataset.materialize(),
                                     cache.root, key)
         wall, after = time.perf_counter() - t0, cpu_seconds_by_process()

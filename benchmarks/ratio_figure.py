@@ -21,7 +21,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from eval.trials import TRIAL_KEYS, TrialsError, read_trials
+from eval.analysis.trials_table import TRIAL_KEYS, TrialsError, read_trials
 
 
 def mean_std_table(trials: pd.DataFrame, metrics: Sequence[str],
@@ -29,7 +29,7 @@ def mean_std_table(trials: pd.DataFrame, metrics: Sequence[str],
     """Per (dataset, method, ratio): ``<metric>_mean``, ``<metric>_std`` over seeds.
 
     Args:
-        trials: a checked trials table (:func:`eval.trials.read_trials`).
+        trials: a checked trials table (:func:`eval.analysis.trials_table.read_trials`).
         metrics: its metric columns to aggregate.
         source: the file, named in the error of a missing column.
 
@@ -65,7 +65,7 @@ def draw(trials_csv: str, metrics: Sequence[str], out: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("trials", help="a trials.csv (format: eval/trials.py)")
+    ap.add_argument("trials", help="a trials.csv (format: eval/analysis/trials_table.py)")
     ap.add_argument("--metrics", nargs="+", required=True, help="metric columns, one panel each")
     ap.add_argument("--out", required=True, help="PNG to write")
     args = ap.parse_args(argv)

@@ -2,11 +2,12 @@
 ``prunediff compare OUT_A OUT_B``).
 
 Reads each sweep's per-trial results, ``<output_dir>/report/trials.csv`` (one row per
-seed, format :mod:`eval.trials`; written by the report stage), and prints one line per
-(dataset, method, ratio, metric) present in both: the mean of each sweep over its seeds,
-the difference B - A, Welch's t-test of it (t, Welch-Satterthwaite df, two-sided p;
-:func:`eval.significance.welch_test`) and the Holm-adjusted p over all printed lines
-(one family, :func:`eval.significance.holm`). Rows only one sweep has are listed after.
+seed, format :mod:`eval.analysis.trials_table`; written by the report stage), and prints
+one line per (dataset, method, ratio, metric) present in both: the mean of each sweep
+over its seeds, the difference B - A, Welch's t-test of it (t, Welch-Satterthwaite df,
+two-sided p; :func:`eval.analysis.inference.welch_t`) and the Holm-adjusted p over all
+printed lines (one family, :func:`eval.analysis.inference.holm`). Rows only one sweep
+has are listed after.
 
 Welch does not pair seeds: two sweeps share seeds only by their configs, and a changed
 config (the point of comparing) changes every trial. With one seed per row there is no
@@ -27,8 +28,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from eval.significance import holm, welch_test
-from eval.trials import TRIAL_KEYS, TrialsError, read_trials
+from eval.analysis.inference import holm, welch_t
+from eval.analysis.trials_table import TRIAL_KEYS, TrialsError, read_trials
 
 ROW = ["dataset", "method", "ratio"]
 TRIALS = "trials.csv"
@@ -87,10 +88,10 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, metrics: Sequence[str]) -> pd.Data
         sel_b = (b[ROW] == key.values).all(axis=1)
         for m in metrics:
             va, vb = a.loc[sel_a, m].to_numpy(float), b.loc[sel_b, m].to_numpy(float)
-            w = welch_test(vb, va)
+            w = welch_t(vb, va)          # B - A: B is the first group (w.n), A the second
             out.append({**key.to_dict(), "metric": m,
-                        "mean_a": _mean(va), "mean_b": _mean(vb), "diff": w.mean_diff,
-                        "t": w.t, "df": w.df, "p": w.p, "n_a": w.n_a, "n_b": w.n_b,
+                        "mean_a": _mean(va), "mean_b": _mean(vb), "diff": w.effect,
+                        "t": w.t, "df": w.df, "p": w.p, "n_a": w.n_b, "n_b": w.n,
                         "reason": w.reason})
     table = pd.DataFrame(out, columns=[*ROW, "metric", "mean_a", "mean_b", "diff", "t", "df",
                                        "p", "n_a", "n_b", "reason"])

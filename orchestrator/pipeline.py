@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator.config import Config
 from orchestrator.config.checks import circularity_warnings
-from orchestrator.progress import say as _say
+from orchestrator.progress import say
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.lock import RunLock
 from orchestrator.storage.tables import Table
@@ -46,15 +46,15 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool,
         t0 = time.time()
         source = load_dataset(ds)
         if source.skipped:
-            _say(f"{ds.name}: skipped {len(source.skipped)} unreadable file(s), e.g. "
+            say(f"{ds.name}: skipped {len(source.skipped)} unreadable file(s), e.g. "
                  f"{source.skipped[0].path}: {source.skipped[0].reason}")
         count = "an unknown number of" if source.count is None else source.count
-        _say(f"{ds.name}: {count} images, fingerprint {source.fingerprint[:12]}")
+        say(f"{ds.name}: {count} images, fingerprint {source.fingerprint[:12]}")
         vq = ensure_vqvae(cache, cfg, source, ds, plan, fresh) if latents else ""
         lat = ensure_latents(cache, cfg, source, ds, vq or None, plan, fresh)
         samples = Table(cache, lat)
         num_classes = int(samples.meta.get("num_classes", source.num_classes or 0))
-        _say(f"{ds.name}: encode done: {samples.rows} images, {num_classes} classes "
+        say(f"{ds.name}: encode done: {samples.rows} images, {num_classes} classes "
              f"({time.time() - t0:.0f}s)")
         t1 = time.time()
         trained = ensure_trained_spaces(cache, ecfg, source, ds, fresh, plan, num_classes)
@@ -62,7 +62,7 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool,
         ref = (ensure_reference(cache, cfg, ds, plan, fresh, trained) if evaluates(until)
                else Reference({}, "not needed before the sweep", 0))
         if emb or ref.keys:
-            _say(f"{ds.name}: embed done: {', '.join(emb)}; held-out reference: {ref.origin}, "
+            say(f"{ds.name}: embed done: {', '.join(emb)}; held-out reference: {ref.origin}, "
                  f"{ref.size} images ({time.time() - t1:.0f}s)")
         t1 = time.time()
         proxy = {}
@@ -71,7 +71,7 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool,
             if key:
                 proxy[seed] = key
         if proxy:
-            _say(f"{ds.name}: proxy statistics done ({time.time() - t1:.0f}s)")
+            say(f"{ds.name}: proxy statistics done ({time.time() - t1:.0f}s)")
         arts[ds.name] = DatasetArtifacts(ds.name, source.fingerprint, num_classes, vq, lat,
                                          emb, proxy or None, trained, ref.keys, ref.origin,
                                          ref.size)
@@ -95,7 +95,7 @@ def run_pipeline(cfg: Config, fresh: bool = False, until: str = "report") -> int
 
 def _stopped(until: str, t_start: float, code: int = 0) -> int:
     """The early end of a ``--until`` run."""
-    _say(f"--until {until}: done; total {time.time() - t_start:.0f}s")
+    say(f"--until {until}: done; total {time.time() - t_start:.0f}s")
     return code
 
 
@@ -114,23 +114,24 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
     from orchestrator.runtime.resources import current_plan, describe
     from orchestrator.stages.embed import check_embedders
     from orchestrator.stages.report import run_report
-    from orchestrator.stages.score import build_subsets, reliability_section
+    from orchestrator.stages.score import (build_subsets, reliability_metrics,
+                                           reliability_section, score_reliability)
     from orchestrator.stages.sweep import build_specs, run_sweep
 
     t_start = time.time()
     check_tracking_server(cfg.mlflow.tracking_uri)
     check_embedders(stage_config(cfg, until))
-    _say(describe_plan(stage_plan(cfg, until)))
+    say(describe_plan(stage_plan(cfg, until)))
     for line in circularity_warnings(cfg) if evaluates(until) else ():
-        _say(line)
+        say(line)
     cache = ArtifactCache(cfg.storage.cache_dir)
     started = init_ray()
     try:
         import ray
 
         plan = current_plan(cfg.resources)
-        _say(f"{cfg.experiment.name}: {describe(plan)}")
-        _say(f"cache {cfg.storage.cache_dir}; Ray storage {cfg.storage.ray_storage}"
+        say(f"{cfg.experiment.name}: {describe(plan)}")
+        say(f"cache {cfg.storage.cache_dir}; Ray storage {cfg.storage.ray_storage}"
              + ("; --fresh: rebuilding everything" if fresh else ""))
         arts = prepare_datasets(cache, cfg, plan, fresh, until)
         if not reaches(until, "score"):
@@ -141,7 +142,7 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
 
         subsets = build_subsets(cache, cfg if reaches(until, "select") else scoring_only(cfg),
                                 arts, fresh, in_tasks)
-        _say(f"score+select: {len(subsets)} subset(s) ({time.time() - t1:.0f}s)")
+        say(f"score+select: {len(subsets)} subset(s) ({time.time() - t1:.0f}s)")
         if not reaches(until, "select"):
             return _stopped(until, t_start)
         _export(cache, cfg, arts, subsets, fresh)
@@ -153,11 +154,13 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
 
         reporter = sweep_reporter(cfg, fresh)   # the trial runs appear in MLflow as they start
         errors = run_sweep(cache, cfg, specs, plan, fresh, [live_logger(reporter, specs)])
-        _say(f"sweep done ({time.time() - t1:.0f}s)")
+        say(f"sweep done ({time.time() - t1:.0f}s)")
         if not reaches(until, "report"):
             return _stopped(until, t_start, 1 if errors else 0)
+        rel_rows = score_reliability(cache, cfg, arts, subsets)
         markdown = run_report(cache, cfg, specs, errors, fresh, reporter,
-                              reliability_section(cache, cfg, arts, subsets))
+                              reliability_section(cache, cfg, arts, subsets, rel_rows),
+                              reliability_metrics(rel_rows))
     finally:
         if started:
             ray.shutdown()
@@ -172,5 +175,5 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
     from orchestrator.stages.sweep import is_done
 
     n_done = sum(is_done(cache, s) for s in specs)
-    _say(f"total {time.time() - t_start:.0f}s; {n_done}/{len(specs)} trials done")
+    say(f"total {time.time() - t_start:.0f}s; {n_done}/{len(specs)} trials done")
     return 0 if n_done == len(specs) else 1

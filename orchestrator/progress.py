@@ -3,8 +3,8 @@
 Stages, Ray workers and the CLI report progress only through :func:`say`, so every
 line a user sees has the same prefix and reaches the terminal at once (Ray forwards
 workers' stdout to the driver). Diagnostics that are not progress (a leftover
-placement group removed, a registry not built yet) go to ``logging`` at WARNING/INFO,
-which the CLI's ``--log-level`` controls.
+placement group removed, a k-means backend fallback) go to ``logging`` at WARNING/INFO:
+the CLI shows WARNING and above, everything with ``-v``/``--verbose``.
 
 Loops with many steps use :class:`Progress` / :func:`progress`: a tqdm bar on a
 terminal, a few plain lines in a log file (no carriage-return redraws).

@@ -25,18 +25,16 @@ cluster configs use absolute paths or s3:// / gs:// URIs.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
 from typing import Sequence
 
 from orchestrator.config import Config, describe_references, dump_yaml, load_config
 from orchestrator.config.checks import circularity_warnings
+from orchestrator.config.plan import TrialPlan
 from orchestrator.errors import ConfigError, RunError
 from orchestrator.until import UNTIL, format_plan, reaches
 from orchestrator.version import version_line
-
-STAGES = ("encode", "embed", "proxy", "score", "sweep", "report")
 
 
 def parse_args(argv: Sequence[str] | None = None,
@@ -69,7 +67,7 @@ def parse_args(argv: Sequence[str] | None = None,
 
 def format_grid(cfg: Config) -> str:
     """One line per trial (dataset, method, ratio, seed) and the count."""
-    trials = cfg.trial_grid()
+    trials = TrialPlan.from_config(cfg).trials
     width = max([len(t.method) for t in trials] + [6])
     dwidth = max([len(t.dataset) for t in trials] + [7])
     lines = [f"{'dataset':<{dwidth}}  {'method':<{width}}  ratio  seed"]
@@ -77,13 +75,6 @@ def format_grid(cfg: Config) -> str:
               for t in trials]
     lines.append(f"{len(trials)} trials")
     return "\n".join(lines)
-
-
-def missing_stages() -> list[str]:
-    """Pipeline modules (orchestrator.pipeline, orchestrator.stages.<stage>) that do not exist."""
-    modules = {"pipeline": "orchestrator.pipeline",
-               **{s: f"orchestrator.stages.{s}" for s in STAGES}}
-    return [s for s, mod in modules.items() if importlib.util.find_spec(mod) is None]
 
 
 def _error(message: str, code: int = 2) -> int:
@@ -132,11 +123,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m orchestrator.
         for line in circularity_warnings(cfg) if reaches(args.until, "sweep") else ():
             print(line, file=sys.stderr)
         return 0
-    missing = missing_stages()
-    if "pipeline" in missing:
-        print("error: the pipeline is not built yet: missing orchestrator stage modules: "
-              + ", ".join(missing), file=sys.stderr)
-        return 1
     from orchestrator.pipeline import run_pipeline
 
     try:

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator.config.plan import TrialPlan
 from orchestrator.config.schema import TRAINED_SPACE, Config
 
 THROUGHPUTS = Path(__file__).with_name("throughputs.yaml")
@@ -148,7 +149,7 @@ def estimate(cfg: Config, table: list[dict[str, Any]] | None = None,
     table = load_throughputs() if table is None else table
     dev = "gpu" if cfg.resources.use_gpu else "cpu"
     ae, out = cfg.autoencoder, []
-    trials = cfg.trial_grid()
+    trials = TrialPlan.from_config(cfg).trials
     for ds in cfg.data.datasets:
         n = (images or {}).get(ds.name) if images is not None else dataset_images(ds)
         if n is None:

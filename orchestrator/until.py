@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from orchestrator.config.plan import TrialPlan
 from orchestrator.config.schema import Config
 
 UNTIL = ("encode", "embed", "proxy", "score", "select", "sweep", "report")
@@ -115,7 +116,7 @@ def stage_plan(cfg: Config, until: str = "report") -> list[StageStep]:
     stats = method_stats(cfg)
     seeds = len(cfg.experiment.seeds)
     ratios = ", ".join(f"{r:g}" for r in cfg.pruning.ratios)
-    trials = len(cfg.trial_grid())
+    trials = len(TrialPlan.from_config(cfg))
     reasons = {
         "encode": (True, "samples table (key, uri, label) and VQ-VAE latents"
                    if needs_latents(cfg, until) else

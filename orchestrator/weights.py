@@ -53,15 +53,6 @@ def describe_weights(cfg: Config) -> list[str]:
     return lines
 
 
-def missing_weights(cfg: Config) -> list[str]:
-    """The needed embedders whose weight file is missing (offline, or a bad path)."""
-    from models.weights import locate_weights
-
-    return [n for n in needed_embedders(cfg)
-            if not (n == TRAINED_SPACE and n not in cfg.embed.weights)
-            and locate_weights(n, cfg.embed.weights.get(n)).kind == "missing"]
-
-
 def feature_dim(name: str) -> int:
     """Feature dimension D of evaluation space ``name`` (``models.EMBEDDERS``)."""
     from models import EMBEDDERS

@@ -14,6 +14,8 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from pruning.kmeans import kmeans
+
 KEEP_HIGH_LOW = ("high", "low")
 
 
@@ -193,6 +195,25 @@ def _validate(pruner: str, key: str, value: Any, spec: Param) -> None:
         raise ValueError(f"pruner '{pruner}': parameter '{key}' {spec.rule}, got {value!r}")
 
 
+def stat_column(width: int, index: int, key: str, pruner: str) -> int:
+    """Resolve a python-style column index of a proxy statistic into [0, width).
+
+    Args:
+        width: number of columns (checkpoints) of the statistic.
+        index: the pruner's parameter value; negative counts from the end.
+        key: the parameter's name, for the error message.
+        pruner: the pruner's name, for the error message.
+
+    Returns:
+        ``index % width``; ValueError naming the parameter when out of range.
+    """
+    if not -width <= index < width:
+        raise ValueError(
+            f"pruner '{pruner}': parameter '{key}'={index} is out of range for {width} columns"
+        )
+    return index % width
+
+
 def keep_param(default: str = "high") -> Param:
     """The shared `keep: high|low` parameter (the paper's --inverse flag)."""
     return Param(default, (str,), choices=KEEP_HIGH_LOW)
@@ -224,3 +245,50 @@ def select_in_groups(
     rank = np.arange(len(order)) - starts[groups[order]]
     keep = order[rank < quotas[groups[order]]]
     return np.sort(keep).astype(np.int64)
+
+
+def kmeans_params(**own: Param) -> dict[str, Param]:
+    """``PARAMS`` of a k-means method: ``embedder``, ``k``, the method's ``own`` params, ``niter``.
+
+    Args:
+        own: the method's other parameters, in the order they are documented.
+
+    Returns:
+        A fresh dict (``embedder`` effnet_lite0, ``k`` 100 > 0, ``niter`` 25 >= 0).
+    """
+    return {
+        "embedder": Param("effnet_lite0", (str,)),
+        "k": Param(100, (int,), check=lambda v: v > 0, rule="must be > 0"),
+        **own,
+        "niter": Param(25, (int,), check=lambda v: v >= 0, rule="must be >= 0"),
+    }
+
+
+@dataclass
+class Clusters:
+    """k-means of a pruner's normalized features (see `KMeansPruner.cluster`).
+
+    Attributes:
+        x: (N, D) L2-normalized float32 features.
+        k: clusters used, min(params k, N).
+        centroids: (k, D) float32.
+        assign: (N,) int64 cluster of each sample.
+        dist: (N,) float32 squared L2 distance to its centroid.
+    """
+
+    x: np.ndarray
+    k: int
+    centroids: np.ndarray
+    assign: np.ndarray
+    dist: np.ndarray
+
+
+class KMeansPruner(Pruner):
+    """Base of the methods that cluster an embedder's features (`kmeans_params`)."""
+
+    def cluster(self, ctx: ScoreContext) -> Clusters:
+        """k-means (seed ``ctx.seed``) with ``min(k, N)`` clusters of the normalized features."""
+        x = self._features(ctx)
+        k = min(self.params["k"], ctx.n)
+        centroids, assign, dist = kmeans(x, k, seed=ctx.seed, niter=self.params["niter"])
+        return Clusters(x, k, centroids, assign, dist)

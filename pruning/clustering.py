@@ -11,11 +11,12 @@ from typing import ClassVar
 import numpy as np
 
 from pruning.base import (
+    KMeansPruner,
     Param,
-    Pruner,
     ScoreContext,
     ScoreResult,
     keep_count,
+    kmeans_params,
     select_in_groups,
 )
 from pruning.kmeans import kmeans
@@ -23,9 +24,6 @@ from pruning.kmeans import kmeans
 __all__ = [
     "ClusteringPruner", "kmeans", "proportional_quotas", "balanced_quotas", "distance_scores",
 ]
-
-_POSITIVE = {"check": lambda v: v > 0, "rule": "must be > 0"}
-
 
 def proportional_quotas(sizes: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
     """Per-group quotas proportional to group size, summing exactly to m.
@@ -119,7 +117,7 @@ def distance_scores(dist: np.ndarray, groups: np.ndarray, keep: str) -> np.ndarr
     return -np.abs(rank - (sizes[groups] - 1) / 2.0)
 
 
-class ClusteringPruner(Pruner):
+class ClusteringPruner(KMeansPruner):
     """k-means on an embedder's normalized features; per-cluster quotas.
 
     Params:
@@ -135,23 +133,18 @@ class ClusteringPruner(Pruner):
 
     name: ClassVar[str] = "clustering"
     needs_stats: ClassVar[tuple[str, ...]] = ()
-    PARAMS: ClassVar[dict[str, Param]] = {
-        "embedder": Param("effnet_lite0", (str,)),
-        "k": Param(100, (int,), **_POSITIVE),
-        "keep": Param("farthest", (str,), choices=("nearest", "farthest", "mid")),
-        "mode": Param("proportional", (str,), choices=("proportional", "balanced")),
-        "niter": Param(25, (int,), check=lambda v: v >= 0, rule="must be >= 0"),
-    }
+    PARAMS: ClassVar[dict[str, Param]] = kmeans_params(
+        keep=Param("farthest", (str,), choices=("nearest", "farthest", "mid")),
+        mode=Param("proportional", (str,), choices=("proportional", "balanced")),
+    )
 
     def score(self, ctx: ScoreContext) -> ScoreResult:
         """Cluster, then score by oriented distance; groups = cluster ids."""
-        x = self._features(ctx)
-        k = min(self.params["k"], ctx.n)
-        _, assign, dist = kmeans(x, k, seed=ctx.seed, niter=self.params["niter"])
-        scores = distance_scores(dist, assign, self.params["keep"])
-        meta = {"k": int(k), "inertia": float(dist.sum()),
-                "cluster_sizes": np.bincount(assign, minlength=k).tolist()}
-        return ScoreResult(scores=scores, groups=assign, meta=meta)
+        c = self.cluster(ctx)
+        scores = distance_scores(c.dist, c.assign, self.params["keep"])
+        meta = {"k": int(c.k), "inertia": float(c.dist.sum()),
+                "cluster_sizes": np.bincount(c.assign, minlength=c.k).tolist()}
+        return ScoreResult(scores=scores, groups=c.assign, meta=meta)
 
     def select(self, result: ScoreResult, ratio: float, rng: np.random.Generator) -> np.ndarray:
         """Per-cluster quotas (proportional or balanced), best-scored first."""

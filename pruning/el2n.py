@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pruning.base import Param, Pruner, ScoreContext, ScoreResult, keep_param
+from pruning.base import Param, Pruner, ScoreContext, ScoreResult, keep_param, stat_column
 
 
 class EL2NPruner(Pruner):
@@ -43,14 +43,5 @@ class EL2NPruner(Pruner):
             last = self._stat(ctx, "loss_last")
             return ScoreResult(scores=self._orient(last[:, -1]), meta={"column": "last"})
         traj = self._stat(ctx, "loss_traj")
-        col = _column(traj.shape[1], self.params["checkpoint"], "checkpoint", self.name)
+        col = stat_column(traj.shape[1], self.params["checkpoint"], "checkpoint", self.name)
         return ScoreResult(scores=self._orient(traj[:, col]), meta={"column": col})
-
-
-def _column(width: int, index: int, key: str, pruner: str) -> int:
-    """Resolve a python-style column index into [0, width) or raise ValueError."""
-    if not -width <= index < width:
-        raise ValueError(
-            f"pruner '{pruner}': parameter '{key}'={index} is out of range for {width} columns"
-        )
-    return index % width

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pruning.base import Param, Pruner, ScoreContext, ScoreResult, keep_param
-from pruning.el2n import _column
+from pruning.base import Param, Pruner, ScoreContext, ScoreResult, keep_param, stat_column
 
 
 class GraNdPruner(Pruner):
@@ -32,5 +31,5 @@ class GraNdPruner(Pruner):
     def score(self, ctx: ScoreContext) -> ScoreResult:
         """Return the oriented (N,) gradient norms of column `checkpoint`."""
         norms = self._stat(ctx, "grad_norm")
-        col = _column(norms.shape[1], self.params["checkpoint"], "checkpoint", self.name)
+        col = stat_column(norms.shape[1], self.params["checkpoint"], "checkpoint", self.name)
         return ScoreResult(scores=self._orient(norms[:, col]), meta={"column": col})

@@ -6,11 +6,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from pruning.base import Param, Pruner, ScoreContext, ScoreResult
-from pruning.kmeans import kmeans
+from pruning.base import KMeansPruner, Param, ScoreContext, ScoreResult, kmeans_params
 
 
-class PrototypesPruner(Pruner):
+class PrototypesPruner(KMeansPruner):
     """Difficulty = cosine distance of a sample to its k-means prototype.
 
     Unlike `clustering`, selection is global (no per-cluster quotas): Sorscher
@@ -26,23 +25,19 @@ class PrototypesPruner(Pruner):
 
     name: ClassVar[str] = "prototypes"
     needs_stats: ClassVar[tuple[str, ...]] = ()
-    PARAMS: ClassVar[dict[str, Param]] = {
-        "embedder": Param("effnet_lite0", (str,)),
-        "k": Param(100, (int,), check=lambda v: v > 0, rule="must be > 0"),
-        "keep": Param("farthest", (str,), choices=("farthest", "nearest")),
-        "niter": Param(25, (int,), check=lambda v: v >= 0, rule="must be >= 0"),
-    }
+    PARAMS: ClassVar[dict[str, Param]] = kmeans_params(
+        keep=Param("farthest", (str,), choices=("farthest", "nearest")),
+    )
 
     def score(self, ctx: ScoreContext) -> ScoreResult:
         """Return oriented (N,) cosine distances to the assigned prototype."""
-        x = self._features(ctx)
-        k = min(self.params["k"], ctx.n)
-        centroids, assign, dist = kmeans(x, k, seed=ctx.seed, niter=self.params["niter"])
+        c = self.cluster(ctx)
         # Prototypes are normalized so the distance is a cosine distance, as in
         # the paper (k-means centroids of unit vectors have norm < 1).
-        protos = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-        x64, p64 = x.astype(np.float64), protos[assign].astype(np.float64)
+        protos = c.centroids / np.maximum(np.linalg.norm(c.centroids, axis=1, keepdims=True),
+                                          1e-12)
+        x64, p64 = c.x.astype(np.float64), protos[c.assign].astype(np.float64)
         cos_dist = 1.0 - np.einsum("nd,nd->n", x64, p64)
         scores = cos_dist if self.params["keep"] == "farthest" else -cos_dist
         return ScoreResult(scores=scores, groups=None,
-                           meta={"k": int(k), "inertia": float(dist.sum())})
+                           meta={"k": int(c.k), "inertia": float(c.dist.sum())})

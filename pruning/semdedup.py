@@ -6,8 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from pruning.base import Param, Pruner, ScoreContext, ScoreResult
-from pruning.kmeans import kmeans
+from pruning.base import KMeansPruner, Param, ScoreContext, ScoreResult, kmeans_params
 
 
 def max_earlier_similarity(x: np.ndarray, order: np.ndarray, block: int = 1024) -> np.ndarray:
@@ -36,7 +35,7 @@ def max_earlier_similarity(x: np.ndarray, order: np.ndarray, block: int = 1024) 
     return result
 
 
-class SemDeDupPruner(Pruner):
+class SemDeDupPruner(KMeansPruner):
     """Within each k-means cluster, drop samples nearly identical to a kept one.
 
     Inside a cluster, members are ordered by keep priority (farthest from the
@@ -57,24 +56,20 @@ class SemDeDupPruner(Pruner):
 
     name: ClassVar[str] = "semdedup"
     needs_stats: ClassVar[tuple[str, ...]] = ()
-    PARAMS: ClassVar[dict[str, Param]] = {
-        "embedder": Param("effnet_lite0", (str,)),
-        "k": Param(100, (int,), check=lambda v: v > 0, rule="must be > 0"),
-        "eps": Param(0.05, (float, int), check=lambda v: 0 <= v <= 2, rule="must be in [0, 2]"),
-        "niter": Param(25, (int,), check=lambda v: v >= 0, rule="must be >= 0"),
-    }
+    PARAMS: ClassVar[dict[str, Param]] = kmeans_params(
+        eps=Param(0.05, (float, int), check=lambda v: 0 <= v <= 2,
+                  rule="must be in [0, 2]"),
+    )
 
     def score(self, ctx: ScoreContext) -> ScoreResult:
         """Return (N,) 1 - max similarity to an earlier same-cluster member."""
-        x = self._features(ctx)
-        k = min(self.params["k"], ctx.n)
-        _, assign, dist = kmeans(x, k, seed=ctx.seed, niter=self.params["niter"])
+        c = self.cluster(ctx)
         scores = np.empty(ctx.n)
-        for c in np.unique(assign):
-            members = np.flatnonzero(assign == c)
+        for g in np.unique(c.assign):
+            members = np.flatnonzero(c.assign == g)
             # Farthest from the centroid first; stable on ties for determinism.
-            order = np.argsort(-dist[members], kind="stable")
-            scores[members] = 1.0 - max_earlier_similarity(x[members], order)
+            order = np.argsort(-c.dist[members], kind="stable")
+            scores[members] = 1.0 - max_earlier_similarity(c.x[members], order)
         dups = int((scores < float(self.params["eps"])).sum())
         return ScoreResult(scores=scores, groups=None,
-                           meta={"k": int(k), "duplicates": dups, "eps": float(self.params["eps"])})
+                           meta={"k": int(c.k), "duplicates": dups, "eps": float(self.params["eps"])})

@@ -120,7 +120,7 @@ def fixed_draws(ids: Tensor, k: int, shape: tuple[int, ...], seed: int,
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Unwrap DDP, switch to eval mode (no label dropout), restore afterwards."""
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     was_training = inner.training
@@ -150,7 +150,7 @@ class _Functional:
         return getattr(self._model, name)
 
 
-def _split_tensors(model: nn.Module, only: tuple[str, ...] | None = None,
+def split_tensors(model: nn.Module, only: tuple[str, ...] | None = None,
                    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """(trainable params, everything else: frozen params and buffers), detached.
 
@@ -183,17 +183,17 @@ def _per_sample_grad_fn(model: nn.Module, loss_fn: LossFn, has_y: bool) -> Calla
     return vmap(grad(item_loss), in_dims=(None, None, 0, 0 if has_y else None, 0, 0))
 
 
-def _chunked_grads(
+def chunked_grads(
     model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, t: Tensor, noise: Tensor,
     chunk: int, only: tuple[str, ...] | None = None,
 ) -> Iterator[tuple[slice, dict[str, Tensor]]]:
     """Yield (rows, {name: (c, *param.shape) grads}) for chunks of <= chunk items.
 
-    ``only``: parameter-name prefixes to differentiate (see `_split_tensors`).
+    ``only``: parameter-name prefixes to differentiate (see `split_tensors`).
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    params, rest = _split_tensors(model, only)
+    params, rest = split_tensors(model, only)
     if not params:
         raise ValueError(f"no trainable parameter name starts with {only}")
     fn = _per_sample_grad_fn(model, loss_fn, y is not None)
@@ -226,7 +226,7 @@ def per_sample_losses(
     """
     t, eps = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode, noise)
     out = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    with _eval_mode(model) as inner, torch.no_grad():
+    with eval_mode(model) as inner, torch.no_grad():
         for j in range(k):
             out += loss_fn(inner, x, y, t[:, j], eps[:, j]).double()
     return out / k
@@ -256,8 +256,8 @@ def per_sample_grad_norms(
     ys = y.repeat_interleave(k, dim=0) if y is not None else None
     ts, ns = t.reshape(b * k, 1), eps.reshape(b * k, 1, *x.shape[1:])
     sq = torch.zeros(b * k, dtype=torch.float64, device=x.device)
-    with _eval_mode(model) as inner:
-        for rows, grads in _chunked_grads(inner, loss_fn, xs, ys, ts, ns, chunk, only):
+    with eval_mode(model) as inner:
+        for rows, grads in chunked_grads(inner, loss_fn, xs, ys, ts, ns, chunk, only):
             for g in grads.values():
                 sq[rows] += g.reshape(g.shape[0], -1).double().pow(2).sum(dim=1)
     return sq.sqrt().reshape(b, k).mean(dim=1)
@@ -281,7 +281,7 @@ def gradient_sum(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     t, eps = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode, noise)
-    with _eval_mode(model) as inner:
+    with eval_mode(model) as inner:
         params = [p for p in inner.parameters() if p.requires_grad]
         total = [torch.zeros(p.shape, dtype=torch.float64, device=p.device) for p in params]
         for s in range(0, x.shape[0], chunk):
@@ -315,13 +315,13 @@ def moso_terms(
     b = x.shape[0]
     sq = torch.zeros(b, dtype=torch.float64, device=x.device)
     dots = torch.zeros(b, dtype=torch.float64, device=x.device)
-    with _eval_mode(model) as inner:
-        params, _ = _split_tensors(inner)
+    with eval_mode(model) as inner:
+        params, _ = split_tensors(inner)
         sizes = [p.numel() for p in params.values()]
         if sum(sizes) != g_mean.numel():
             raise ValueError(f"g_mean has {g_mean.numel()} entries, model has {sum(sizes)}")
         pieces = dict(zip(params, torch.split(g_mean.to(x.device, torch.float64), sizes)))
-        for rows, grads in _chunked_grads(inner, loss_fn, x, y, t, eps, chunk):
+        for rows, grads in chunked_grads(inner, loss_fn, x, y, t, eps, chunk):
             for name, g in grads.items():
                 flat = g.reshape(g.shape[0], -1).double()
                 sq[rows] += flat.pow(2).sum(dim=1)

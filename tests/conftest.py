@@ -13,8 +13,22 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from tiers import assign_tiers, guard_unit_test  # noqa: F401  (guard_unit_test: a fixture)
+
+pytest_plugins = ["pytester"]   # tests/test_tiers.py runs small suites in a temp dir
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(tryfirst=True)   # before -m selects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test in exactly one tier (tests/tiers.py); unmarked tests are ``unit``."""
+    assign_tiers(items)
+
+
+@pytest.fixture(autouse=True)
+def _tier_guard(guard_unit_test: None) -> None:
+    """A unit test that starts Ray or a Python child process fails (tests/tiers.py)."""
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:

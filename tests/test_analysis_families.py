@@ -13,7 +13,7 @@ from eval.analysis import analyse, claim_a, claim_b, claim_c, claim_d, resolve_p
 from eval.analysis.core import FAILS, HOLDS, OPEN, UNMEASURED
 from eval.analysis.inference import holm, mde
 from eval.analysis.samples import kl_to_uniform, labeller_table
-from eval.trials import read_trials
+from eval.analysis.trials_table import read_trials
 
 SEEDS = [0, 1, 2, 3, 4]
 OFFSET = np.array([0.0, 3.0, -2.0, 5.0, 1.0])     # a per-seed offset shared by every method

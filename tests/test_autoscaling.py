@@ -149,7 +149,6 @@ def _start_head(cmd: list[str], env: dict, tmp_path: Path, address: str, temp_di
     raise AssertionError("unreachable")
 
 
-@pytest.mark.slow
 @pytest.mark.cluster
 @pytest.mark.timeout(3600)
 @needs_fmnist

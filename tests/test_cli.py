@@ -22,6 +22,7 @@ def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.e2e
 def test_dry_run_prints_config_and_grid_in_a_subprocess():
     p = _cli(str(REPO / "experiments" / "paper.yaml"), "--dry-run",
              "--set", "experiment.seeds=[0,1]")
@@ -40,6 +41,7 @@ def test_dry_run_prints_config_and_grid_in_a_subprocess():
     (["GOOD", "--dry-run", "--set", "pruning.ratios=[1.5]"], "error: pruning.ratios[0]:"),
     (["GOOD", "--set", "nokey"], "error: --set nokey: expected KEY=VALUE"),
 ])
+@pytest.mark.e2e
 def test_user_errors_exit_2_with_one_line(args, message, tmp_path: Path, write_config):
     good = write_config(minimal_config())
     bad = tmp_path / "bad.yaml"
@@ -61,33 +63,31 @@ def test_dry_run_does_not_import_ray(write_config, capsys, monkeypatch):
     assert ["digits", "full", "0.00", "0"] in [ln.split() for ln in out.splitlines()]
 
 
+@pytest.mark.e2e
 def test_dry_run_warns_about_methods_selecting_in_an_eval_space(tmp_path: Path, write_config):
-    p = _cli(str(REPO / "experiments" / "quickstart.yaml"), "--dry-run", cwd=tmp_path)
+    quickstart = str(REPO / "experiments" / "quickstart.yaml")
+    p = _cli(quickstart, "--dry-run", cwd=tmp_path)   # evaluated in the classifier space only
+    assert p.returncode == 0, p.stderr
+    assert not [ln for ln in p.stderr.splitlines() if ln.startswith("warning: method")]
+    both = "eval.embedders=[classifier, pixels]"     # pixels: where clustering selects
+    p = _cli(quickstart, "--dry-run", "--set", both, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     warn = [ln for ln in p.stderr.splitlines() if ln.startswith("warning: method")]
-    assert warn == [f"warning: method {m} selects in evaluation space effnet_lite0: its metrics "
+    assert warn == [f"warning: method {m} selects in evaluation space pixels: its metrics "
                     "in that space are rewarded by construction"
                     for m in ("clustering_nearest", "clustering_balanced")]
-    p = _cli(str(REPO / "experiments" / "quickstart.yaml"), "--dry-run", "--set",
-             "eval.primary=effnet_lite0", cwd=tmp_path)
-    assert all(ln.endswith("so its verdict rows are marked")
-               for ln in p.stderr.splitlines() if ln.startswith("warning: method"))
-    p = _cli(str(REPO / "experiments" / "quickstart.yaml"), "--dry-run", "--set",
-             "eval.primary=pixels", cwd=tmp_path)
+    p = _cli(quickstart, "--dry-run", "--set", both, "--set", "eval.primary=pixels", cwd=tmp_path)
+    warn = [ln for ln in p.stderr.splitlines() if ln.startswith("warning: method")]
+    assert warn and all(ln.endswith("so its verdict rows are marked") for ln in warn)
+    p = _cli(quickstart, "--dry-run", "--set", "eval.primary=pixels", cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.startswith("error: eval.primary: 'pixels' is not one")
 
 
+@pytest.mark.e2e
 def test_relative_output_dir_resolves_against_the_start_dir(tmp_path: Path, write_config):
     p = _cli(str(write_config(minimal_config())), "--dry-run", cwd=tmp_path)
     assert p.returncode == 0
     assert f"tracking_uri: sqlite:///{tmp_path}/out/mlflow.db" in p.stdout.replace("'", "")
-
-
-def test_missing_pipeline_is_reported(write_config, capsys, monkeypatch):
-    monkeypatch.setattr(run, "missing_stages", lambda: ["pipeline", "sweep"])
-    assert run.main([str(write_config(minimal_config()))]) == 1
-    err = capsys.readouterr().err
-    assert "not built yet" in err and "pipeline, sweep" in err
 
 
 @pytest.mark.parametrize("behaviour, code", [("ok", 0), ("fail", 1), ("raise", 1),
@@ -106,7 +106,6 @@ def test_pipeline_result_becomes_the_exit_code(behaviour, code, write_config, mo
     fake = types.ModuleType("orchestrator.pipeline")
     fake.run_pipeline = run_pipeline
     monkeypatch.setitem(sys.modules, "orchestrator.pipeline", fake)
-    monkeypatch.setattr(run, "missing_stages", lambda: [])
     assert run.main([str(write_config(minimal_config())), "--fresh"]) == code
     assert seen["fresh"] is True and seen["cfg"].experiment.name == "t"
     assert seen["until"] == "report"

@@ -70,6 +70,7 @@ def test_rows_match_welch_and_holm_computed_independently(sweeps):
     assert (fd["diff"] > 1.0).all() and (fd["p_holm"] < 0.05).all()   # a shift of 2, sd 0.3
 
 
+@pytest.mark.e2e
 def test_command_prints_one_line_per_row_and_the_rows_only_one_has(sweeps, tmp_path):
     a_dir, b_dir = sweeps
     csv = tmp_path / "cmp.csv"
@@ -95,6 +96,19 @@ def test_one_seed_gives_no_test_and_says_why(tmp_path):
     table = compare.compare(a, b, ["fd_cls"])
     (line,) = compare.format_lines(table)
     assert "no test: fewer than 2 values per group" in line and np.isnan(table["p_holm"][0])
+
+
+def test_seed_counts_are_each_sweeps_own(tmp_path):
+    """A with 3 seeds, B with 2: n_a counts A's values, n_b B's (they used to be swapped)."""
+    for name, seeds in (("a", (0, 1, 2)), ("b", (0, 1))):
+        (tmp_path / name / "report").mkdir(parents=True)
+        rows = "".join(f"fmnist,random,0.9,{s},{1.5 + s / 10}\n" for s in seeds)
+        (tmp_path / name / "report" / "trials.csv").write_text(
+            "dataset,method,ratio,seed,fd_cls\n" + rows)
+    table = compare.compare(compare.load(tmp_path / "a"), compare.load(tmp_path / "b"), ["fd_cls"])
+    assert (table["n_a"][0], table["n_b"][0]) == (3, 2)
+    (line,) = compare.format_lines(table)
+    assert "A 1.6 (n=3)  B 1.55 (n=2)" in line
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "no_common_row", "bad_metric"])
@@ -143,6 +157,7 @@ def _fenced(lang: str) -> list[str]:
     return out
 
 
+@pytest.mark.e2e
 def test_docs_sample_output_is_the_commands_output(tmp_path):
     _sweep(tmp_path / "outputs" / "run-a", 0.0, extra_method="prototypes")
     _sweep(tmp_path / "outputs" / "run-b", 2.0)

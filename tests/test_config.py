@@ -10,6 +10,7 @@ import yaml
 
 from conftest import REPO, minimal_config
 from orchestrator.config import ConfigError, config_from_dict, dump_yaml, load_config
+from orchestrator.config.plan import TrialPlan
 
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
 
@@ -32,7 +33,7 @@ def test_experiments_found():
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_every_experiment_loads(path: Path, tmp_path: Path):
     cfg = load_config(path, base_dir=tmp_path)
-    trials = cfg.trial_grid()
+    trials = list(TrialPlan.from_config(cfg))
     assert trials and len({t.name for t in trials}) == len(trials)
     n_ds, n_seeds = len(cfg.data.datasets), len(cfg.experiment.seeds)
     per = int(cfg.pruning.baseline) + len(cfg.pruning.methods) * len(cfg.pruning.ratios)
@@ -58,14 +59,14 @@ def test_trial_grid_has_one_baseline_per_dataset_and_seed(tmp_path: Path):
     raw = minimal_config()
     raw["experiment"]["seeds"] = [0, 1]
     raw["pruning"]["ratios"] = [0.25, 0.9]
-    trials = _load(raw, tmp_path).trial_grid()
+    trials = list(TrialPlan.from_config(_load(raw, tmp_path)))
     assert len(trials) == 2 * (1 + 2 * 2)
     full = [t for t in trials if t.method == "full"]
     assert [(t.dataset, t.ratio, t.seed) for t in full] == [("digits", 0.0, 0), ("digits", 0.0, 1)]
     assert {(t.method, t.ratio) for t in trials if t.method != "full"} == {
         ("random", 0.25), ("random", 0.9), ("clustering", 0.25), ("clustering", 0.9)}
     raw["pruning"]["baseline"] = False
-    assert all(t.method != "full" for t in _load(raw, tmp_path).trial_grid())
+    assert all(t.method != "full" for t in TrialPlan.from_config(_load(raw, tmp_path)))
 
 
 def test_defaults_resolve_to_absolute_paths(tmp_path: Path):
@@ -278,18 +279,6 @@ def test_file_errors(tmp_path: Path):
         load_config(tmp_path / "list.yaml")
     with pytest.raises(ConfigError, match="^data: required section"):
         config_from_dict({"experiment": {"name": "x"}})
-
-
-def test_registry_not_built_yet_is_skipped_with_a_warning(tmp_path: Path, monkeypatch, caplog):
-    from orchestrator.config import checks as config_checks
-
-    monkeypatch.setitem(config_checks.REGISTRIES, "pruners", ("no_such_package_xyz", "PRUNERS"))
-    monkeypatch.setattr(config_checks, "_warned", set())
-    raw = _set(minimal_config(), "pruning.methods.0.name", "not_written_yet")
-    with caplog.at_level("WARNING"):
-        cfg = _load(raw, tmp_path)
-    assert cfg.pruning.methods[0].name == "not_written_yet"
-    assert "no_such_package_xyz.PRUNERS is not available yet" in caplog.text
 
 
 def test_extends_merges_mappings_and_replaces_lists(tmp_path: Path):

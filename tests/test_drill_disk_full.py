@@ -93,7 +93,7 @@ def _run(tmp_path: Path, cache: Path, fail_at: int, monkeypatch, capsys) -> tupl
     return rc, out, err, writes
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.timeout(1500)
 @needs_fmnist
 def test_disk_full_mid_run_keeps_earlier_artifacts(tmp_path: Path, monkeypatch, capsys):

@@ -76,6 +76,7 @@ def test_directory_as_config(tmp_path: Path, capsys):
                                        "config file\n")
 
 
+@pytest.mark.e2e
 def test_not_utf8_config_in_a_subprocess(tmp_path: Path):
     path = tmp_path / "cfg.yaml"
     path.write_bytes(os.urandom(64).replace(b"\n", b"") + b"\xff")  # \xff never valid UTF-8
@@ -104,6 +105,7 @@ def _folder_config(write_config, folder: Path, tmp_path: Path) -> Path:
     return write_config(cfg)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
 def test_all_corrupt_image_folder_stops_in_one_line(dry_run, tmp_path: Path, write_config):
     folder = _corrupt_folder(tmp_path / "imgs", 12)

@@ -65,6 +65,7 @@ def test_second_lock_names_the_holder_and_release_frees_it(tmp_path: Path):
     ({"pid_start": "1"}, "is gone"),                                # our pid, reused
     ({"host": "elsewhere", "heartbeat": time.time() - 3600}, "no heartbeat"),
 ])
+@pytest.mark.e2e
 def test_stale_lock_is_taken_over(fields, why, tmp_path: Path, caplog):
     fields = {k: (_dead_pid() if v == "DEAD" else v) for k, v in fields.items()}
     old = _write_lock(tmp_path, **fields)
@@ -167,6 +168,7 @@ def test_dry_run_takes_no_lock(tmp_path: Path, write_config, capsys):
     assert run.main([str(path), "--dry-run"]) == 0
 
 
+@pytest.mark.e2e
 def test_second_run_exits_at_once_with_one_line(tmp_path: Path, write_config):
     """A real second CLI run while this process holds the lock: exit 1, one line, no writes."""
     out = tmp_path / "out"

@@ -33,6 +33,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]        # closed again when the socket goes
 
 
+@pytest.mark.e2e
 def test_server_down_is_one_line_before_any_work(tmp_path: Path, write_config):
     uri = f"http://127.0.0.1:{_closed_port()}"
     raw = minimal_config()

@@ -89,7 +89,7 @@ def _run_name(key: str, rec: dict) -> str:
     return f"{rec['trial']['name']}-{key.split('/')[1][:10]}"
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.timeout(2400)
 @needs_fmnist
 @pytest.mark.parametrize("target", [

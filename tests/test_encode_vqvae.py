@@ -36,12 +36,13 @@ def _weights(cache: ArtifactCache, key: str) -> dict[str, torch.Tensor]:
     return vqvae_from_cache(cache, key).state_dict()
 
 
+@pytest.mark.ray
 def test_single_process_vqvae_matches_the_ray_train_worker(tmp_path, write_config, local_ray):
     from orchestrator.config import load_config
     from orchestrator.data.sources import load_dataset
     from orchestrator.runtime.resources import current_plan
     from orchestrator.runtime.train import call_isolated
-    from orchestrator.stages.encode import _fit_vqvae, train_vqvae, vqvae_key
+    from orchestrator.stages.encode import fit_vqvae, train_vqvae, vqvae_key
 
     raw = minimal_config(
         experiment={"name": "t", "seeds": [0], "output_dir": str(tmp_path / "out")},
@@ -64,7 +65,7 @@ def test_single_process_vqvae_matches_the_ray_train_worker(tmp_path, write_confi
     ae = cfg.autoencoder
     ae_cfg = {"preset": ae.preset, "steps": STEPS, "batch_size": ae.batch_size, "lr": ae.lr,
               "seed": ds.seed, "in_memory": True}
-    got = call_isolated(_fit_vqvae, ae_cfg, plan, "vqvae-train-path", str(tmp_path / "ray"),
+    got = call_isolated(fit_vqvae, ae_cfg, plan, "vqvae-train-path", str(tmp_path / "ray"),
                         0, source.dataset.materialize(), trained.root, key)
     assert got["step"] == STEPS and got["train_s"] > 0
 

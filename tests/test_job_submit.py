@@ -59,7 +59,7 @@ def _stop_head(head: subprocess.Popen) -> None:
         pass
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.timeout(1500)
 @needs_fmnist
 def test_ray_job_submit_smoke_ddp(tmp_path, tmp_path_factory):

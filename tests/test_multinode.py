@@ -64,7 +64,6 @@ def _worker_ids(cluster) -> dict[str, str]:
     return {res: nid for nid, r in nodes.items() for res in ("worker_a", "worker_b") if res in r}
 
 
-@pytest.mark.slow
 @pytest.mark.cluster
 @pytest.mark.timeout(5400)
 @needs_fmnist
@@ -133,7 +132,6 @@ def _checkpointed_runs(aws: dict[str, str], prefix: str) -> tuple[set[str], set[
     return started, ckpt
 
 
-@pytest.mark.slow
 @pytest.mark.cluster
 @pytest.mark.timeout(5400)
 @needs_fmnist

@@ -46,7 +46,7 @@ def _leaked_cpus(wait_s: float = 60.0) -> str:
         time.sleep(1.0)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(1200)
 @needs_fmnist
 def test_smoke_end_to_end_in_process(tmp_path, tmp_path_factory, capsys, monkeypatch):

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from orchestrator.config.plan import TrialPlan
 from orchestrator.runtime.resources import plan_resources
 from orchestrator.stages.report import (comparison_table, plot_methods_vs_ratio, plot_metric_vs_ratio,
                                         to_markdown, write_table)
@@ -133,7 +134,7 @@ def test_trial_keys_depend_on_training_config():
                            {"pixels": "embed/x", "classifier": "embed/c"}, None,
                            {"classifier": {"weights": "classifier/w", "test_accuracy": 0.5,
                                            "n_test": 4}})
-    trial = cfg.trial_grid()[1]
+    trial = list(TrialPlan.from_config(cfg))[1]
     k1 = trial_key(cache, cfg, trial, art, "subset/a")
     assert k1 == trial_key(cache, cfg, trial, art, "subset/a")
     assert k1 != trial_key(cache, cfg, trial, art, "subset/b")
@@ -341,6 +342,7 @@ def test_stale_ray_address_file_is_not_joined(tmp_path, monkeypatch):
     assert not _live_local_head()                      # the same address once it died
 
 
+@pytest.mark.ray
 @pytest.mark.timeout(300)
 def test_a_local_instance_gets_a_private_address_file(monkeypatch):
     """Another run's Ray on the machine must never see (or be seen by) this instance."""

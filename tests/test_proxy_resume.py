@@ -22,9 +22,14 @@ N = 24
 
 def _cfg(**kw) -> dict:
     return {"model": "DiT-Micro/2", "steps": 6, "batch_size": 8, "lr": 1e-3, "log_points": 3,
-            "grad_checkpoints": 2, "draws": 2, "chunk": 8, "n": N, "seed": 3,
-            "stats": ["loss_traj", "grad_norm", "moso"], "conditional": True, "num_classes": 3,
-            **kw}
+            "grad_checkpoints": 2, "draws": 2, "el2n_draws": 3, "grand_draws": 2, "chunk": 8,
+            "n": N, "seed": 3, "stats": ["loss_traj", "loss_last", "grad_norm", "moso"],
+            "conditional": True, "num_classes": 3, **kw}
+
+
+# every statistic with its two halves (K >= 2 each): recorded and restored alike
+COLUMNS = [f"{s}{h}" for s in ("loss_traj", "loss_last", "grad_norm", "moso")
+           for h in ("", "_half_a", "_half_b")]
 
 
 def _data() -> dict[str, np.ndarray]:
@@ -69,12 +74,15 @@ def test_proxy_resumes_from_checkpoint_with_identical_statistics(one_torch_threa
     assert start == 0 and [s for s, _ in saved] == [2, 3, 4, 6]
     assert full["loss_traj"].shape == (N, 3) and full["grad_norm"].shape == (N, 2)
     assert full["moso"].shape == (N, 2) and all(np.isfinite(v).all() for v in full.values())
+    assert sorted(full) == sorted(COLUMNS)
+    assert full["moso_half_a"].shape == (N, 2) and full["loss_last_half_b"].shape == (N, 1)
 
     cut, _, saved = _run(cfg, kill_at=3)
     assert cut is None and [s for s, _ in saved] == [2, 3]
     ckpt = saved[-1][1]
     assert ckpt["step"] == 3 and ckpt["rec_loss_traj"].shape == (N, 1)
     assert ckpt["rec_grad_norm"].shape == (N, 1)
+    assert ckpt["rec_moso_half_a"].shape == (N, 1) and ckpt["rec_loss_traj_half_b"].shape == (N, 1)
 
     resumed, start, saved = _run(cfg, state=ckpt)
     assert start == 3, "the rerun did not continue from the checkpoint"
@@ -151,13 +159,23 @@ def _ddp_rank(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.ray
 def test_proxy_resume_two_ddp_ranks(tmp_path):
     """Two gloo ranks (MoSo's all-reduce, rank 1 restoring rank 0's weights)."""
     assert run_gloo_ranks(_ddp_rank, 2, str(tmp_path)) == [0, 0]
     for rank in range(2):
         with np.load(tmp_path / f"rank{rank}.npz") as z:
             assert int(z["start"]) == 3
-            for key in ("loss_traj", "grad_norm", "moso"):
+            for key in COLUMNS:
                 assert z[f"full_{key}"].shape[0] == N // 2
                 np.testing.assert_allclose(z[f"resumed_{key}"], z[f"full_{key}"], rtol=0, atol=0,
                                            err_msg=f"rank {rank} {key}")
+
+
+def test_proxy_resume_refuses_a_checkpoint_without_the_halves(one_torch_thread):
+    """A checkpoint of a proxy that recorded no split halves is not continued silently."""
+    cfg = _cfg(steps=2, log_points=1, grad_checkpoints=1, stats=["loss_traj"])
+    _, _, saved = _run(cfg)
+    state = {k: v for k, v in saved[-1][1].items() if "_half_" not in k}
+    with pytest.raises(ValueError, match="loss_traj_half_a"):
+        _run(cfg, state=state)

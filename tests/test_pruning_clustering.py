@@ -126,3 +126,31 @@ def test_balanced_mode_equalizes_a_skewed_set():
     prop = PRUNERS["clustering"](embedder="clip", k=3, keep="farthest", mode="proportional")
     kept_p = sorted(np.bincount(res.groups[prop.select(res, 0.75, np.random.default_rng(0))]).tolist())
     assert kept_p == [5, 25, 100]
+
+
+# Subsets the three k-means pruners selected before their shared set-up moved into
+# pruning.base.KMeansPruner (issue 25): the refactor must select the same samples.
+# niter=0 (k-means++ centres, then the nearest-centroid assignment) gives the same
+# indices on every k-means backend (faiss or numpy).
+KMEANS_SUBSETS = [
+    ("clustering", {}, [0, 2, 7, 11, 12, 16, 17, 19, 20, 21, 22, 25, 26, 29, 30, 31, 32,
+                        37, 38, 39]),
+    ("clustering", {"keep": "mid", "mode": "balanced"},
+     [0, 1, 3, 4, 5, 7, 11, 12, 13, 14, 16, 17, 18, 22, 23, 26, 29, 34, 36, 39]),
+    ("prototypes", {}, [0, 1, 4, 5, 11, 12, 13, 16, 17, 19, 20, 21, 25, 29, 31, 32, 33, 36,
+                        37, 39]),
+    ("semdedup", {}, [0, 2, 4, 5, 8, 9, 12, 13, 17, 19, 20, 21, 25, 28, 29, 30, 32, 33, 37,
+                      38]),
+]
+
+
+@pytest.mark.parametrize("name,params,want", KMEANS_SUBSETS)
+def test_kmeans_pruners_select_the_same_subsets_as_before(name, params, want):
+    rng = np.random.default_rng(7)
+    centers = rng.normal(size=(4, 8)) * 3
+    x = (centers[np.arange(40) % 4] + rng.normal(size=(40, 8))).astype(np.float32)
+    x[5] = x[1] * 1.001                                  # a near duplicate for semdedup
+    ctx = ScoreContext(n=40, seed=3, embeddings={"pixels": x})
+    pruner = PRUNERS[name](embedder="pixels", k=4, niter=0, **params)
+    keep = pruner.select(pruner.score(ctx), 0.5, np.random.default_rng(11))
+    assert keep.tolist() == want

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.ratio_figure import main, mean_std_table
-from eval.trials import check_trials
+from eval.analysis.trials_table import check_trials
 
 
 def _trials() -> pd.DataFrame:

@@ -17,6 +17,7 @@ from orchestrator import run
 from orchestrator.config import ConfigError, DatasetConfig
 from orchestrator.data.base import held_out
 from orchestrator.data.images import read_idx, resize_batch
+from orchestrator.config.plan import TrialPlan
 from orchestrator.data.sources import (check_dataset, load_arrays, load_reference, reference_count,
                                        reference_origin)
 
@@ -177,6 +178,7 @@ def _frechet64(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * covmean))
 
 
+@pytest.mark.e2e
 def test_metrics_compare_against_the_reference_not_the_training_set():
     from models import build_embedder
     from orchestrator.config import EvalConfig
@@ -225,7 +227,7 @@ def test_trial_key_params_and_report_header_name_the_reference():
                            {"classifier": {"weights": "classifier/w"}},
                            {"pixels": "reference/a", "classifier": "reference/c"},
                            "fashion_mnist split 'test'", 200)
-    trial = cfg.trial_grid()[0]
+    trial = list(TrialPlan.from_config(cfg))[0]
     k1 = trial_key(cache, cfg, trial, art, "subset/a")
     other = replace(art, reference={"pixels": "reference/b", "classifier": "reference/c"})
     assert k1 != trial_key(cache, cfg, trial, other, "subset/a")

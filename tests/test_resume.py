@@ -44,7 +44,7 @@ def _checkpointed_runs(out: Path) -> set[str]:
     return {Path(p).parent.name for p in glob.glob(str(out / "ray_results" / "trials" / "*" / "checkpoint_*"))}
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.timeout(1800)
 @needs_fmnist
 @pytest.mark.parametrize("workers", [1, 2])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.config import config_from_dict
+from orchestrator.config.plan import TrialPlan
 from orchestrator.sizing import THROUGHPUTS, estimate, format_estimate, latent_shape, load_throughputs
 from tests.conftest import minimal_config
 
@@ -48,7 +49,7 @@ def test_estimate_arithmetic_on_a_tiny_config():
     n = 120
     est = {e.stage: e for e in estimate(cfg, _table(lat), images={ds.name: n})}
     assert set(est) == {"encode", "embed", "sweep", "eval"}      # random needs no proxy
-    trials = len(cfg.trial_grid())
+    trials = len(TrialPlan.from_config(cfg))
     assert trials == 2                                           # full + random at 0.5
     assert est["encode"].hours == pytest.approx((10 / 2.0 + n / 100.0) / 3600)
     # pixels only: the training images and the held-out reference (eval.num_real = 6)

@@ -137,6 +137,7 @@ def test_celeba_hq_is_unconditional(tmp_path: Path):
     assert len(a.ids) == 6 and np.all(a.labels == -1)
 
 
+@pytest.mark.ray
 def test_ray_datasets_match_the_arrays(tmp_path: Path):
     """One Ray session for both Ray paths (array-backed and folder): the same ids, keys,
     uris, images and labels as the arrays, and the folder's bad files kept as error rows

@@ -165,6 +165,7 @@ def test_paths_files_folders_and_globs(tmp_path: Path):
         check_dataset(pq_cfg(tmp_path / "nowhere"), "d")
 
 
+@pytest.mark.ray
 def test_ray_path_on_local_s3(tmp_path: Path):
     """One Ray session: limit (count known), the capped reference, bad rows kept with a
     zero image, the same keys, images and fingerprint as the in-memory path."""

@@ -102,6 +102,7 @@ def test_globs_checks_and_notes(tmp_path: Path):
         check_dataset(wds(tmp_path / "test-*.tar"), "d")
 
 
+@pytest.mark.ray
 def test_ray_path_on_local_s3(tmp_path: Path):
     """Shards in a bucket, read by Ray Data: a bad member and a sample without an image
     stay as error rows with zero images; good rows match the in-memory path."""

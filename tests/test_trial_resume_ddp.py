@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 import torch
 
 from orchestrator.config import EvalConfig, ModelConfig, SampleConfig, TrainConfig, Trial
@@ -97,6 +98,7 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.ray
 def test_two_rank_trial_resumes_bit_identical(tmp_path):
     assert run_gloo_ranks(_rank, 2, str(tmp_path)) == [0, 0]
     with np.load(tmp_path / "rank0.npz") as z:

@@ -84,7 +84,7 @@ def _state(path: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.timeout(900)
 def test_solo_trial_resumes_from_tune_checkpoint_bit_identical(tmp_path, monkeypatch):
     import ray

@@ -9,6 +9,7 @@ import pytest
 from conftest import minimal_config
 from orchestrator import run
 from orchestrator.config import config_from_dict
+from orchestrator.config.plan import TrialPlan
 from orchestrator.until import (UNTIL, format_plan, reaches, scoring_only, stage_config,
                                 stage_plan)
 
@@ -76,7 +77,7 @@ def test_stage_config_keeps_only_the_methods_embedders():
 def test_scoring_only_selects_nothing():
     cfg = scoring_only(_cfg({"name": "random"}))
     assert cfg.pruning.ratios == () and cfg.pruning.baseline is False
-    assert cfg.trial_grid() == []
+    assert list(TrialPlan.from_config(cfg)) == []
 
 
 def test_an_unknown_stage_is_refused():
@@ -105,7 +106,6 @@ def test_until_reaches_the_pipeline_and_bad_stages_exit_2(write_config, monkeypa
     fake = types.ModuleType("orchestrator.pipeline")
     fake.run_pipeline = lambda cfg, fresh, until: seen.setdefault("until", until) and 0
     monkeypatch.setitem(sys.modules, "orchestrator.pipeline", fake)
-    monkeypatch.setattr(run, "missing_stages", lambda: [])
     path = str(write_config(minimal_config()))
     assert run.main([path, "--until", "select"]) == 0 and seen["until"] == "select"
     with pytest.raises(SystemExit) as e:

@@ -7,13 +7,15 @@ p, df, Holm p, the minimal detectable effect and a verdict in {"holds",
 "does not hold", "inconclusive"} ("not measured" where the data is missing).
 
 Modules:
-    inference: paired t, Welch t, TOST, per-seed slopes, MDE (pure scipy).
+    trials_table: the ``trials.csv`` table of finished trials (read, check, write).
+    inference: paired t, Welch t, TOST, per-seed slopes, MDE, Holm (pure scipy).
     plan: the resolved plan, metric naming and directions.
     core: verdict rows and the Holm family.
     families: claims (a), each method vs the baseline, (b), (d); :func:`analyse`.
     samples: claim (c) with two labellers; :func:`copy_rate`.
     reliability: split-half / proxy-to-proxy rho of the pruning scores.
     render: Markdown; report: the results-page CLI.
+    welch_tables: the report stage's older unpaired Welch tables on (a), (b), (c).
 
 Pure numpy / scipy / pandas: never imports ray, mlflow, the orchestrator or the models.
 """

@@ -15,8 +15,9 @@ over its rows (:func:`eval.analysis.core.run_family`):
   the ratio (full data at ratio 0), one-sample t over the seeds.
 - (c) lives in :mod:`eval.analysis.samples` (it needs the two labellers).
 
-Input: a trials table (:func:`eval.trials.check_trials`: ``dataset, method, ratio, seed,
-<metric columns>``), one row per trial; the full-data trials have method ``full``.
+Input: a trials table (:func:`eval.analysis.trials_table.check_trials`: ``dataset,
+method, ratio, seed, <metric columns>``), one row per trial; the full-data trials have
+method ``full``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ degrees of freedom and the minimal detectable effect (MDE) of the design:
   and the one-sided test that the effect lies beyond the margin on the worse side.
 - :func:`seed_slopes`: one OLS slope of the metric on the ratio per seed, then a
   one-sample t of the slopes, ``df = n_seeds - 1``.
+- :func:`holm`: Holm–Bonferroni adjusted p-values over one family of comparisons.
 
 MDE of a two-sided test at level ``alpha`` and power ``power``:
 ``(t_{1-alpha/2, df} + t_{power, df}) * se``, ``se`` the standard error of the effect.
@@ -29,8 +30,6 @@ from typing import Sequence
 
 import numpy as np
 from scipy import stats
-
-from eval.significance import holm  # noqa: F401  (re-exported: Holm over one family)
 
 ArrayLike = Sequence[float] | np.ndarray
 NAN = math.nan
@@ -176,13 +175,22 @@ def welch_t(a: ArrayLike, b: ArrayLike, alpha: float = 0.05, power: float = 0.8,
             level: float = 0.95) -> TestResult:
     """Welch's unpaired t of ``mean(a) - mean(b)`` with Welch–Satterthwaite df.
 
+    ``t = (mean_a - mean_b) / sqrt(s_a^2/n_a + s_b^2/n_b)`` with sample variances
+    (ddof = 1), ``df = (s_a^2/n_a + s_b^2/n_b)^2 / ((s_a^2/n_a)^2/(n_a-1) +
+    (s_b^2/n_b)^2/(n_b-1))``, ``p = 2 * P(T_df > |t|)``. Non-finite values (a failed
+    metric) are dropped; ``n`` and ``n_b`` say how many were used. The one Welch test of
+    the project: the analysis, the report's Welch tables
+    (:mod:`eval.analysis.welch_tables`) and ``python -m orchestrator.compare`` use it.
+
     Args:
         a: (n_a,) values of the first group; b: (n_b,) of the second.
         alpha, power, level: as :func:`one_sample_t`.
 
     Returns:
         A :class:`TestResult` (``test = "Welch t"``); equal to
-        ``scipy.stats.ttest_ind(a, b, equal_var=False)`` in t and p.
+        ``scipy.stats.ttest_ind(a, b, equal_var=False)`` in t and p. With fewer than two
+        finite values on a side, or both sides constant, t, df and p are NaN and
+        ``reason`` says why.
     """
     x, y = _finite(a), _finite(b)
     na, nb = len(x), len(y)
@@ -191,9 +199,10 @@ def welch_t(a: ArrayLike, b: ArrayLike, alpha: float = 0.05, power: float = 0.8,
         return TestResult("Welch t", eff, (NAN, NAN), NAN, NAN, NAN, NAN, NAN, na, nb,
                           reason=f"fewer than 2 values per group (n = {na} vs {nb})")
     va, vb = x.var(ddof=1) / na, y.var(ddof=1) / nb
-    if va + vb == 0:
+    # ptp, not only the variances: a constant float group can have a variance of 1e-30
+    if (np.ptp(x) == 0 and np.ptp(y) == 0) or va + vb == 0:
         return TestResult("Welch t", eff, (eff, eff), NAN, NAN, NAN, 0.0, NAN, na, nb,
-                          reason="no variation in either group")
+                          reason="no variation in either group (every value identical)")
     df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
     return _from_se("Welch t", eff, math.sqrt(va + vb), df, na, nb, alpha, power, level)
 
@@ -274,3 +283,38 @@ def seed_slopes(x: ArrayLike, y: ArrayLike, seeds: ArrayLike, alpha: float = 0.0
     slopes = {int(k): ols_slope(xs[s == k], ys[s == k]) for k in dict.fromkeys(s.tolist())}
     slopes = {k: v for k, v in slopes.items() if math.isfinite(v)}
     return one_sample_t(list(slopes.values()), alpha, power, level, "per-seed slopes"), slopes
+
+
+def holm(pvalues: ArrayLike) -> np.ndarray:
+    """Holm–Bonferroni step-down adjusted p-values for one family of comparisons.
+
+    With the m finite p-values sorted ascending, ``p_(1) <= ... <= p_(m)``, the adjusted
+    value of the i-th is ``min(1, max_{j <= i} (m - j + 1) p_(j))``: monotone in the raw
+    p-value and capped at 1. Rejecting where the adjusted value is below alpha is Holm's
+    procedure at family-wise error rate alpha. NaN entries (comparisons without a test)
+    stay NaN and do not count in m.
+
+    Args:
+        pvalues: (m,) raw p-values in [0, 1] or NaN.
+
+    Returns:
+        (m,) float64 adjusted p-values, NaN where the input was NaN.
+
+    Raises:
+        ValueError: a p-value outside [0, 1] or an infinite one.
+    """
+    p = np.asarray(pvalues, dtype=np.float64).ravel()
+    ok = ~np.isnan(p)
+    if np.any(~np.isfinite(p[ok])) or np.any((p[ok] < 0) | (p[ok] > 1)):
+        raise ValueError(f"p-values must lie in [0, 1] or be NaN, got {p[ok].tolist()}")
+    out = np.full(p.shape, np.nan)
+    q = p[ok]
+    m = len(q)
+    if m == 0:
+        return out
+    order = np.argsort(q, kind="stable")
+    adj = np.maximum.accumulate((m - np.arange(m)) * q[order])
+    back = np.empty(m)
+    back[order] = np.minimum(adj, 1.0)
+    out[ok] = back
+    return out

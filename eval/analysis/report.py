@@ -3,10 +3,10 @@
     python -m eval.analysis.report benchmarks/results/reproduce_<hash>_<date>.trials.csv \\
         --config experiments/reproduce.yaml --out docs/results.md [--rows-out verdicts.csv]
 
-Each CSV (format: :mod:`eval.trials`; a CSV without a ``dataset`` column is one dataset)
-is analysed with the plan resolved from its config (one ``--config`` for every CSV, or
-one per CSV in the same order) and becomes one section of the page, named after the
-dataset and the file. The page is generated, never hand-written: rerunning the command
+Each CSV (format: :mod:`eval.analysis.trials_table`; a CSV without a ``dataset``
+column is one dataset) is analysed with the plan resolved from its config (one
+``--config`` for every CSV, or one per CSV in the same order) and becomes one section of
+the page, named after the dataset and the file. The page is generated, never hand-written: rerunning the command
 on the same files gives the same page.
 
 The config is read as YAML (a top-level ``extends:`` merged as
@@ -30,7 +30,7 @@ from eval.analysis.families import analyse
 from eval.analysis.plan import AnalysisError, Plan, resolve_plan
 from eval.analysis.render import NOTES, page_markdown
 from eval.analysis.samples import labeller_table
-from eval.trials import TrialsError, check_trials
+from eval.analysis.trials_table import TrialsError, check_trials
 
 DEFAULT_EMBEDDERS = ("effnet_lite0",)   # orchestrator.config.schema.EvalConfig.embedders
 

@@ -2,16 +2,12 @@
 (models, pruning, eval, sources) and the disk.
 
 The registries live in packages that may import torch; they are imported here,
-lazily, so a plain ``import orchestrator.config`` stays cheap. A registry whose
-package is not importable yet (packages are built independently) is skipped with
-a warning instead of failing every config: the check comes back by itself once
-the package exports its registry.
+lazily, so a plain ``import orchestrator.config`` stays cheap.
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import re
 from typing import Any
@@ -20,7 +16,6 @@ from orchestrator.config.schema import TRAINED_SPACE, Config
 from orchestrator.errors import ConfigError
 from orchestrator.storage.fsutil import is_remote
 
-log = logging.getLogger(__name__)
 
 # (module, registry attribute) for each name a config can hold
 REGISTRIES = {
@@ -31,28 +26,17 @@ REGISTRIES = {
     "metrics": ("eval", "METRICS"),
     "sources": ("orchestrator.data.sources", "SOURCES"),
 }
-_warned: set[str] = set()
 
 
-def registry(kind: str) -> dict[str, Any] | None:
-    """The registry dict for ``kind`` (a REGISTRIES key), or None if not built yet."""
+def registry(kind: str) -> dict[str, Any]:
+    """The registry dict for ``kind`` (a REGISTRIES key), imported on first use."""
     module, attr = REGISTRIES[kind]
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name is None or not module.startswith(e.name):
-            raise  # the package exists but one of its own imports is broken
-        mod = None
-    reg = getattr(mod, attr, None) if mod is not None else None
-    if reg is None and kind not in _warned:
-        _warned.add(kind)
-        log.warning("%s.%s is not available yet: %s names are not checked", module, attr, kind)
-    return reg
+    return getattr(importlib.import_module(module), attr)
 
 
 def _check_name(value: str, kind: str, path: str) -> None:
     reg = registry(kind)
-    if reg is not None and value not in reg:
+    if value not in reg:
         raise ConfigError(f"{path}: unknown name {value!r} (valid: {', '.join(sorted(reg))})")
 
 
@@ -253,21 +237,18 @@ def _check_method(cfg: Config, i: int, m: Any, counts: dict[str, int | None]) ->
     """Name, params (per dataset), embedder and cluster count of one method entry."""
     p = f"pruning.methods[{i}]"
     _check_name(m.name, "pruners", f"{p}.name")
-    pruners = registry("pruners")
     for ds_name, n in counts.items():
         raw = m.params_for(ds_name)
-        params, emb = dict(raw), raw.get("embedder")
-        if pruners is not None:
-            try:
-                pruner = m.build_pruner(ds_name)  # the pruner validates its own params
-            except (TypeError, ValueError) as e:
-                key = _param_key(str(e), raw)
-                if key in m.per_dataset.get(ds_name, {}):
-                    key = f"per_dataset.{ds_name}.{key}"
-                raise ConfigError(f"{p}{'.' + key if key else ''}: {e}") from None
-            # defaults filled in by the pruner (clustering's embedder and k) count too
-            emb = getattr(pruner, "embedder", emb)
-            params = {**getattr(pruner, "params", {}), **raw}
+        try:
+            pruner = m.build_pruner(ds_name)  # the pruner validates its own params
+        except (TypeError, ValueError) as e:
+            key = _param_key(str(e), raw)
+            if key in m.per_dataset.get(ds_name, {}):
+                key = f"per_dataset.{ds_name}.{key}"
+            raise ConfigError(f"{p}{'.' + key if key else ''}: {e}") from None
+        # defaults filled in by the pruner (clustering's embedder and k) count too
+        emb = getattr(pruner, "embedder", raw.get("embedder"))
+        params = {**getattr(pruner, "params", {}), **raw}
         if isinstance(emb, str):
             _check_name(emb, "embedders", f"{p}.embedder")
             if emb not in cfg.embed.embedders:

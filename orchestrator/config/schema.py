@@ -2,8 +2,9 @@
 
 Field defaults here are the defaults of the YAML keys. Nothing in this module reads
 files or checks values: :mod:`orchestrator.config.loader` builds these classes from
-YAML and :mod:`orchestrator.config.checks` validates them. It imports nothing of ours,
-so every other module may import it.
+YAML and :mod:`orchestrator.config.checks` validates them. It imports nothing of ours but
+``DatasetConfig``, the dataset entry, from :mod:`orchestrator.data` (which imports nothing
+of ours), so every other module may import it.
 """
 
 from __future__ import annotations
@@ -14,36 +15,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from orchestrator.data import DatasetConfig
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     seeds: tuple[int, ...] = (0,)
     output_dir: str = "outputs"
-
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    """One dataset entry; ``source`` is an ``orchestrator.data.sources.SOURCES`` key."""
-
-    name: str
-    source: str
-    path: str | None = None
-    split: str | None = None
-    resolution: int = 32
-    limit: int | None = None
-    conditional: bool = False
-    skew: dict[str, float] | None = None   # label (as str) or "*" -> keep fraction
-    class_subfolders: bool = False          # image_folder: class = first subfolder
-    seed: int = 0                           # seeds the holdout, limit / skew subsample
-    holdout: float = 0.1                    # share held out as the reference (sources
-                                            # without a reference split: digits, folders,
-                                            # parquet, webdataset: by a hash of seed and key)
-    image_column: str = "image"             # parquet: encoded bytes, or a struct with a
-                                            # `bytes` field (Hugging Face `datasets`)
-    label_column: str | None = None         # parquet: integer label column (none: unlabelled);
-                                            # webdataset: label member extension (none: `cls`)
-    key_column: str | None = None           # parquet: the sample key (none: `<file>:<row>`)
 
 
 @dataclass(frozen=True)
@@ -282,18 +261,6 @@ class Config:
             if m.label == label:
                 return m
         raise KeyError(label)
-
-    def trial_grid(self) -> list[Trial]:
-        """All trials: per seed and dataset, the full-data baseline then method x ratio."""
-        trials = []
-        for seed in self.experiment.seeds:
-            for ds in self.data.datasets:
-                if self.pruning.baseline:
-                    trials.append(Trial(ds.name, FULL_METHOD, 0.0, seed))
-                for m in self.pruning.methods:
-                    for ratio in self.pruning.ratios:
-                        trials.append(Trial(ds.name, m.label, ratio, seed))
-        return trials
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-able) in the same shape as the YAML file."""

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from orchestrator.config.schema import DatasetConfig
+from orchestrator.data import DatasetConfig
 from orchestrator.data.images import gray_to_rgb, resize_batch
 from orchestrator.errors import ConfigError, SourceError
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.config.schema import DatasetConfig
+from orchestrator.data import DatasetConfig
 from orchestrator.data.base import (SkippedFile, Source, SourceArrays, SourceData,
                                     check_split_sizes, sample_positions)
 from orchestrator.data.images import decode_image

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
-from orchestrator.config.schema import DatasetConfig
+from orchestrator.data import DatasetConfig
 from orchestrator.data.listing import Inputs
 from orchestrator.data.stream import StreamingSource, rows_table, transient
 from orchestrator.errors import ConfigError

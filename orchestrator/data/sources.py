@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.config.schema import DatasetConfig
+from orchestrator.data import DatasetConfig
 from orchestrator.data.base import (LabelledArraySource, SkippedFile, Source, SourceArrays,
                                     SourceData, arrays_to_ray, fingerprint, key_id,
                                     select_subset)

@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
-from orchestrator.config.schema import DatasetConfig
+from orchestrator.data import DatasetConfig
 from orchestrator.data.base import (CAP_STREAM, HOLDOUT_STREAM, LIMIT_STREAM, SkippedFile, Source,
                                     SourceArrays, SourceData, key_id)
 from orchestrator.data.images import decode_image

@@ -28,7 +28,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
-from orchestrator.config.schema import DatasetConfig
+from orchestrator.data import DatasetConfig
 from orchestrator.data.stream import StreamingSource, rows_table, transient
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")

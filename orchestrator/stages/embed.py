@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from models.weights import weights_fingerprint
-from orchestrator.config.schema import TRAINED_SPACE
+from orchestrator.config.schema import TRAINED_SPACE, Config, DatasetConfig
 from orchestrator.progress import say
 from orchestrator.errors import SourceError
 from orchestrator.runtime.cluster import (collect_reports, gather_in_task, good_rows, join_refs,
@@ -115,7 +115,7 @@ def classifier_key(cache: ArtifactCache, fingerprint: str, cc: Any) -> str:
     return cache.key("classifier", CLASSIFIER_VERSION, fingerprint=fingerprint, recipe=asdict(cc))
 
 
-def ensure_trained_spaces(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
+def ensure_trained_spaces(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig,
                           fresh: bool, plan: ResourcePlan,
                           num_classes: int | None = None) -> dict[str, dict]:
     """Train the classifier space on the dataset's labelled training images when needed.
@@ -159,12 +159,12 @@ def _fit_classifier_task(refs: list, num_classes: int, cc: Any) -> tuple[bytes, 
                           "cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _space_weights(cfg: Any, trained: dict[str, dict] | None, name: str) -> tuple[str | None, str | None]:
+def _space_weights(cfg: Config, trained: dict[str, dict] | None, name: str) -> tuple[str | None, str | None]:
     """(local weight file from ``embed.weights``, cache key of a trained space's weights)."""
     return cfg.embed.weights.get(name), (trained or {}).get(name, {}).get("weights")
 
 
-def weights_identity(cfg: Any, trained: dict[str, dict] | None, name: str) -> str | None:
+def weights_identity(cfg: Config, trained: dict[str, dict] | None, name: str) -> str | None:
     """What names an embedder's weights in cache keys: a trained space's weight-file key
     (content-addressed already), else the sha256 of the file the embedder loads (local
     path, HF cache or package: ``models.weights.weights_fingerprint``), None for none."""
@@ -172,7 +172,7 @@ def weights_identity(cfg: Any, trained: dict[str, dict] | None, name: str) -> st
     return weights_key or weights_fingerprint(name, weights)
 
 
-def _embed_pass(cache: ArtifactCache, cfg: Any, dataset: Any, name: str, plan: ResourcePlan,
+def _embed_pass(cache: ArtifactCache, cfg: Config, dataset: Any, name: str, plan: ResourcePlan,
                 trained: dict[str, dict] | None, key: str, with_labels: bool = False) -> int:
     """One Ray Data actor-pool pass of embedder ``name`` writing table ``key``; its rows.
 
@@ -191,7 +191,7 @@ def _embed_pass(cache: ArtifactCache, cfg: Any, dataset: Any, name: str, plan: R
     return sum(p["rows"] for p in parts)
 
 
-def ensure_embeddings(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
+def ensure_embeddings(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig,
                       plan: ResourcePlan, fresh: bool,
                       trained: dict[str, dict] | None = None,
                       count: int | None = None) -> dict[str, str]:
@@ -217,7 +217,7 @@ def ensure_embeddings(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any,
     return keys
 
 
-def ensure_reference(cache: ArtifactCache, cfg: Any, ds_cfg: Any, plan: ResourcePlan,
+def ensure_reference(cache: ArtifactCache, cfg: Config, ds_cfg: DatasetConfig, plan: ResourcePlan,
                      fresh: bool, trained: dict[str, dict] | None = None) -> Reference:
     """Embed the held-out reference of ``ds_cfg`` in every evaluation space (cached).
 
@@ -242,7 +242,7 @@ def ensure_reference(cache: ArtifactCache, cfg: Any, ds_cfg: Any, plan: Resource
     return Reference(keys, origin, size)
 
 
-def check_embedders(cfg: Any) -> None:
+def check_embedders(cfg: Config) -> None:
     """Build every needed embedder once on the driver: a missing weight file is a
     one-line config error now, not a failure in each Ray actor and trial later."""
     from models import MissingWeightsError, build_embedder

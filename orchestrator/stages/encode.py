@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.config.schema import Config, DatasetConfig
 from orchestrator.errors import SourceError
 from orchestrator.progress import Progress, say
 from orchestrator.runtime.cluster import (collect_reports, gather_in_task, good_rows, join_refs,
@@ -215,14 +216,14 @@ class EncodeActor:
         return {"report": np.array([json.dumps(report)], dtype=object)}
 
 
-def vqvae_key(cache: ArtifactCache, cfg: Any, fingerprint: str, ds_seed: int) -> str:
+def vqvae_key(cache: ArtifactCache, cfg: Config, fingerprint: str, ds_seed: int) -> str:
     ae = asdict(cfg.autoencoder)
     if ae["checkpoint"]:
         return cache.key("vqvae", VQVAE_VERSION, checkpoint=ae["checkpoint"], preset=ae["preset"])
     return cache.key("vqvae", VQVAE_VERSION, fingerprint=fingerprint, autoencoder=ae, seed=ds_seed)
 
 
-def ensure_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan: ResourcePlan,
+def ensure_vqvae(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig, plan: ResourcePlan,
                  fresh: bool) -> str:
     """The VQ-VAE's cache key, training or importing it when missing."""
     key = vqvae_key(cache, cfg, source.fingerprint, ds_cfg.seed)
@@ -241,7 +242,7 @@ def ensure_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan:
     return key
 
 
-def train_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan: ResourcePlan,
+def train_vqvae(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig, plan: ResourcePlan,
                 key: str) -> dict[str, float]:
     """Train the VQ-VAE and store it under ``key``: a small dataset with one worker in one
     Ray task (:func:`train_vqvae_single`), otherwise in a Ray Train run (DDP).
@@ -277,7 +278,7 @@ def train_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan: 
                                  "vqvae-single", config, gather_in_task(images, ["image"]),
                                  cache.root, key)
     else:
-        metrics = call_isolated(_fit_vqvae, ae_cfg, plan,
+        metrics = call_isolated(fit_vqvae, ae_cfg, plan,
                                 f"vqvae-{ds_cfg.name}-{key.split('/')[1][:10]}",
                                 cfg.storage.ray_storage, cfg.resources.max_failures, images,
                                 cache.root, key)
@@ -288,8 +289,8 @@ def train_vqvae(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, plan: 
     return metrics
 
 
-def _fit_vqvae(ae_cfg: dict, plan: ResourcePlan, name: str, storage: str, max_failures: int,
-               images: Any, cache_root: str, key: str) -> dict[str, float]:
+def fit_vqvae(ae_cfg: dict, plan: ResourcePlan, name: str, storage: str, max_failures: int,
+              images: Any, cache_root: str, key: str) -> dict[str, float]:
     """Train the VQ-VAE and store its file in the cache (runs in an isolated actor);
     returns the run's last metrics."""
     result = fit_torch(train_vqvae_worker, ae_cfg, plan, name, storage, max_failures,
@@ -305,7 +306,7 @@ def latents_key(cache: ArtifactCache, vq_key: str, fingerprint: str) -> str:
     return cache.key("latents", LATENTS_VERSION, vqvae=vq_key, fingerprint=fingerprint)
 
 
-def ensure_latents(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, vq_key: str | None,
+def ensure_latents(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig, vq_key: str | None,
                    plan: ResourcePlan, fresh: bool) -> str:
     """The key of the dataset's latents table, encoding every image when it is missing.
 
@@ -348,7 +349,7 @@ def ensure_latents(cache: ArtifactCache, cfg: Any, source: Any, ds_cfg: Any, vq_
     return key
 
 
-def check_skipped(cfg: Any, ds_cfg: Any, meta: dict) -> None:
+def check_skipped(cfg: Config, ds_cfg: DatasetConfig, meta: dict) -> None:
     """List the dataset's skipped rows in ``<output_dir>/data/<name>/skipped.csv`` (always
     written, a header alone when none) and stop when they exceed ``data.max_skipped``.
 

@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from orchestrator.config.schema import Config
 from orchestrator.progress import say
 from orchestrator.storage import fsutil
 from orchestrator.storage.cache import ArtifactCache
@@ -100,7 +101,7 @@ def _labels(labels: np.ndarray) -> pa.Array:
     return pa.array(labels, type=pa.int64(), mask=labels < 0)
 
 
-def subset_files(cache: ArtifactCache, cfg: Any, subsets: dict[tuple, str]) -> list[SubsetFile]:
+def subset_files(cache: ArtifactCache, cfg: Config, subsets: dict[tuple, str]) -> list[SubsetFile]:
     """The subsets of :func:`orchestrator.stages.score.build_subsets`, in config order."""
     order = {m.label: i for i, m in enumerate(cfg.pruning.methods)}
     dsorder = {d.name: i for i, d in enumerate(cfg.data.datasets)}
@@ -174,7 +175,7 @@ def _write_index(fs: Any, path: str, rows: list[dict]) -> None:
         f.write(buf.getvalue().encode())
 
 
-def export_subsets(cache: ArtifactCache, cfg: Any, arts: dict[str, Any],
+def export_subsets(cache: ArtifactCache, cfg: Config, arts: dict[str, Any],
                    subsets: dict[tuple, str]) -> list[dict]:
     """Write ``<output_dir>/subsets/`` (see the module doc); returns index.csv's rows.
 
@@ -204,7 +205,7 @@ def export_subsets(cache: ArtifactCache, cfg: Any, arts: dict[str, Any],
     return rows
 
 
-def _stage_for_mlflow(cfg: Any, rows: list[dict], local: str) -> bool:
+def _stage_for_mlflow(cfg: Config, rows: list[dict], local: str) -> bool:
     """Copy index.csv (and the parquet files when small enough) to ``local``; True if all."""
     root = fsutil.join(cfg.experiment.output_dir, SUBSETS)
     fs, base = fsutil.filesystem(root)
@@ -220,7 +221,7 @@ def _stage_for_mlflow(cfg: Any, rows: list[dict], local: str) -> bool:
     return whole
 
 
-def log_subsets(cfg: Any, rows: list[dict], fresh: bool = False) -> str:
+def log_subsets(cfg: Config, rows: list[dict], fresh: bool = False) -> str:
     """Log the export to MLflow (run ``<experiment>-subsets``, reused per config unless
     ``fresh``); returns the run id."""
     client = tracking_client(cfg.mlflow.tracking_uri)

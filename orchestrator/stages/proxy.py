@@ -23,20 +23,23 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.config.schema import Config, DatasetConfig
 from orchestrator.progress import say
 from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.runtime.train import call_isolated, fit_only
 from orchestrator.storage import fsutil
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.tables import Table
-from orchestrator.training.proxy_stats import STAT_KEYS, rank_files, read_rank_state, train_proxy
+from orchestrator.training.proxy_stats import (STAT_DRAWS, STAT_KEYS, rank_files, read_rank_state,
+                                                record_keys, stat_draws, train_proxy)
 
-# 3: GraNd of the output layer at proxy.grand_draws draws, EL2N's loss_last; 2: shared stratified t grid
-# (pruning.stats), seeded by the experiment seed
-PROXY_VERSION = 3
+# 4: each statistic also from each half of its draws (<stat>_half_a / _half_b; MoSo's full
+# score from the halves' gradients); 3: GraNd of the output layer at proxy.grand_draws draws,
+# EL2N's loss_last; 2: shared stratified t grid (pruning.stats), seeded by the experiment seed
+PROXY_VERSION = 4
 
 
-def needed_stats(cfg: Any) -> tuple[str, ...]:
+def needed_stats(cfg: Config) -> tuple[str, ...]:
     """Union of the configured methods' ``needs_stats``, in STAT_KEYS order."""
     want = set()
     for m in cfg.pruning.methods:
@@ -85,15 +88,21 @@ def proxy_run_name(ds_name: str, key: str) -> str:
     return f"proxy-{ds_name}-{key.split('/')[1][:10]}"
 
 
-def ensure_proxy_stats(cache: ArtifactCache, cfg: Any, ds_cfg: Any, latents_key: str,
+def ensure_proxy_stats(cache: ArtifactCache, cfg: Config, ds_cfg: DatasetConfig, latents_key: str,
                        num_classes: int, plan: ResourcePlan, fresh: bool,
                        seed: int) -> str | None:
-    """Cache key of the merged statistics (arrays named by STAT_KEYS), or None if unneeded.
+    """Cache key of the merged statistics, or None if unneeded.
+
+    The arrays are named by ``training.proxy_stats.record_keys``: each statistic of
+    STAT_KEYS the methods need, (N, T or G) float64 in id order, and, when its K >= 2,
+    the same statistic from each half of its draws (``<stat>_half_a``, ``<stat>_half_b``,
+    same shape; the score stage's split-half reliability).
 
     ``seed`` is the experiment seed: it seeds the proxy's initialisation and every draw.
 
     A json record under the same key says how the statistics were made
-    (``resumed_from_step``: 0, or the checkpoint step a cut run continued from).
+    (``resumed_from_step``: 0, or the checkpoint step a cut run continued from;
+    ``draws``: {stat: K}; ``halves``: {stat: "" when recorded, else why not}).
     """
     stats = needed_stats(cfg)
     if not stats:
@@ -123,15 +132,24 @@ def ensure_proxy_stats(cache: ArtifactCache, cfg: Any, ds_cfg: Any, latents_key:
     for sk in shard_keys:
         part = cache.load_arrays(sk)
         resumed = max(resumed, int(part["start_step"]))
-        for stat in stats:
+        for stat in record_keys(wcfg, stats):
             if stat not in merged:
                 merged[stat] = np.zeros((n, part[stat].shape[1]), dtype=np.float64)
             merged[stat][part["positions"]] = part[stat]
     if resumed:
         say("proxy[%s]: resumed from the checkpoint at step %d", ds_cfg.name, resumed)
     cache.save_json(key, {"resumed_from_step": resumed, "steps": cfg.proxy.steps,
-                          "world_size": world, "stats": list(stats)})
+                          "world_size": world, "stats": list(stats),
+                          "draws": {s: stat_draws(wcfg, s) for s in stats},
+                          "halves": {s: halves_reason(wcfg, s) for s in stats}})
     cache.save_arrays(key, **merged)   # written last: its presence means done
     for sk in shard_keys:
         cache.invalidate(sk, "arrays")
     return key
+
+
+def halves_reason(cfg: dict, stat: str) -> str:
+    """Why ``stat`` has no split halves ("" when it has them): its K = ``proxy.<entry>`` < 2."""
+    k = stat_draws(cfg, stat)
+    return "" if k >= 2 else (f"proxy.{STAT_DRAWS[stat]} = {k}: a single draw has no two halves "
+                              "to compare")

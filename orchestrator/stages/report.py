@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.config.schema import Config
+from orchestrator.progress import say
 from orchestrator.storage import fsutil
 from orchestrator.tracking import (MlflowReporter, mlflow_ui_command, runs_url, set_runs_view,
                                    sweep_reporter)
@@ -126,9 +127,10 @@ def write_table(table: pd.DataFrame, out_dir: str | os.PathLike,
 
 
 def write_trials(results: Sequence[dict], out_dir: str | os.PathLike) -> str:
-    """Write ``trials.csv``: one row per trial (format: :mod:`eval.trials`), the input of
-    the significance tests in ``benchmarks.paper_claims``; return its path."""
-    from eval.trials import trials_frame
+    """Write ``trials.csv``: one row per trial (format: :mod:`eval.analysis.trials_table`),
+    the input of ``python -m eval.analysis.report`` and ``python -m orchestrator.compare``;
+    return its path."""
+    from eval.analysis.trials_table import trials_frame
 
     path = Path(out_dir) / "trials.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -265,13 +267,14 @@ def space_header(cfg: Config, specs: Sequence[TrialSpec]) -> str:
 
 
 def verdicts_markdown(cfg: Config, trials: pd.DataFrame) -> str:
-    """The paper's claims (a), (b) and, with ``cluster_coverage``, (c) on the primary space.
+    """The paper's claims (a), (b) and, with ``cluster_coverage``, (c) on the primary space,
+    as the Welch tables of :mod:`eval.analysis.welch_tables` (``verdicts.md``).
 
     (a)/(b) test ``fd_<primary short>`` (``fid`` for Inception; lower is better), (c)
     ``cov_kl_uniform_<primary short>``; methods selecting in the primary space are marked.
     A claim the data cannot answer (no baseline, no column) gives its one-line reason.
     """
-    from eval.verdicts import ClaimsError, render
+    from eval.analysis.welch_tables import ClaimsError, render
     from orchestrator.config.checks import circular_selections
     from orchestrator.training.evaluate import metric_name, space_short
 
@@ -322,14 +325,15 @@ def analysis_section(cfg: Config, trials: pd.DataFrame) -> tuple[str, Any]:
 
 def run_report(cache: Any, cfg: Config, specs: list[TrialSpec], errors: dict[str, str],
                fresh: bool = False, reporter: MlflowReporter | None = None,
-               reliability: str = "") -> str:
+               reliability: str = "", reliability_metrics: dict[str, float] | None = None) -> str:
     """Table (CSV + Markdown, printed), verdicts, plots and MLflow logging; returns the Markdown.
 
     ``reliability``: Markdown of the statistic methods' score reliability, appended to
-    ``analysis.md``. ``reporter``: the sweep's reporter (the one whose parent run the live logger wrote
+    ``analysis.md``; ``reliability_metrics``: its rhos as MLflow metrics of the parent run
+    (:func:`orchestrator.stages.score.reliability_metrics`). ``reporter``: the sweep's reporter (the one whose parent run the live logger wrote
     under); None opens it here (:func:`orchestrator.tracking.sweep_reporter`).
     """
-    from eval.trials import trials_frame
+    from eval.analysis.trials_table import trials_frame
     from orchestrator.config.loader import dump_yaml
     from orchestrator.stages.sweep import fetch_files, load_results
 
@@ -377,9 +381,8 @@ def run_report(cache: Any, cfg: Config, specs: list[TrialSpec], errors: dict[str
               **(plan.params() if plan else {})}
     files = [paths["csv"], paths["trials"], paths["markdown"], paths["verdicts"],
              paths["analysis"], paths["analysis_plan"]]
-    reporter.log_parent(params, [*files, cfg_path, *plots], "FINISHED" if not errors else "FAILED")
-    from orchestrator.progress import say
-
+    reporter.log_parent(params, [*files, cfg_path, *plots], "FINISHED" if not errors else "FAILED",
+                        reliability_metrics or {})
     view = set_runs_view(reporter.client, reporter.experiment_id,
                          [m for m in table_metrics(table) if not m.startswith(HIDDEN_IN_MARKDOWN)])
     say("MLflow trials table: run `%s`, open %s", mlflow_ui_command(cfg.mlflow.tracking_uri),

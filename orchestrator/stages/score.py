@@ -18,13 +18,20 @@ from typing import Any, Callable
 
 import numpy as np
 
+from orchestrator.config.plan import TrialPlan
+from orchestrator.config.schema import Config, MethodConfig
 from orchestrator.progress import say
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.tables import Table
 
-SCORE_VERSION = 2    # 2: arrays ids + scores, inputs read from tables
+# 2: arrays ids + scores, inputs read from tables. A statistic method's artifact also holds
+# scores_half_a / scores_half_b (its scores from each half of the proxy's draws, proxy
+# version 4 on; the proxy key is part of its key, so no older artifact is read as one)
+SCORE_VERSION = 2
 SUBSET_VERSION = 2   # 2: the manifest names its score artifact, not every id
 FULL = "full"
+# score-artifact arrays of a statistic method's scores from each half (pruning.stats_halves.HALVES)
+HALF_SCORES = {"a": "scores_half_a", "b": "scores_half_b"}
 
 
 @dataclass(frozen=True)
@@ -62,10 +69,17 @@ def ratio_rng(seed: int, ratio: float) -> np.random.Generator:
     return np.random.default_rng([seed, int(round(ratio * 10_000))])
 
 
-def ensure_scores(cache: ArtifactCache, method: Any, seed: int, art: DatasetArtifacts,
+def ensure_scores(cache: ArtifactCache, method: MethodConfig, seed: int, art: DatasetArtifacts,
                   fresh: bool) -> tuple[str, Any]:
-    """(score key, pruner) after scoring the dataset with one configured method."""
+    """(score key, pruner) after scoring the dataset with one configured method.
+
+    A statistic method is also scored, by the same code, on each half of the proxy's draws
+    (arrays ``scores_half_a``, ``scores_half_b``, (N,) float64 in ``ids`` order) when the
+    proxy recorded the halves of every statistic it reads; else the json's ``split_half``
+    says why not (:func:`score_reliability` reads both).
+    """
     from pruning import ScoreContext
+    from pruning.stats_halves import half_key
 
     params = method.params_for(art.name)  # per-dataset overrides (paper: k=24 vs 1000)
     pruner = method.build_pruner(art.name)
@@ -87,24 +101,52 @@ def ensure_scores(cache: ArtifactCache, method: Any, seed: int, art: DatasetArti
             raise RuntimeError(f"{art.name}: the {pruner.embedder} features and the latents "
                                "cover different samples")
         embeddings[pruner.embedder] = emb["features"]
-    stats = {}
+    stats, proxy = {}, {}
     if pruner.needs_stats:
         proxy = cache.load_arrays(art.proxy[seed])
         stats = {k: proxy[k] for k in pruner.needs_stats}
-    ctx = ScoreContext(n=len(labels), seed=seed, labels=labels, embeddings=embeddings, stats=stats)
-    result = pruner.score(ctx)
-    scores = np.asarray(result.scores, dtype=np.float64)
-    if scores.shape != (len(labels),) or not np.isfinite(scores).all():
-        raise ValueError(f"pruning method '{method.label}' returned invalid scores "
-                         f"(shape {scores.shape}, finite={np.isfinite(scores).all()})")
+
+    def score_with(columns: dict[str, np.ndarray]) -> tuple[Any, np.ndarray]:
+        ctx = ScoreContext(n=len(labels), seed=seed, labels=labels, embeddings=embeddings,
+                           stats=columns)
+        result = pruner.score(ctx)
+        scores = np.asarray(result.scores, dtype=np.float64)
+        if scores.shape != (len(labels),) or not np.isfinite(scores).all():
+            raise ValueError(f"pruning method '{method.label}' returned invalid scores "
+                             f"(shape {scores.shape}, finite={np.isfinite(scores).all()})")
+        return result, scores
+
+    result, scores = score_with(stats)
     arrays = {"ids": ids, "scores": scores}
     if result.groups is not None:
         arrays["groups"] = np.asarray(result.groups, dtype=np.int64)
+    split_half = ""
+    if pruner.needs_stats:
+        split_half = _missing_halves(cache, art.proxy[seed], pruner.needs_stats, proxy)
+        if not split_half:   # the same scoring code on each half of the proxy's draws
+            for half in HALF_SCORES:
+                arrays[HALF_SCORES[half]] = score_with(
+                    {k: proxy[half_key(k, half)] for k in pruner.needs_stats})[1]
     cache.save_arrays(key, **arrays)
     cache.save_json(key, {"method": method.name, "label": method.label, "params": params,
-                          "seed": seed, "meta": result.meta})
+                          "seed": seed, "meta": result.meta, "split_half": split_half})
     say("score[%s/%s/seed %d]: scored %d samples", art.name, method.label, seed, len(scores))
     return key, pruner
+
+
+def _missing_halves(cache: ArtifactCache, proxy_key: str, needs: tuple[str, ...],
+                    proxy: dict[str, np.ndarray]) -> str:
+    """"" when the proxy recorded both halves of every statistic in ``needs``, else why not
+    (the proxy record's reason, e.g. a statistic of a single draw)."""
+    from pruning.stats_halves import HALVES, half_key
+
+    lacking = [k for k in needs if any(half_key(k, h) not in proxy for h in HALVES)]
+    if not lacking:
+        return ""
+    record = cache.load_json(proxy_key) if cache.has(proxy_key, "json") else {}
+    reasons = [(record.get("halves") or {}).get(k) or f"{k}: the proxy recorded no halves"
+               for k in lacking]
+    return "; ".join(reasons)
 
 
 def ensure_subset(cache: ArtifactCache, art: DatasetArtifacts, method_label: str, ratio: float,
@@ -149,30 +191,29 @@ def score_and_select(cache_root: str, method: Any, seed: int, art: DatasetArtifa
             for r in ratios}
 
 
-def build_subsets(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts],
-                  fresh: bool, run: Callable[[Callable, list[tuple]], list] | None = None
-                  ) -> dict[tuple[str, str, float, int], str]:
-    """Subset keys of every trial of the grid, ``(dataset, method, ratio, seed) -> key``.
+def build_subsets(cache: ArtifactCache, cfg: Config, arts: dict[str, DatasetArtifacts],
+                  fresh: bool, run: Callable[[Callable, list[tuple]], list] | None = None,
+                  plan: TrialPlan | None = None) -> dict[tuple[str, str, float, int], str]:
+    """Subset keys of every trial of ``plan`` (default: the config's),
+    ``(dataset, method, ratio, seed) -> key``: one scoring job per (seed, dataset, method),
+    then the full-data baselines.
 
     ``run(fn, calls)`` runs ``fn(*args)`` for each of ``calls`` and returns the results in
     order (the pipeline passes Ray tasks with a worker's resources, so k-means gets the
     GPU when there is one); the default runs them here, one after another.
     """
-    jobs = [(seed, ds, m) for seed in cfg.experiment.seeds for ds in cfg.data.datasets
-            for m in cfg.pruning.methods]
-    calls = [(cache.root, m, seed, arts[ds.name], [float(r) for r in cfg.pruning.ratios], fresh)
-             for seed, ds, m in jobs]
+    plan = plan or TrialPlan.from_config(cfg)
+    calls = [(cache.root, j.method, j.seed, arts[j.dataset], list(j.ratios), fresh)
+             for j in plan.jobs]
     say("score+select: %d (dataset, method, seed) job(s)", len(calls))
     results = (run or _run_here)(score_and_select, calls)
     out: dict[tuple[str, str, float, int], str] = {}
-    for (seed, ds, m), by_ratio in zip(jobs, results):
+    for job, by_ratio in zip(plan.jobs, results):
         for ratio, key in by_ratio.items():
-            out[(ds.name, m.label, ratio, seed)] = key
-    if cfg.pruning.baseline:
-        for seed in cfg.experiment.seeds:
-            for ds in cfg.data.datasets:
-                out[(ds.name, FULL, 0.0, seed)] = ensure_subset(
-                    cache, arts[ds.name], FULL, 0.0, seed, None, None, fresh)
+            out[(job.dataset, job.method.label, ratio, job.seed)] = key
+    for t in plan.baselines():
+        out[(t.dataset, FULL, 0.0, t.seed)] = ensure_subset(
+            cache, arts[t.dataset], FULL, 0.0, t.seed, None, None, fresh)
     return out
 
 
@@ -180,23 +221,30 @@ def _run_here(fn: Callable, calls: list[tuple]) -> list:
     return [fn(*args) for args in calls]
 
 
-def statistic_methods(cfg: Any, dataset: str) -> list[Any]:
+def statistic_methods(cfg: Config, dataset: str) -> list[MethodConfig]:
     """The configured methods of ``dataset`` that score from proxy statistics (``needs_stats``)."""
     return [m for m in cfg.pruning.methods if m.build_pruner(dataset).needs_stats]
 
 
-def score_reliability(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts],
+def score_reliability(cache: ArtifactCache, cfg: Config, arts: dict[str, DatasetArtifacts],
                       subsets: dict[tuple[str, str, float, int], str]) -> list[dict[str, Any]]:
-    """Proxy-to-proxy reliability of every statistic method's scores (issue 24 item 5).
+    """Split-half and proxy-to-proxy reliability of every statistic method's scores (issue 24
+    item 5).
 
-    Each experiment seed trains its own proxy, so two seeds' scores of one method are two
-    independent measurements of the same per-image score: their Spearman rho
-    (``eval.analysis.reliability.split_half_rho``, images aligned by id) says how much of
-    the ranking is the images and how much is the proxy. With S seeds every one of the
-    S (S - 1) / 2 pairs is measured; a row reports their mean, min and max. The scores are
-    read from the score artifacts the subsets name (manifest ``score``), so this needs no
-    recomputation. Split-half rho (two halves of one proxy's draws) is not measured here:
-    the proxy keeps the mean over its draws only (``split_half_rho`` is NaN).
+    Split-half: each proxy records every statistic also from each half of its K draws, and
+    :func:`ensure_scores` scores the method on each half with the same scoring code
+    (score arrays ``scores_half_a``, ``scores_half_b``); their Spearman rho
+    (``eval.analysis.reliability.split_half_rho``, images aligned by id) says how much of a
+    proxy's ranking survives another set of noise draws. A row reports the mean over the
+    experiment seeds (one proxy each); NaN with ``split_half_reason`` when no seed has both
+    halves (a statistic of K < 2 draws: ``proxy.draws``, ``el2n_draws``, ``grand_draws``).
+
+    Proxy-to-proxy: each experiment seed trains its own proxy, so two seeds' scores of one
+    method are two independent measurements of the same per-image score. With S seeds every
+    one of the S (S - 1) / 2 pairs is measured; a row reports their mean, min and max.
+
+    The scores are read from the score artifacts the subsets name (manifest ``score``), so
+    this needs no recomputation.
 
     Args:
         cache: the artifact cache.
@@ -205,10 +253,12 @@ def score_reliability(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArt
         subsets: ``build_subsets``' ``(dataset, method label, ratio, seed) -> subset key``.
 
     Returns:
-        One dict per (dataset, statistic method): ``dataset, method, split_half_rho,
-        proxy_to_proxy_rho`` (mean over seed pairs; NaN with fewer than two seeds),
-        ``proxy_to_proxy_min``, ``proxy_to_proxy_max``, ``seed_pairs``, ``seeds``. Feed a
-        dataset's rows to :func:`reliability_frame` for ``eval.analysis.reliability_table``.
+        One dict per (dataset, statistic method): ``dataset, method, split_half_rho`` (mean
+        over seeds), ``split_half_seeds`` (seeds measured), ``split_half_reason`` ("" when
+        measured), ``proxy_to_proxy_rho`` (mean over seed pairs; NaN with fewer than two
+        seeds), ``proxy_to_proxy_min``, ``proxy_to_proxy_max``, ``seed_pairs``, ``seeds``.
+        Feed a dataset's rows to :func:`reliability_frame` for
+        ``eval.analysis.reliability_table``.
     """
     from eval.analysis.reliability import split_half_rho
 
@@ -224,12 +274,38 @@ def score_reliability(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArt
             rhos = [_aligned_rho(scores[a], scores[b], split_half_rho)
                     for i, a in enumerate(seeds) for b in seeds[i + 1:]]
             rhos = [r for r in rhos if np.isfinite(r)]
-            rows.append({"dataset": ds, "method": method.label, "split_half_rho": float("nan"),
+            halves, reason = _split_half(cache, {s: keys[s] for s in seeds}, scores, split_half_rho)
+            rows.append({"dataset": ds, "method": method.label,
+                         "split_half_rho": float(np.mean(halves)) if halves else float("nan"),
+                         "split_half_seeds": len(halves), "split_half_reason": reason,
                          "proxy_to_proxy_rho": float(np.mean(rhos)) if rhos else float("nan"),
                          "proxy_to_proxy_min": float(min(rhos)) if rhos else float("nan"),
                          "proxy_to_proxy_max": float(max(rhos)) if rhos else float("nan"),
                          "seed_pairs": len(rhos), "seeds": ",".join(map(str, seeds))})
     return rows
+
+
+def _split_half(cache: ArtifactCache, keys: dict[int, str], scores: dict[int, dict],
+                rho: Callable) -> tuple[list[float], str]:
+    """(finite split-half rhos, one per seed whose score artifact has both halves; "" or why
+    there is none)."""
+    found, reasons = [], []
+    for seed, arrays in scores.items():
+        if all(name in arrays for name in HALF_SCORES.values()):
+            half_a = {"ids": arrays["ids"], "scores": arrays[HALF_SCORES["a"]]}
+            half_b = {"ids": arrays["ids"], "scores": arrays[HALF_SCORES["b"]]}
+            found.append(_aligned_rho(half_a, half_b, rho))
+        elif cache.has(keys[seed], "json"):
+            reasons.append(cache.load_json(keys[seed]).get("split_half")
+                           or "the scores have no halves (scored before split halves)")
+    if not scores:
+        return [], "no scores"
+    finite = [r for r in found if np.isfinite(r)]
+    if finite:
+        return finite, ""
+    if found:
+        return [], "the half scores are constant or cover fewer than 3 images"
+    return [], "; ".join(dict.fromkeys(reasons)) or "the scores have no halves"
 
 
 def _aligned_rho(a: dict[str, np.ndarray], b: dict[str, np.ndarray], rho: Callable) -> float:
@@ -255,19 +331,39 @@ def reliability_frame(rows: list[dict[str, Any]], dataset: str | None = None) ->
                              {r["method"]: r["proxy_to_proxy_rho"] for r in mine})
 
 
-def reliability_section(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts],
-                        subsets: dict[tuple[str, str, float, int], str]) -> str:
+def reliability_section(cache: ArtifactCache, cfg: Config, arts: dict[str, DatasetArtifacts],
+                        subsets: dict[tuple[str, str, float, int], str],
+                        rows: list[dict[str, Any]] | None = None) -> str:
     """Markdown of every dataset's :func:`score_reliability` table ("" when no method uses
-    proxy statistics); a method whose scores agree with rho < 0.5 across proxies is flagged."""
+    proxy statistics); a method with a rho < 0.5 (split-half or across proxies) is flagged,
+    and a split-half rho that could not be measured is followed by the reason. The report
+    appends it to ``analysis.md`` (logged to the MLflow parent run). ``rows``: the
+    :func:`score_reliability` rows when already computed."""
     from eval.analysis.reliability import reliability_markdown
 
-    rows = score_reliability(cache, cfg, arts, subsets)
+    rows = score_reliability(cache, cfg, arts, subsets) if rows is None else rows
     if not rows:
         return ""
     parts = ["\n## Score reliability\n",
-             "Spearman's rho between the scores of two proxies (one per experiment seed, "
-             "mean over seed pairs); split-half rho is not measured yet (the proxy keeps "
-             "only the mean over its draws).\n"]
+             "Split-half rho: Spearman's rho between a method's scores from the two halves of "
+             "one proxy's noise draws (mean over experiment seeds). Proxy-to-proxy rho: "
+             "between the scores of two proxies (one per experiment seed, mean over seed "
+             "pairs).\n"]
     for ds in dict.fromkeys(r["dataset"] for r in rows):
         parts += [f"\n### {ds}\n", reliability_markdown(reliability_frame(rows, ds))]
+        parts += [f"Split-half rho of {r['method']} not measured: {r['split_half_reason']}.\n"
+                  for r in rows if r["dataset"] == ds and r.get("split_half_reason")]
     return "\n".join(parts) + "\n"
+
+
+def reliability_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """MLflow metrics of :func:`score_reliability` rows, logged on the sweep's parent run:
+    ``reliability/<dataset>/<method>/split_half_rho`` and ``.../proxy_to_proxy_rho``; a rho
+    that was not measured (NaN) is left out rather than logged as NaN."""
+    out = {}
+    for r in rows:
+        for name in ("split_half_rho", "proxy_to_proxy_rho"):
+            value = float(r.get(name, float("nan")))
+            if np.isfinite(value):
+                out[f"reliability/{r['dataset']}/{r['method']}/{name}"] = value
+    return out

@@ -27,6 +27,8 @@ from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
 from models.weights import weights_fingerprint
+from orchestrator.config.plan import TrialPlan
+from orchestrator.config.schema import Config, Trial
 from orchestrator.progress import say
 from orchestrator.runtime.quiet import TUNE_REPORT_S
 from orchestrator.runtime.resources import ResourcePlan, describe
@@ -44,7 +46,7 @@ CENTROIDS_VERSION = 2   # 2: seeded by evaluate.CENTROID_SEED, not 0 (an experim
 TRAIN_NN_VERSION = 1
 
 
-def eval_inputs(cfg: Any, art: DatasetArtifacts) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+def eval_inputs(cfg: Config, art: DatasetArtifacts) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """Per evaluation space: feature keys, trained weight-file keys, local weight files."""
     spaces = cfg.eval.embedders
     features = {name: art.embeddings[name] for name in spaces}
@@ -53,7 +55,7 @@ def eval_inputs(cfg: Any, art: DatasetArtifacts) -> tuple[dict[str, str], dict[s
     return features, trained, files
 
 
-def ensure_centroids(cache: ArtifactCache, cfg: Any, art: DatasetArtifacts,
+def ensure_centroids(cache: ArtifactCache, cfg: Config, art: DatasetArtifacts,
                      fresh: bool = False, run: Callable[[Callable, list[tuple]], list] | None = None
                      ) -> dict[str, str]:
     """Per evaluation space, the cache key of the full training set's k-means centres
@@ -75,7 +77,7 @@ def ensure_centroids(cache: ArtifactCache, cfg: Any, art: DatasetArtifacts,
     return keys
 
 
-def ensure_train_nn(cache: ArtifactCache, cfg: Any, art: DatasetArtifacts,
+def ensure_train_nn(cache: ArtifactCache, cfg: Config, art: DatasetArtifacts,
                     fresh: bool = False, run: Callable[[Callable, list[tuple]], list] | None = None
                     ) -> dict[str, str]:
     """Per evaluation space, the cache key of the full training set's leave-one-out
@@ -115,7 +117,7 @@ def compute_centroids(cache_root: str, features_key: str, key: str, k: int) -> s
     return key
 
 
-def trial_key(cache: ArtifactCache, cfg: Any, trial: Any, art: DatasetArtifacts, subset_key: str) -> str:
+def trial_key(cache: ArtifactCache, cfg: Config, trial: Trial, art: DatasetArtifacts, subset_key: str) -> str:
     """Everything a trial's result depends on: inputs' keys and the training/eval config."""
     ds = cfg.dataset(trial.dataset)
     features, trained, files = eval_inputs(cfg, art)
@@ -137,21 +139,24 @@ def space_params(art: DatasetArtifacts) -> dict[str, Any]:
     return out
 
 
-def run_name(trial: Any, key: str) -> str:
+def run_name(trial: Trial, key: str) -> str:
     """The fixed Ray Train run name of a trial (its checkpoints live under it)."""
     return f"{trial.name}-{key.split('/')[1][:10]}"
 
 
-def build_specs(cache: ArtifactCache, cfg: Any, arts: dict[str, DatasetArtifacts],
+def build_specs(cache: ArtifactCache, cfg: Config, arts: dict[str, DatasetArtifacts],
                 subsets: dict[tuple, str], fresh: bool = False,
-                run: Callable[[Callable, list[tuple]], list] | None = None) -> list[TrialSpec]:
-    """One :class:`TrialSpec` per trial of the grid, in grid order (``fresh``: recompute
-    the per-dataset inputs built here, the k-means centres, run by ``run``)."""
+                run: Callable[[Callable, list[tuple]], list] | None = None,
+                plan: TrialPlan | None = None) -> list[TrialSpec]:
+    """One :class:`TrialSpec` per trial of ``plan`` (default: the config's), in its order
+    (``fresh``: recompute the per-dataset inputs built here, the k-means centres, run by
+    ``run``)."""
     specs = []
+    plan = plan or TrialPlan.from_config(cfg)
     centroids = {name: ensure_centroids(cache, cfg, art, fresh, run)
                  for name, art in arts.items()}
     train_nn = {name: ensure_train_nn(cache, cfg, art, fresh, run) for name, art in arts.items()}
-    for trial in cfg.trial_grid():
+    for trial in plan:
         art = arts[trial.dataset]
         ds = cfg.dataset(trial.dataset)
         sub_key = subsets[(trial.dataset, trial.method, float(trial.ratio), trial.seed)]
@@ -241,7 +246,7 @@ def tune_trial(config: dict) -> None:
     say("trial %s: training run finished", spec["run_name"])
 
 
-def clear_trial_runs(cfg: Any, specs: list[TrialSpec]) -> None:
+def clear_trial_runs(cfg: Config, specs: list[TrialSpec]) -> None:
     """Delete the trials' Ray Train run folders (checkpoints) for ``--fresh``."""
     from orchestrator.storage.fsutil import remove_dir
 
@@ -249,7 +254,7 @@ def clear_trial_runs(cfg: Any, specs: list[TrialSpec]) -> None:
         remove_dir(join(cfg.storage.ray_storage, TRIALS_DIR, spec.run_name))
 
 
-def run_sweep(cache: ArtifactCache, cfg: Any, specs: list[TrialSpec], plan: ResourcePlan,
+def run_sweep(cache: ArtifactCache, cfg: Config, specs: list[TrialSpec], plan: ResourcePlan,
               fresh: bool, callbacks: Sequence[Any] = ()) -> dict[str, str]:
     """Train every trial whose result is missing; returns ``{trial key: error}`` of failures.
 

@@ -1,1 +1,2 @@
-"""Where artifacts live: the content-addressed cache (``cache``) and paths/URIs (``fsutil``)."""
+"""Where artifacts live: the content-addressed cache (``cache``), sharded per-sample tables
+(``tables``), paths/URIs (``fsutil``) and the one-run-per-output-directory lock (``lock``)."""

@@ -31,7 +31,7 @@ import io
 import json
 import logging
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -207,25 +207,3 @@ class ArtifactCache:
 
         return torch.load(io.BytesIO(self.get(key, "torch")), map_location=map_location,
                           weights_only=True)
-
-    def get_or_build(self, key: str, kind: str, build: Callable[[], Any],
-                     fresh: bool = False) -> Any:
-        """Load the artifact, or build, save and return it (``fresh`` forces a build)."""
-        load, save = getattr(self, _LOADERS[kind]), getattr(self, _SAVERS[kind])
-        if not fresh and self.has(key, kind):
-            try:
-                return load(key)
-            except CacheMiss:
-                pass  # corrupt: logged and deleted by get(); rebuild below
-        value = build()
-        if kind == "arrays":
-            save(key, **value)
-        else:
-            save(key, value)
-        return value
-
-
-_LOADERS = {"arrays": "load_arrays", "json": "load_json", "bytes": "load_bytes",
-            "torch": "load_state_dict"}
-_SAVERS = {"arrays": "save_arrays", "json": "save_json", "bytes": "save_bytes",
-           "torch": "save_state_dict"}

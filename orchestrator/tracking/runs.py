@@ -119,9 +119,13 @@ class MlflowReporter:
         self.client.set_terminated(rid, "FINISHED")
         return rid
 
-    def log_parent(self, params: dict[str, Any], files: Sequence[str], status: str) -> None:
-        """Params and artifacts of the sweep run (table, plots, resolved config)."""
+    def log_parent(self, params: dict[str, Any], files: Sequence[str], status: str,
+                   metrics: dict[str, float] | None = None) -> None:
+        """Params, metrics (e.g. the scores' reliability) and artifacts of the sweep run
+        (table, plots, resolved config)."""
         log_new_params(self.client, self.parent_id, params)
+        for name, value in (metrics or {}).items():
+            self.client.log_metric(self.parent_id, name, value)
         for path in files:
             self.client.log_artifact(self.parent_id, path)
         self.client.set_terminated(self.parent_id, status)

@@ -1,7 +1,5 @@
 """How the MLflow UI opens a sweep's experiment: on the runs table, with the comparison's columns.
 
-(Moved here from ``orchestrator/stages/mlflow_view.py``.)
-
 Read from the UI bundle of MLflow 3.17 (``mlflow/server/js/build/static/js``):
 
 - A new experiment without the ``mlflow.experimentKind`` tag is shown as a GenAI

@@ -26,7 +26,8 @@ SAMPLE_GRID_VERSION = 1   # cache keys "trialgrid/..." (the value must not chang
 # a fixed seed outside that range keeps (d)'s centres from being the selection's own
 # centres even in a space both use, and the same for every trial of a dataset and space.
 CENTROID_SEED = 1_000_003
-# The space whose network labels the samples for claim (c) (``models.ClassifierEmbedder.predict``).
+# The space whose network labels the samples for claim (c)
+# (``models.classifier.ClassifierEmbedder.predict``).
 PREDICTOR = "classifier"
 
 

@@ -9,6 +9,13 @@ expensive ones):
   output layer, ``grand_draws`` draws, by default: ``proxy.grand_params``);
 - ``moso`` (N, G): MoSo score at the same steps (mean gradient all-reduced).
 
+Each statistic averages K draws (:data:`STAT_DRAWS` names the config entry); with K >= 2
+the proxy also records it from each half of its draws, ``<stat>_half_a`` (draws
+[0, K//2)) and ``<stat>_half_b`` ([K//2, K)), same shape (``pruning.stats_halves``:
+the per-draw values are computed once and averaged three ways, so the full statistic
+is unchanged; each half's MoSo uses that half's gradients and mean gradient only).
+With K < 2 the halves are absent (:func:`record_keys`).
+
 Each rank measures its stride of the dataset (positions ``rank::world``).
 
 Resume: the proxy checkpoints at every step where it records statistics (the union
@@ -32,6 +39,9 @@ from orchestrator.training.loop import (LoopSpec, build_model, train_steps, unwr
 
 log = logging.getLogger(__name__)
 STAT_KEYS = ("loss_traj", "loss_last", "grad_norm", "moso")
+# the proxy config entry holding each statistic's K draws
+STAT_DRAWS = {"loss_traj": "draws", "loss_last": "el2n_draws", "grad_norm": "grand_draws",
+              "moso": "draws"}
 SaveFn = Callable[[dict, int, float], None]   # (state, step, loss) at a checkpoint step
 
 
@@ -40,29 +50,61 @@ def checkpoint_steps(steps: int, points: int) -> list[int]:
     return sorted({max(1, int(round(steps * (i + 1) / points))) for i in range(points)})
 
 
+def record_keys(cfg: dict, stats: tuple[str, ...] | list[str]) -> list[str]:
+    """The recorded columns: each statistic, then its two halves when its K >= 2
+    (``pruning.stats_halves.half_key``; K is the config entry :data:`STAT_DRAWS` names)."""
+    from pruning.stats_halves import HALVES, half_key
+
+    keys = []
+    for stat in stats:
+        keys.append(stat)
+        if stat_draws(cfg, stat) >= 2:
+            keys += [half_key(stat, h) for h in HALVES]
+    return keys
+
+
+def stat_draws(cfg: dict, stat: str) -> int:
+    """K, the draws a statistic averages over (``cfg[STAT_DRAWS[stat]]``, the config default)."""
+    name = STAT_DRAWS[stat]
+    return int(cfg.get(name, getattr(ProxyConfig, name)))
+
+
+def _named(stat: str, means: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``{"full": v, "a": v_a, ...}`` -> ``{stat: v, stat_half_a: v_a, ...}`` as float64 numpy."""
+    from pruning.stats_halves import FULL, half_key
+
+    return {stat if v == FULL else half_key(stat, v): np.asarray(
+        val.cpu().numpy() if hasattr(val, "cpu") else val, dtype=np.float64)
+        for v, val in means.items()}
+
+
 def _measure(cfg: dict, model: Any, x: Any, y: Any, ids: Any, stats: tuple[str, ...],
              which: str, world: int) -> dict[str, np.ndarray]:
-    """One checkpoint's statistics for this rank's shard (batched)."""
+    """One checkpoint's statistics for this rank's shard (batched), each with its halves.
+
+    Returns ``{column: (n_local,) float64}`` for :func:`record_keys` columns of the
+    statistics measured at ``which``. The per-draw values are computed once: the full
+    statistic is their mean over all K draws (the same draws and values as the
+    ``pruning.stats`` functions), each half their mean over draws [0, K//2) / [K//2, K)
+    (MoSo: see ``pruning.stats_halves``).
+    """
     import torch
 
     from models.transport import per_sample_flow_loss as loss_fn
-    from pruning import stats as st
+    from pruning import stats_halves as sh
 
-    k, seed, chunk, n_total = cfg["draws"], cfg["seed"], cfg["chunk"], cfg["n"]
+    seed, chunk, n_total = cfg["seed"], cfg["chunk"], cfg["n"]
     noise = cfg.get("noise", ProxyConfig.noise)   # proxy.noise: per-sample or shared noise
     bs = max(chunk, 256)
     parts = [(x[s:s + bs], None if y is None else y[s:s + bs], ids[s:s + bs])
              for s in range(0, x.shape[0], bs)]
     out: dict[str, np.ndarray] = {}
-    if which == "log" and "loss_traj" in stats:
-        out["loss_traj"] = torch.cat([
-            st.per_sample_losses(model, loss_fn, xb, yb, ib, k, seed, noise=noise)
-            for xb, yb, ib in parts]).cpu().numpy()
-    if which == "last" and "loss_last" in stats:
-        kl = int(cfg.get("el2n_draws", ProxyConfig.el2n_draws))
-        out["loss_last"] = torch.cat([
-            st.per_sample_losses(model, loss_fn, xb, yb, ib, kl, seed, noise=noise)
-            for xb, yb, ib in parts]).cpu().numpy()
+    for stat in {"log": ("loss_traj",), "last": ("loss_last",)}.get(which, ()):
+        if stat in stats:
+            k = stat_draws(cfg, stat)
+            draws = torch.cat([sh.per_sample_loss_draws(model, loss_fn, xb, yb, ib, k, seed,
+                                                         noise=noise) for xb, yb, ib in parts])
+            out.update(_named(stat, sh.split_means(draws)))   # (n_local, K) -> means
     if which == "grad" and "grad_norm" in stats:
         from models.dit import DiT
 
@@ -71,23 +113,51 @@ def _measure(cfg: dict, model: Any, x: Any, y: Any, ids: Any, stats: tuple[str, 
         # K=3 (0.67-0.73), benchmarks/results/stat_stability.md
         output = cfg.get("grand_params", ProxyConfig.grand_params) == "output"
         only = DiT.OUTPUT_LAYER if output else None
-        kg = int(cfg.get("grand_draws", ProxyConfig.grand_draws))
-        out["grad_norm"] = torch.cat([
-            st.per_sample_grad_norms(model, loss_fn, xb, yb, ib, kg, seed, chunk, noise=noise,
-                                     only=only)
-            for xb, yb, ib in parts]).cpu().numpy()
+        kg = stat_draws(cfg, "grad_norm")
+        draws = torch.cat([
+            sh.per_sample_grad_norm_draws(model, loss_fn, xb, yb, ib, kg, seed, chunk, noise=noise,
+                                          only=only)
+            for xb, yb, ib in parts])
+        out.update(_named("grad_norm", sh.split_means(draws)))
     if which == "grad" and "moso" in stats:
-        g_sum = sum(st.gradient_sum(model, loss_fn, xb, yb, ib, k, seed, chunk, noise=noise)
-                    for xb, yb, ib in parts)
-        if world > 1:
-            import torch.distributed as dist
+        out.update(_moso(cfg, model, loss_fn, parts, world, n_total, noise))
+    return out
 
-            dist.all_reduce(g_sum)
+
+def _all_reduce(v: Any, world: int) -> Any:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(v)
+    return v
+
+
+def _moso(cfg: dict, model: Any, loss_fn: Any, parts: list, world: int, n_total: int,
+          noise: str) -> dict[str, np.ndarray]:
+    """MoSo (n_local,) of the shard, and of each half of the draws when K >= 2."""
+    import torch
+
+    from pruning import stats as st
+    from pruning import stats_halves as sh
+
+    k, seed, chunk = stat_draws(cfg, "moso"), cfg["seed"], cfg["chunk"]
+    if k < 2:   # no halves: the single-pass MoSo
+        g_sum = _all_reduce(sum(st.gradient_sum(model, loss_fn, xb, yb, ib, k, seed, chunk,
+                                                noise=noise) for xb, yb, ib in parts), world)
         g_mean = g_sum / n_total
         sq, dots = zip(*[st.moso_terms(model, loss_fn, xb, yb, ib, k, seed, g_mean, chunk,
                                        noise=noise) for xb, yb, ib in parts])
-        out["moso"] = st.moso_scores(n_total, g_mean, torch.cat(sq), torch.cat(dots))
-    return out
+        return {"moso": st.moso_scores(n_total, g_mean, torch.cat(sq), torch.cat(dots))}
+    sums = [sh.gradient_sum_halves(model, loss_fn, xb, yb, ib, k, seed, chunk, noise=noise)
+            for xb, yb, ib in parts]
+    g_means = {h: _all_reduce(sum(s[h] for s in sums), world) / n_total for h in sh.HALVES}
+    g_means[sh.FULL] = sh.combine_halves(g_means, k)
+    terms = [sh.moso_terms_halves(model, loss_fn, xb, yb, ib, k, seed, g_means, chunk, noise=noise)
+             for xb, yb, ib in parts]
+    return _named("moso", {v: st.moso_scores(n_total, g_means[v],
+                                             torch.cat([t[v][0] for t in terms]),
+                                             torch.cat([t[v][1] for t in terms]))
+                           for v in g_means})
 
 
 def save_steps(cfg: dict) -> list[int]:
@@ -97,7 +167,8 @@ def save_steps(cfg: dict) -> list[int]:
 
 
 def _records_state(rec: dict[str, list[np.ndarray]], n_local: int) -> dict[str, Any]:
-    """Recorded columns as ``{"rec_<stat>": (n_local, t) float64 tensor}`` (t may be 0)."""
+    """Recorded columns (:func:`record_keys`) as ``{"rec_<column>": (n_local, t) float64
+    tensor}`` (t may be 0)."""
     import torch
 
     return {f"rec_{k}": torch.from_numpy(np.stack(v, axis=1) if v else np.zeros((n_local, 0)))
@@ -125,8 +196,9 @@ def train_proxy(cfg: dict, data: dict[str, np.ndarray], rank: int, world: int, d
             state holds this rank's records and random streams, the model and optimizer.
 
     Returns:
-        ``({stat: (N_rank, T or G) float64}, start step)``; the start step is 0 for a new
-        run and the checkpoint's step for a resumed one.
+        ``({column: (N_rank, T or G) float64}, start step)`` over :func:`record_keys`
+        (each statistic and, when its K >= 2, its ``_half_a`` / ``_half_b``); the start
+        step is 0 for a new run and the checkpoint's step for a resumed one.
     """
     import torch
 
@@ -141,7 +213,8 @@ def train_proxy(cfg: dict, data: dict[str, np.ndarray], rank: int, world: int, d
                              cfg["num_classes"] if cfg["conditional"] else 0, cfg["seed"], rank,
                              world, init_seed=cfg["seed"])
     label_gen = model.label_generator   # class dropout draws
-    rec: dict[str, list[np.ndarray]] = {k: [] for k in cfg["stats"]}
+    columns = record_keys(cfg, cfg["stats"])
+    rec: dict[str, list[np.ndarray]] = {k: [] for k in columns}
     start = 0
     if state is not None:
         if int(state["world"]) != world:
@@ -150,7 +223,10 @@ def train_proxy(cfg: dict, data: dict[str, np.ndarray], rank: int, world: int, d
         # The streams continue where they were: a resumed run draws what an uninterrupted one would.
         gen.set_state(state["gen"])
         label_gen.set_state(state["label_gen"])
-        rec = {k: list(state[f"rec_{k}"].numpy().T) for k in cfg["stats"]}
+        missing = [k for k in columns if f"rec_{k}" not in state]
+        if missing:
+            raise ValueError(f"proxy checkpoint without the recorded columns {missing}")
+        rec = {k: list(state[f"rec_{k}"].numpy().T) for k in columns}
         start = int(state["step"])
     model = prepare(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"])

@@ -1,4 +1,7 @@
-"""The ``trials.csv`` format: raw per-trial results, the input of every verdict.
+"""The ``trials.csv`` table: raw per-trial results, the input of every verdict.
+
+(Reads and writes the table of finished trials; training a trial is
+``orchestrator/training/trial.py``'s.)
 
 One row per trial, one column per metric::
 
@@ -13,8 +16,9 @@ One row per trial, one column per metric::
 
 Significance tests need these per-seed values; the aggregated ``results.csv``
 (mean/std per row) cannot give them. The report stage writes ``report/trials.csv``
-beside ``results.csv`` (:func:`trials_frame`); ``benchmarks.paper_claims`` reads it
-with :func:`read_trials`. This module is the one definition of the format.
+beside ``results.csv`` (:func:`trials_frame`); ``python -m eval.analysis.report`` and
+``python -m orchestrator.compare`` read it (:func:`check_trials`, :func:`read_trials`).
+This module is the one definition of the format.
 """
 
 from __future__ import annotations

@@ -1,30 +1,31 @@
-"""Verdict tables on the paper's three claims and its open question, from per-seed trial results.
+"""The report stage's Welch verdict tables on the paper's claims (a), (b), (c) (``verdicts.md``).
 
-Input: a trials table (:func:`eval.trials.read_trials`; one row per trial,
-``dataset, method, ratio, seed, <metrics>``). Output, as Markdown tables:
+Unpaired Welch tests that pool the trials of a row across seeds, one table per claim:
+the older verdicts, which the pre-registered analysis (:mod:`eval.analysis.families`:
+paired by seed, TOST, per-seed slopes) supersedes; the report stage still writes them
+(``orchestrator/stages/report.py: verdicts_markdown``).
+
+Input: a trials table (:func:`eval.analysis.trials_table.read_trials`; one row per
+trial, ``dataset, method, ratio, seed, <metrics>``). Output, as Markdown tables:
 
 (a) quality holds at high pruning ratios: every method at ratios >= 0.75 against the
     full-data baseline on the primary metric;
 (b) clustering beats the other methods at high ratios: per ratio >= 0.75, the
     clustering variant with the best mean against each non-clustering method;
 (c) balanced clustering moves the generated class shares of a skewed set closer to
-    uniform than random pruning (``cov_kl_uniform[_<space>]``), per ratio;
-(d) the paper's open question: do pruned models' samples lie closer to cluster centres
-    (``mem_centroid_nn_mean_<space>``) or to training images (``mem_nn_mean_<space>``) than
-    the full-data model's? Every method at every ratio against the full-data baseline.
+    uniform than random pruning (``cov_kl_uniform[_<space>]``), per ratio.
 
-Every row: mean ± std with a percentile-bootstrap 95% CI per mean, the difference,
-Welch's t, its Welch–Satterthwaite df, the two-sided p and the Holm-corrected p across
-the comparisons of that one table. A row says "significantly better/worse" only at
-corrected p < 0.05, otherwise "not significant (n = k seeds)"; without two seeds a side
-there is no test and the row says so. In (b) the clustering variant is picked by its
-mean before testing, which favours it slightly; the Holm family covers every row.
+Every row: mean ± std with a percentile-bootstrap 95% CI per mean (:func:`bootstrap_ci`),
+the difference, Welch's t (:func:`eval.analysis.inference.welch_t`), its
+Welch–Satterthwaite df, the two-sided p and the Holm-corrected p
+(:func:`eval.analysis.inference.holm`) across the comparisons of that one table. A row
+says "significantly better/worse" only at corrected p < 0.05, otherwise "not significant
+(n = k seeds)"; without two seeds a side there is no test and the row says so. In (b) the
+clustering variant is picked by its mean before testing, which favours it slightly; the
+Holm family covers every row.
 
 Methods that selected their subset in the metric's own feature space are ``circular``
-and marked †: the selection is rewarded by construction there.
-
-Used by the report stage (``orchestrator/stages/report.py``) and by
-``python -m benchmarks.paper_claims``. Pure numpy / pandas / scipy.
+and marked †: the selection is rewarded by construction there. Pure numpy / pandas / scipy.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Collection, Sequence
 import numpy as np
 import pandas as pd
 
-from eval.significance import bootstrap_ci, holm, welch_test
+from eval.analysis.inference import holm, welch_t
 
 HIGH = 0.75         # "high pruning ratio": this and above
 ALPHA = 0.05        # family-wise error rate of one verdict table (Holm)
@@ -60,6 +61,46 @@ class Claim:
     def markdown(self) -> str:
         """Headline, blank line, table."""
         return f"**{self.headline}**\n\n{self.table}\n"
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, rng: np.random.Generator,
+                 n_boot: int = 10_000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean.
+
+    Draws ``n_boot`` resamples of the finite values with replacement and returns the
+    ``(1 - level)/2`` and ``(1 + level)/2`` quantiles of their means. With few values
+    (2-3 seeds) the interval is narrow and undercovers: it shows the spread of the
+    resampled means, not a guarantee.
+
+    Args:
+        values: (n,) per-seed values; non-finite ones are dropped.
+        rng: the generator that draws the resamples (pass one seeded from the config).
+        n_boot: number of bootstrap resamples (>= 1).
+        level: confidence level in (0, 1).
+
+    Returns:
+        ``(lo, hi)`` floats; ``(nan, nan)`` with fewer than two finite values.
+
+    Raises:
+        TypeError: ``rng`` is not a ``numpy.random.Generator``.
+        ValueError: ``n_boot < 1`` or ``level`` outside (0, 1).
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot}, {level}")
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n < 2:
+        return math.nan, math.nan
+    means = np.empty(n_boot)
+    chunk = max(1, 4_000_000 // n)       # bounded memory for long value lists
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        means[start:stop] = x[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def _digits(x: float) -> int:
@@ -106,20 +147,22 @@ def compare(pairs: Sequence[tuple[np.ndarray, np.ndarray]], lower_is_better: boo
         n_boot: bootstrap resamples per mean.
 
     Returns:
-        Per pair a dict: ``welch`` (WelchResult), ``p_holm``, ``ci_a``, ``ci_b`` and
+        Per pair a dict: ``welch`` (the :class:`~eval.analysis.inference.TestResult` of
+        :func:`~eval.analysis.inference.welch_t`: ``effect`` = mean(a) - mean(b), ``n``
+        and ``n_b`` the values used), ``p_holm``, ``ci_a``, ``ci_b`` and
         ``verdict`` ("significantly better|worse", "not significant (n = k seeds)" or
         "no test: <reason>"), better/worse meaning a against b.
     """
-    tests = [welch_test(a, b) for a, b in pairs]
+    tests = [welch_t(a, b) for a, b in pairs]
     adjusted = holm([w.p for w in tests])
     out = []
     for (a, b), w, p in zip(pairs, tests, adjusted):
         if not math.isfinite(p):
             verdict = f"no test: {w.reason}"
         elif p < ALPHA:
-            verdict = "significantly " + ("better" if (w.mean_diff < 0) == lower_is_better else "worse")
+            verdict = "significantly " + ("better" if (w.effect < 0) == lower_is_better else "worse")
         else:
-            verdict = f"not significant ({_seeds(w.n_a, w.n_b)})"
+            verdict = f"not significant ({_seeds(w.n, w.n_b)})"
         out.append({"welch": w, "p_holm": float(p), "verdict": verdict,
                     "ci_a": bootstrap_ci(a, rng, n_boot), "ci_b": bootstrap_ci(b, rng, n_boot)})
     return out
@@ -132,7 +175,7 @@ def _table(lead_head: list[str], leads: list[list[str]], pairs: list[tuple[np.nd
     for lead, (a, b), r in zip(leads, pairs, res):
         w = r["welch"]
         d = _digits(float(np.nanmean(a))) if np.isfinite(a).any() else None
-        cells = lead + [_cell(a, r["ci_a"]), _cell(b, r["ci_b"]), _fmt(w.mean_diff, d, "+"),
+        cells = lead + [_cell(a, r["ci_a"]), _cell(b, r["ci_b"]), _fmt(w.effect, d, "+"),
                         _fmt(w.t, 2, "+"), _fmt(w.df, 1), _fmt_p(w.p), _fmt_p(r["p_holm"]),
                         r["verdict"]]
         lines.append("| " + " | ".join(cells) + " |")
@@ -192,7 +235,7 @@ def claim_a(df: pd.DataFrame, metric: str, circular: Collection[str] = (), lower
     """(a) each method at ratio >= HIGH against the full-data baseline of one dataset.
 
     Args:
-        df: trials of one dataset (:func:`eval.trials.read_trials`).
+        df: trials of one dataset (:func:`~eval.analysis.trials_table.read_trials`).
         metric: metric column.
         circular: methods that selected in ``metric``'s feature space (marked).
         lower_is_better: direction of ``metric``.
@@ -218,47 +261,6 @@ def claim_a(df: pd.DataFrame, metric: str, circular: Collection[str] = (), lower
     marked = any(MARK in lead[0] for lead in leads)
     table = _table(["method", "ratio"], leads, pairs, res, "A: the method", "B: full data",
                    _notes(metric, lower_is_better, len(res), n_boot, marked))
-    return Claim(head, table, [{"method": l[0].replace(f" {MARK}", ""), "ratio": float(l[1]), **r}
-                               for l, r in zip(leads, res)])
-
-
-def claim_d(df: pd.DataFrame, metric: str, circular: Collection[str] = (),
-            rng: np.random.Generator | None = None, n_boot: int = 10_000,
-            dataset: str | None = None) -> Claim:
-    """(d) the paper's open question: do pruned models' samples lie closer to cluster centres?
-
-    Every method at every ratio against the full-data baseline on a distance metric
-    (``mem_centroid_nn_mean_<space>``: samples to the k-means centres of the full training
-    set; or ``mem_nn_mean_<space>``: to the nearest training image); lower = closer.
-
-    Args:
-        df, metric, circular, rng, n_boot, dataset: as :func:`claim_a`.
-
-    Returns:
-        The :class:`Claim`; verdicts say "significantly closer|farther" (A against B).
-
-    Raises:
-        ClaimsError: the dataset has no full-data rows.
-    """
-    rng = rng if rng is not None else np.random.default_rng(0)
-    leads, pairs = _vs_full(df, metric, circular, 0.0, "d", dataset)
-    res = compare(pairs, True, rng, n_boot)
-    for r in res:
-        r["verdict"] = (r["verdict"].replace("significantly better", "significantly closer")
-                        .replace("significantly worse", "significantly farther"))
-    n = {v: sum(r["verdict"].startswith(v) for r in res)
-         for v in ("significantly closer", "significantly farther", "not significant", "no test")}
-    head = (f"(d) {_dataset_tag(dataset)}distance of the samples vs the full-data model's "
-            f"({metric}): {n['significantly closer']} of {len(res)} significantly closer, "
-            f"{n['significantly farther']} significantly farther, {n['not significant']} not "
-            f"significant" + (f", {n['no test']} without a test" if n["no test"] else ""))
-    marked = any(MARK in lead[0] for lead in leads)
-    notes = _notes(metric, True, len(res), n_boot, marked)
-    notes[0] = notes[0].replace(f"{metric}: lower is better", f"{metric}: lower is closer")
-    if marked:
-        notes[-1] = (f"{MARK} selected its subset in the feature space of {metric}: its distance "
-                     "there follows partly from what it selected (nearest or farthest samples).")
-    table = _table(["method", "ratio"], leads, pairs, res, "A: the method", "B: full data", notes)
     return Claim(head, table, [{"method": l[0].replace(f" {MARK}", ""), "ratio": float(l[1]), **r}
                                for l, r in zip(leads, res)])
 
@@ -349,7 +351,8 @@ def render(trials: pd.DataFrame | None = None, metric: str | None = None, skewed
     table does not change when another is added.
 
     Args:
-        trials: trials table (:func:`eval.trials.read_trials`) for (a) and (b), or None.
+        trials: trials table (:func:`~eval.analysis.trials_table.read_trials`) for (a)
+            and (b), or None.
         metric: primary metric column for (a) and (b).
         skewed: trials table of the skewed-set sweep for (c), or None.
         claims: which of "a", "b", "c" to render.
@@ -372,7 +375,7 @@ def render(trials: pd.DataFrame | None = None, metric: str | None = None, skewed
     parts = []
     if trials is not None and {"a", "b"} & set(claims):
         if not metric:
-            raise ClaimsError("--metric is required for claims (a) and (b)")
+            raise ClaimsError("a metric is required for claims (a) and (b)")
         _need(trials, metric, source)
         many = trials["dataset"].nunique() > 1
         for ds in dict.fromkeys(trials["dataset"]):
@@ -381,14 +384,6 @@ def render(trials: pd.DataFrame | None = None, metric: str | None = None, skewed
                 if name in claims:
                     parts.append(fn(sub, metric, circular, lower_is_better, np.random.default_rng(seed),
                                     n_boot, ds if many else None).markdown())
-    if trials is not None and "d" in claims:
-        if not metric:
-            raise ClaimsError("--metric is required for claim (d)")
-        _need(trials, metric, source)
-        many = trials["dataset"].nunique() > 1
-        for ds in dict.fromkeys(trials["dataset"]):
-            parts.append(claim_d(trials[trials["dataset"] == ds], metric, circular,
-                                 np.random.default_rng(seed), n_boot, ds if many else None).markdown())
     if skewed is not None and "c" in claims:
         _need(skewed, balance_metric, skewed_source)
         parts.append(claim_c(skewed, skewed_circular, np.random.default_rng(seed), n_boot,

@@ -1,4 +1,6 @@
-"""eval.significance: Welch's t, Holm and the bootstrap CI against independent computations."""
+"""The one Welch t (eval.analysis.inference.welch_t), Holm (inference.holm) and the Welch
+tables' bootstrap CI (eval.analysis.welch_tables.bootstrap_ci) against independent
+computations."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from eval.significance import bootstrap_ci, holm, slope_test, welch_test
+from eval.analysis.inference import holm, welch_t
+from eval.analysis.welch_tables import bootstrap_ci
 
 CASES = [
     ([10.0, 12.0, 11.0], [7.0, 8.0]),
@@ -32,21 +35,21 @@ def _reference(a, b):
 @pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")   # scipy, constant group
 @pytest.mark.parametrize("a,b", CASES)
 def test_welch_matches_scipy_and_the_formula(a, b):
-    r = welch_test(a, b)
+    r = welch_t(a, b)
     ref = stats.ttest_ind(a, b, equal_var=False)
     t, df = _reference(a, b)
     assert r.t == pytest.approx(t, rel=1e-12) and r.t == pytest.approx(ref.statistic, rel=1e-10)
     assert r.df == pytest.approx(df, rel=1e-12) and r.df == pytest.approx(ref.df, rel=1e-10)
     assert r.p == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-15)
-    assert r.mean_diff == pytest.approx(np.mean(a) - np.mean(b))
-    assert (r.n_a, r.n_b, r.reason) == (len(a), len(b), "")
-    swapped = welch_test(b, a)          # two-sided: symmetric
+    assert r.effect == pytest.approx(np.mean(a) - np.mean(b))
+    assert (r.n, r.n_b, r.reason, r.test) == (len(a), len(b), "", "Welch t")
+    swapped = welch_t(b, a)          # two-sided: symmetric
     assert swapped.t == pytest.approx(-r.t) and swapped.p == pytest.approx(r.p)
 
 
 def test_welch_degrees_of_freedom_with_few_seeds():
     """Equal n and variances give df = 2(n - 1); 2 vs 2 seeds is df 2, not a normal test."""
-    r = welch_test([1.0, 3.0], [5.0, 7.0])
+    r = welch_t([1.0, 3.0], [5.0, 7.0])
     assert r.df == pytest.approx(2.0) and r.t == pytest.approx(-4 / math.sqrt(2))
     assert r.p == pytest.approx(2 * stats.t.sf(4 / math.sqrt(2), 2))
     assert r.p > 0.05                   # |t| = 2.83 > 2, yet not significant at df 2
@@ -58,21 +61,22 @@ def test_welch_degrees_of_freedom_with_few_seeds():
     ([1.0, float("nan")], [2.0, 3.0], "fewer than 2"),
     ([2.0, 2.0], [3.0, 3.0, 3.0], "no variation"),
     ([2.0, 2.0], [2.0, 2.0], "no variation"),
+    ([0.1, 0.1, 0.1], [0.7, 0.7, 0.7], "no variation"),   # float variances 1e-34, 1e-32: not a test
 ])
 def test_welch_without_a_test_says_why(a, b, why):
-    r = welch_test(a, b)
+    r = welch_t(a, b)
     assert math.isnan(r.t) and math.isnan(r.df) and math.isnan(r.p)
     assert why in r.reason
     if len([v for v in a if v == v]) and len(b):
-        assert r.mean_diff == pytest.approx(np.nanmean(a) - np.mean(b))
+        assert r.effect == pytest.approx(np.nanmean(a) - np.mean(b))
     else:
-        assert math.isnan(r.mean_diff)
+        assert math.isnan(r.effect)
 
 
 def test_welch_drops_non_finite_values():
-    r = welch_test([1.0, 2.0, float("nan"), 4.0], [5.0, 6.0, float("inf")])
+    r = welch_t([1.0, 2.0, float("nan"), 4.0], [5.0, 6.0, float("inf")])
     ref = stats.ttest_ind([1.0, 2.0, 4.0], [5.0, 6.0], equal_var=False)
-    assert (r.n_a, r.n_b) == (3, 2) and r.p == pytest.approx(ref.pvalue)
+    assert (r.n, r.n_b) == (3, 2) and r.p == pytest.approx(ref.pvalue)
 
 
 def _holm_brute_force(p):
@@ -184,28 +188,3 @@ def test_bootstrap_ci_needs_two_values_and_a_generator():
         bootstrap_ci([1.0, 2.0], 0)
     with pytest.raises(ValueError):
         bootstrap_ci([1.0, 2.0], np.random.default_rng(0), level=1.0)
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_slope_test_matches_scipy_linregress(seed):
-    """Slope, its standard error and the two-sided p equal scipy.stats.linregress; the CI
-    is slope ± t_{0.975, n-2} se."""
-    rng = np.random.default_rng(seed)
-    x = np.repeat([0.0, 0.25, 0.5, 0.75, 0.9], 3)
-    y = 0.7 - 0.05 * seed * x + rng.normal(0, 0.01, len(x))
-    got, ref = slope_test(x, y), stats.linregress(x, y)
-    assert got.n == 15 and got.df == 13
-    assert got.slope == pytest.approx(ref.slope, rel=1e-10)
-    assert got.se == pytest.approx(ref.stderr, rel=1e-10)
-    assert got.p == pytest.approx(ref.pvalue, rel=1e-8)
-    q = stats.t.ppf(0.975, 13)
-    assert got.ci == pytest.approx((ref.slope - q * ref.stderr, ref.slope + q * ref.stderr))
-
-
-def test_slope_test_without_a_test_says_why():
-    assert "one ratio only" in slope_test([0.5, 0.5, 0.5], [1.0, 2.0, 3.0]).reason
-    assert "fewer than 3" in slope_test([0.0, 1.0], [1.0, 2.0]).reason
-    exact = slope_test([0.0, 0.5, 1.0], [1.0, 2.0, 3.0])
-    assert exact.slope == pytest.approx(2.0) and math.isnan(exact.p) and "perfect fit" in exact.reason
-    dropped = slope_test([0.0, 0.5, 1.0, 0.9], [1.0, 2.5, 3.0, float("nan")])
-    assert dropped.n == 3
