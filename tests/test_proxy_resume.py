@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.training.proxy_stats import read_rank_state, save_steps, train_proxy, write_rank_state
+from orchestrator.training.loop import write_checkpoint_files
+from orchestrator.training.proxy_stats import rank_files, read_rank_state, save_steps, train_proxy
 from tests.gloo_helpers import run_gloo_ranks
 
 N = 24
@@ -114,9 +115,9 @@ def test_rank_checkpoint_files(tmp_path):
                 "rec_loss_traj": torch.full((3, 1), float(rank), dtype=torch.float64)}
 
     assert read_rank_state(str(tmp_path), 0, 2) is None   # nothing written yet
-    write_rank_state(state(1), str(tmp_path), 1)
+    write_checkpoint_files(str(tmp_path), rank_files(state(1), 1))   # as the runtime saves it
     assert read_rank_state(str(tmp_path), 1, 2) is None   # rank 0's weights missing
-    write_rank_state(state(0), str(tmp_path), 0)
+    write_checkpoint_files(str(tmp_path), rank_files(state(0), 0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.pt", "rank1.pt"]
     one = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert "model" not in one and "opt" not in one        # the weights are stored once
@@ -148,7 +149,7 @@ def _ddp_rank(rank: int, world: int, port: int, out: str) -> None:
             train_proxy(cfg, _data(), rank, world, cpu, ddp, None, save)
         ckpt = os.path.join(out, "checkpoint")   # one folder, as Ray Train's checkpoint
         os.makedirs(ckpt, exist_ok=True)
-        write_rank_state(saved[-1], ckpt, rank)
+        write_checkpoint_files(ckpt, rank_files(saved[-1], rank))
         dist.barrier()
         state = read_rank_state(ckpt, rank, world)
         resumed, start = train_proxy(cfg, _data(), rank, world, cpu, ddp, state, lambda *a: None)

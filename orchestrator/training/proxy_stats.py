@@ -34,8 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from orchestrator.config.schema import ProxyConfig
-from orchestrator.training.loop import (LoopSpec, build_model, train_steps, unwrap,
-                                        write_checkpoint_files)
+from orchestrator.training.loop import LoopSpec, build_model, train_steps, unwrap
 
 log = logging.getLogger(__name__)
 STAT_KEYS = ("loss_traj", "loss_last", "grad_norm", "moso")
@@ -292,11 +291,6 @@ def rank_files(state: dict, rank: int) -> dict[str, dict]:
     optimizer on rank 0 only (every rank writes into the same checkpoint folder)."""
     own = state if rank == 0 else {k: v for k, v in state.items() if k not in ("model", "opt")}
     return {f"rank{rank}.pt": own}
-
-
-def write_rank_state(state: dict, directory: str, rank: int) -> None:
-    """Write :func:`rank_files` into ``directory``."""
-    write_checkpoint_files(directory, rank_files(state, rank))
 
 
 def read_rank_state(directory: str, rank: int, world: int) -> dict | None:
