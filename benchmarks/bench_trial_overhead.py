@@ -14,7 +14,7 @@ through the one DiT loop ``orchestrator.training.loop.train_steps``), a state sa
     (sqlite store in a private /tmp dir);
 (c) as (b) with 2 DDP workers (the plan for ``resources.num_workers: 2``);
 (s) the sweep's single-worker path: the loop inside the Tune trainable itself
-    (``orchestrator.runtime.tune.TuneRuntime``, ``stages.sweep.trial_resources``), no
+    (``orchestrator.runtime.tune.TuneRuntime``, ``runtime.trials.trial_resources``), no
     TorchTrainer; run in the same Ray session as (b), right after it.
 
 Overhead = (b - a) / b, b = Tune wall + MLflow logging (target <= 10%). ``ray.init``
@@ -100,7 +100,7 @@ def bench_worker(cfg: dict) -> None:
 
 
 def bench_trial(config: dict) -> None:
-    """Tune function trainable, as ``orchestrator.stages.sweep.tune_trial`` (returns nothing)."""
+    """Tune function trainable, as ``orchestrator.runtime.trials.tune_trial`` (returns nothing)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from orchestrator.runtime.resources import ResourcePlan
@@ -112,7 +112,7 @@ def bench_trial(config: dict) -> None:
 
 
 def bench_solo(config: dict) -> None:
-    """Tune function trainable, as ``orchestrator.stages.sweep.solo_trial``: the loop here."""
+    """Tune function trainable, as ``orchestrator.runtime.trials.solo_trial``: the loop here."""
     from orchestrator.runtime.tune import TuneRuntime
 
     rt = TuneRuntime(os.path.join(config["storage"], config["name"]))
@@ -125,7 +125,7 @@ def run_tune_trial(work: dict, plan: Any, storage: str, name: str,
     """Wall seconds of one Tune trial and the worker's own loop seconds."""
     from ray import tune
 
-    from orchestrator.stages.sweep import trial_resources
+    from orchestrator.runtime.trials import trial_resources
 
     t0 = time.perf_counter()
     tuner = tune.Tuner(

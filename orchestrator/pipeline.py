@@ -110,7 +110,8 @@ def _export(cache: ArtifactCache, cfg: Config, arts: dict, subsets: dict, fresh:
 
 
 def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
-    from orchestrator.runtime.cluster import init_ray, run_tasks
+    from orchestrator.runtime.cluster import init_ray
+    from orchestrator.runtime.executor import RayExecutor
     from orchestrator.runtime.resources import current_plan, describe
     from orchestrator.stages.embed import check_embedders
     from orchestrator.stages.report import run_report
@@ -137,8 +138,10 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
         if not reaches(until, "score"):
             return _stopped(until, t_start)
         t1 = time.time()
+        executor = RayExecutor(plan)
+
         def in_tasks(fn: Any, calls: list[tuple]) -> list:
-            return run_tasks(fn, plan, calls, fn.__name__)
+            return executor.run_tasks(fn, calls, fn.__name__)
 
         subsets = build_subsets(cache, cfg if reaches(until, "select") else scoring_only(cfg),
                                 arts, fresh, in_tasks)
@@ -153,7 +156,7 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
         from orchestrator.tracking.live import live_logger   # imports Ray
 
         reporter = sweep_reporter(cfg, fresh)   # the trial runs appear in MLflow as they start
-        errors = run_sweep(cache, cfg, specs, plan, fresh, [live_logger(reporter, specs)])
+        errors = run_sweep(cache, cfg, specs, executor, fresh, [live_logger(reporter, specs)])
         say(f"sweep done ({time.time() - t1:.0f}s)")
         if not reaches(until, "report"):
             return _stopped(until, t_start, 1 if errors else 0)

@@ -135,7 +135,7 @@ ALLOWED = {
     "storage": {"errors"},
     "data": {"errors", "storage"},        # never config: DatasetConfig lives in data
     "training": {"config", "storage", "errors", "progress"},
-    "runtime": {"training", "errors", "progress"},
+    "runtime": {"training", "storage", "errors", "progress"},
     "stages": {"config", "data", "storage", "runtime", "training", "progress", "errors",
                "tracking", "version", "weights"},
     "tracking": {"config", "training", "errors", "version"},

@@ -156,7 +156,7 @@ def test_solo_trials_ask_for_their_workers_share():
     trials still fit the cluster; two workers: a sliver (the TorchTrainer asks the rest)."""
     from orchestrator.config.schema import ResourcesConfig
     from orchestrator.runtime.resources import plan_resources
-    from orchestrator.stages.sweep import trial_resources
+    from orchestrator.runtime.trials import trial_resources
 
     for cpus in (2.0, 3.0, 16.0):
         one = plan_resources(ResourcesConfig(num_workers=1), {"CPU": cpus})
@@ -214,7 +214,7 @@ def test_solo_trial_resumes_from_its_run_folder_bit_identical(tmp_path, monkeypa
 
 def test_run_checkpoints_skips_a_folder_without_its_completion_marker(tmp_path):
     """A copy cut short (no marker: object stores cannot rename a folder) is not resumed from."""
-    from orchestrator.runtime.tune import _COMPLETE, run_checkpoints
+    from orchestrator.training.run_folder import COMPLETE as _COMPLETE, run_checkpoints
 
     for step, complete in ((5, True), (10, True), (15, False)):
         folder = tmp_path / f"checkpoint_{step:09d}"

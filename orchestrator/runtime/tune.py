@@ -17,46 +17,18 @@ per trial on 2 CPUs, issue #13). :class:`TuneRuntime` gives the one DiT loop
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Any, Callable
 
 from orchestrator.runtime import workarounds
+from orchestrator.training.run_folder import FolderRuntime, load_from_folder, run_checkpoints
 
-KEEP = 2   # checkpoints kept in the run folder (as Ray Train's CheckpointConfig(num_to_keep=2))
-_PREFIX = "checkpoint_"
-_COMPLETE = ".complete"   # written last into a checkpoint folder: object stores have no rename
-
-
-def _step_of(name: str) -> int:
-    base = name.rstrip("/").rsplit("/", 1)[-1]
-    rest = base[len(_PREFIX):] if base.startswith(_PREFIX) else ""
-    return int(rest) if rest.isdigit() else -1
+__all__ = ["TuneRuntime", "run_checkpoints"]
 
 
-def _fs(uri: str) -> tuple[Any, str]:
-    """``(pyarrow filesystem, path)`` of a local folder or an ``s3://``/``gs://`` URI."""
-    import pyarrow.fs as pafs
-
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), os.path.abspath(uri)
-    fs, path = pafs.FileSystem.from_uri(uri)
-    return fs, path.rstrip("/")
-
-
-def run_checkpoints(run_dir: str) -> list[str]:
-    """Paths (inside the run folder's filesystem) of its complete checkpoints, oldest first."""
-    import pyarrow.fs as pafs
-
-    fs, base = _fs(run_dir)
-    infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-    found = [i.path for i in infos if i.type == pafs.FileType.Directory and _step_of(i.path) >= 0]
-    done = [p for p in found if fs.get_file_info(f"{p}/{_COMPLETE}").type == pafs.FileType.File]
-    return sorted(done, key=_step_of)
-
-
-class TuneRuntime:
-    """``orchestrator.training.loop.TrialRuntime`` of a single-worker Tune trial (rank 0 of 1).
+class TuneRuntime(FolderRuntime):
+    """``orchestrator.training.loop.TrialRuntime`` of a single-worker Tune trial (rank 0 of 1):
+    :class:`~orchestrator.training.run_folder.FolderRuntime`'s run-folder checkpoints, each
+    also reported to Tune (``tune.report``), and Tune's own checkpoint first on a restart.
 
     Args:
         run_dir: the trial's fixed run folder (local path or URI) for checkpoints that outlive
@@ -68,45 +40,19 @@ class TuneRuntime:
         import ray
         import torch
 
-        self.rank, self.world = 0, 1
         if device is None:
             device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.run_dir = run_dir
+        super().__init__(run_dir, device)
         # Recorded in the result; asked only inside a Ray worker, since asking from a plain
         # process would start (or join a stale) Ray.
         self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
-    def prepare_model(self, model: Any) -> Any:
-        return model.to(self.device)
-
-    def save_checkpoint(self, metrics: dict[str, float], files: dict[str, dict]) -> None:
-        """Write ``files`` to ``<run_dir>/checkpoint_<step>`` (complete once marked) and report it to Tune."""
+    def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        """``tune.report`` (with the checkpoint folder, while it still exists)."""
         from ray import tune
 
-        from orchestrator.training.loop import write_checkpoint_files
-
-        if not files:
-            tune.report(dict(metrics))
-            return
-        import pyarrow.fs as pafs
-
-        fs, base = _fs(self.run_dir)
-        final = f"{base}/{_PREFIX}{int(metrics['step']):09d}"
-        with tempfile.TemporaryDirectory() as d:
-            write_checkpoint_files(d, files)
-            # A checkpoint folder counts only once its marker, copied last, is there: an
-            # object store (s3://, gs://) cannot rename a folder, so no temporary name.
-            if fs.get_file_info(final).type != pafs.FileType.NotFound:
-                fs.delete_dir(final)          # a partial copy left by a killed trial
-            fs.create_dir(final)
-            pafs.copy_files(d, final, source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=fs)
-            with fs.open_output_stream(f"{final}/{_COMPLETE}") as out:
-                out.write(b"")
-            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(d))
-        for path in run_checkpoints(self.run_dir)[:-KEEP]:
-            fs.delete_dir(path)
+        ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(dict(metrics), checkpoint=ckpt)
 
     def load_checkpoint(self, read: Callable[[str], Any]) -> Any:
         """Tune's checkpoint of this trial (a restart after a failure), else the run folder's."""
@@ -116,18 +62,7 @@ class TuneRuntime:
         if ckpt is not None:
             with ckpt.as_directory() as d:
                 return read(d)
-        found = run_checkpoints(self.run_dir)
-        if not found:
-            return None
-        import pyarrow.fs as pafs
-
-        fs, _ = _fs(self.run_dir)
-        with tempfile.TemporaryDirectory() as d:
-            pafs.copy_files(found[-1], d, source_filesystem=fs,
-                            destination_filesystem=pafs.LocalFileSystem())
-            return read(d)
+        return load_from_folder(self.run_dir, read)
 
     def finish(self, metrics: dict[str, float]) -> None:
-        from ray import tune
-
-        tune.report({workarounds.FINISHED_KEY: 1, **metrics})
+        self.report({workarounds.FINISHED_KEY: 1, **metrics}, None)

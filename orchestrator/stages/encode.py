@@ -1,8 +1,9 @@
 """Encode stage: train (or load) the VQ-VAE, then encode every image to latents.
 
 The VQ-VAE trains for a fixed number of steps: a small dataset with one worker in one
-Ray task from memory (:func:`train_vqvae_single`), otherwise inside a Ray Train
-``TorchTrainer`` on the dataset's Ray Data shards (DDP), which fits its latent scale on
+Ray task from memory (``runtime.vqvae.train_vqvae_single``, the loop in
+``training.vqvae_fit``), otherwise inside a Ray Train ``TorchTrainer`` on the dataset's Ray
+Data shards (DDP, ``runtime.vqvae.train_vqvae_worker``), which fits its latent scale on
 rank 0 and reports the weights as a checkpoint. A Ray Data ``map_batches`` actor pool
 then encodes every image. Both artifacts are content-addressed in the cache: the VQ-VAE by the data
 fingerprint and the autoencoder config, the latents by the VQ-VAE's key.
@@ -11,8 +12,6 @@ fingerprint and the autoencoder config, the latents by the VQ-VAE's key.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict
 from typing import Any
@@ -21,14 +20,14 @@ import numpy as np
 
 from orchestrator.config.schema import Config, DatasetConfig
 from orchestrator.errors import SourceError
-from orchestrator.progress import Progress, say
-from orchestrator.runtime.cluster import (collect_reports, gather_in_task, good_rows, join_refs,
-                                          map_actor_pool)
+from orchestrator.progress import say
+from orchestrator.runtime.cluster import collect_reports, gather_in_task, good_rows, map_actor_pool
 from orchestrator.runtime.resources import ResourcePlan
-from orchestrator.runtime.train import call_as_worker, call_isolated, fit_torch
+from orchestrator.runtime.train import call_as_worker, call_isolated
+from orchestrator.runtime.vqvae import fit_vqvae, train_vqvae_single
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.tables import Table, finish_table, write_part
-from orchestrator.training.evaluate import VQVAE_FILE, vqvae_from_cache
+from orchestrator.training.evaluate import vqvae_from_cache
 
 VQVAE_VERSION = 2   # 2: small datasets train from memory (another batch order)
 LATENTS_VERSION = 2   # 2: a table of parts written by the encode actors (keys, uris)
@@ -37,139 +36,6 @@ SAMPLES_VERSION = 1   # the samples table alone (id, key, uri, label): no VQ-VAE
 # images: 9 MB). Unmaterialized, streaming_split reads and decodes the dataset again
 # for every epoch, on the CPUs the training uses (~10 epochs in the quickstart).
 MATERIALIZE_BYTES = 1 << 30
-
-
-def _steps_from_memory(model: Any, opt: Any, images: np.ndarray, batch_size: int, steps: int,
-                       seed: int, device: Any, bar: Progress) -> tuple[dict, list[np.ndarray]]:
-    """``steps`` VQ-VAE steps on (N, H, W, 3) uint8 ``images`` held in memory, batches of a
-    seeded permutation per epoch; returns the last step's logs and the latest <= 512
-    images (the latent-scale sample)."""
-    import torch
-
-    from models.vqvae import images_to_model, vqvae_train_step
-
-    data = images_to_model(images)
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.empty(0, dtype=torch.int64)
-    logs: dict = {}
-    recent: list[np.ndarray] = []
-    for _ in range(steps):
-        if len(order) < batch_size:
-            order = torch.cat([order, torch.randperm(len(data), generator=gen)])
-        idx, order = order[:batch_size], order[batch_size:]
-        logs = vqvae_train_step(model, data[idx].to(device), opt)
-        recent = (recent + [images[idx.numpy()]])[-max(1, 512 // batch_size):]
-        bar.update(1)
-    return logs, recent
-
-
-def _save_with_scale(model: Any, recent: list[np.ndarray], device: Any, path: str,
-                     preset: str) -> None:
-    """Fit the latent scale on the latest images, then save the VQ-VAE file."""
-    import torch
-
-    from models.vqvae import fit_latent_scale, images_to_model, save_vqvae
-
-    with torch.no_grad():
-        fit_latent_scale(model, images_to_model(np.concatenate(recent)).to(device))
-    save_vqvae(model.cpu(), path, preset)
-
-
-def _all_images(ds: Any) -> np.ndarray:
-    """Every image of a Ray Data dataset (or shard), (N, H, W, 3) uint8, in its order."""
-    return np.concatenate([b["image"] for b in ds.iter_batches(batch_size=4096,
-                                                              batch_format="numpy")])
-
-
-def train_vqvae_worker(config: dict) -> None:
-    """Ray Train loop: fixed-step VQ-VAE training on this rank's data shard."""
-    import ray.train
-    import ray.train.torch
-    import torch
-    from models.vqvae import build_vqvae, images_to_model, vqvae_train_step
-
-    torch.set_num_threads(int(config["threads"]))
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(config["seed"] * world + rank)  # VQ-VAE init + codebook restarts
-    device = ray.train.torch.get_device()
-    model = build_vqvae(config["preset"])
-    model = ray.train.torch.prepare_model(model) if world > 1 else model.to(device)
-    inner = model.module if hasattr(model, "module") else model
-    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    shard = ray.train.get_dataset_shard("train")
-    local_bs = max(1, config["batch_size"] // world)
-    steps, step, logs = config["steps"], 0, {}
-    recent: list[np.ndarray] = []   # the latest <= 512 images: the latent-scale sample
-    bar = Progress("vq-vae", steps, disable=rank != 0)
-    t_loop = time.perf_counter()
-    if config.get("in_memory"):
-        # A small dataset: read this rank's split once, then draw every batch from memory.
-        # Ray Data's per-batch iteration halved the step rate on 2 cores (1.41 vs 2.9
-        # steps/s in-process, issue 13).
-        logs, recent = _steps_from_memory(model, opt, _all_images(shard), local_bs, steps,
-                                          config["seed"] * world + rank, device, bar)
-        step = steps
-    while step < steps:
-        # Every rank runs the same number of epochs of its equal split (streaming_split
-        # starts an epoch only when all ranks do), so no rank iterates alone below.
-        for batch in shard.iter_batches(batch_size=local_bs, batch_format="numpy",
-                                        local_shuffle_buffer_size=4 * local_bs,
-                                        local_shuffle_seed=config["seed"] + step):
-            logs = vqvae_train_step(model, images_to_model(batch["image"]).to(device), opt)
-            recent = (recent + [batch["image"]])[-max(1, 512 // local_bs):]
-            step += 1
-            bar.update(1)
-            if step >= steps:
-                break
-    train_s = time.perf_counter() - t_loop   # the step loop alone (the data read included)
-    with tempfile.TemporaryDirectory() as d:
-        ckpt = None
-        if rank == 0:
-            _save_with_scale(inner, recent, device, os.path.join(d, VQVAE_FILE), config["preset"])
-            ckpt = ray.train.Checkpoint.from_directory(d)
-        from orchestrator.runtime.workarounds import worker_pg_marker
-
-        metrics = {"step": step, "train_s": train_s, **{k: float(v) for k, v in logs.items()}}
-        ray.train.report({**metrics, **worker_pg_marker()}, checkpoint=ckpt)
-
-
-def train_vqvae_single(config: dict, images: np.ndarray | list, cache_root: str,
-                       key: str) -> dict[str, float]:
-    """A small dataset's single-worker VQ-VAE run in one process (a Ray task), no Ray Train.
-
-    The same steps, seeds and batches as :func:`train_vqvae_worker` with one worker (its
-    in-memory path), so the same weights. ``images``: (N, H, W, 3) uint8, or the block
-    refs of :func:`orchestrator.runtime.cluster.gather_in_task` (joined here), so: no ``TorchTrainer`` (controller, placement-group cleaner, dataset manager)
-    and no Ray Data iteration in this process. On 2 CPUs the loop then runs at 0.95x the
-    in-process rate, against 0.74x in the Ray Train worker and 0.82x in a task that
-    iterated the dataset itself (``benchmarks.bench_vqvae_worker``). The run reports no
-    intermediate checkpoint either way: a retried task starts over.
-    Stores the VQ-VAE under ``key`` and returns ``step``, ``train_s`` and the last logs.
-    """
-    import torch
-
-    from models.vqvae import build_vqvae
-
-    torch.set_num_threads(int(config["threads"]))
-    torch.manual_seed(config["seed"])   # VQ-VAE init + codebook restarts, as rank 0 of 1
-    device = torch.device("cuda" if config["use_gpu"] else "cpu")
-    model = build_vqvae(config["preset"]).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    bar = Progress("vq-vae", config["steps"])
-    t_loop = time.perf_counter()
-    if isinstance(images, list):
-        images = join_refs(images)[0]
-    # a writable copy: the task's argument is a read-only view of the object store
-    logs, recent = _steps_from_memory(model, opt, np.array(images), config["batch_size"],
-                                      config["steps"], config["seed"], device, bar)
-    train_s = time.perf_counter() - t_loop
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, VQVAE_FILE)
-        _save_with_scale(model, recent, device, path, config["preset"])
-        with open(path, "rb") as f:
-            ArtifactCache(cache_root).save_bytes(key, f.read())
-    return {"step": config["steps"], "train_s": train_s, **{k: float(v) for k, v in logs.items()}}
 
 
 class EncodeActor:
@@ -245,7 +111,7 @@ def ensure_vqvae(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: Dataset
 def train_vqvae(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig, plan: ResourcePlan,
                 key: str) -> dict[str, float]:
     """Train the VQ-VAE and store it under ``key``: a small dataset with one worker in one
-    Ray task (:func:`train_vqvae_single`), otherwise in a Ray Train run (DDP).
+    Ray task (``runtime.vqvae.train_vqvae_single``), otherwise in a Ray Train run (DDP).
 
     Returns the run's last metrics: ``step``, ``train_s`` (the step loop's wall seconds,
     without the run's start-up), ``loss``, ``recon``, ...
@@ -287,18 +153,6 @@ def train_vqvae(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetC
         "start and checkpoint", ds_cfg.name, ae.train_steps, loop_s,
         ae.train_steps / loop_s if loop_s > 0 else float("nan"), time.perf_counter() - t0)
     return metrics
-
-
-def fit_vqvae(ae_cfg: dict, plan: ResourcePlan, name: str, storage: str, max_failures: int,
-              images: Any, cache_root: str, key: str) -> dict[str, float]:
-    """Train the VQ-VAE and store its file in the cache (runs in an isolated actor);
-    returns the run's last metrics."""
-    result = fit_torch(train_vqvae_worker, ae_cfg, plan, name, storage, max_failures,
-                       datasets={"train": images}, solo=True)
-    with result.checkpoint.as_directory() as d:
-        with open(os.path.join(d, VQVAE_FILE), "rb") as f:
-            ArtifactCache(cache_root).save_bytes(key, f.read())
-    return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
 
 
 def latents_key(cache: ArtifactCache, vq_key: str, fingerprint: str) -> str:

@@ -1,28 +1,20 @@
-"""Sweep stage: a Ray Tune grid over dataset x method x ratio x seed (+ baselines).
+"""Sweep stage: the trial specs of the plan, and the missing trials run by the executor.
 
-Each Tune trial is a function trainable. With ``resources.num_workers == 1`` it runs
-the trial itself (:func:`solo_trial`: :func:`orchestrator.training.trial.run_trial`
-on a ``runtime.tune.TuneRuntime``), asking for the trial's CPUs (GPU) directly;
-no Ray Train run per trial (issue #13: that machinery was ~31% of a quickstart trial's
-slot). With more workers it takes a sliver of CPU and builds a ``TorchTrainer`` (Ray
-Train V2: ``Tuner(trainer)`` is gone) running :func:`trial_worker` (``run_trial`` on a
-``TrainRuntime``), with ``TuneReportCallback`` so Tune's status table shows the
-workers' loss and final metrics. A trial is given a
-:class:`~orchestrator.training.records.TrialSpec` (cache keys, never arrays) and
-returns a :class:`~orchestrator.training.records.TrialResult` (cached under the trial key).
+Every trial of the :class:`~orchestrator.config.plan.TrialPlan` gets a
+:class:`~orchestrator.training.records.TrialSpec` (cache keys, never arrays) and writes a
+:class:`~orchestrator.training.records.TrialResult` (cached under the trial key). Where the
+trials run is the executor's business (``orchestrator.runtime.executor``: a Ray Tune grid,
+or this process); this stage imports no Ray.
 
-Resume: a trial is done when its result record is in the cache; only missing
-trials are launched. Each trial has a fixed run folder (``<ray_storage>/trials/<run
-name>``, the TorchTrainer's run or the solo trial's checkpoints), so a trial cut
-mid-way continues from its last checkpoint; within a sweep, Tune's
-``FailureConfig(max_failures)`` restarts a failed solo trial from its Tune checkpoint.
+Resume: a trial is done when its result record is in the cache; only missing trials are
+launched. Each trial has a fixed run folder (``<ray_storage>/trials/<run name>``), so a
+trial cut mid-way continues from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
@@ -30,8 +22,7 @@ from models.weights import weights_fingerprint
 from orchestrator.config.plan import TrialPlan
 from orchestrator.config.schema import Config, Trial
 from orchestrator.progress import say
-from orchestrator.runtime.quiet import TUNE_REPORT_S
-from orchestrator.runtime.resources import ResourcePlan, describe
+from orchestrator.runtime.executor import Executor, TrialJobs
 from orchestrator.stages.score import DatasetArtifacts
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.fsutil import join
@@ -191,61 +182,6 @@ def is_done(cache: ArtifactCache, spec: TrialSpec) -> bool:
     return cache.has(spec.key, "json")
 
 
-def trial_worker(config: dict) -> None:
-    """Ray Train loop of one trial: :func:`orchestrator.training.trial.run_trial`."""
-    import torch
-
-    from orchestrator.runtime.train import TrainRuntime
-    from orchestrator.training.trial import run_trial
-
-    torch.set_num_threads(int(config.get("threads", 1)))
-    run_trial(TrialSpec.from_json(config["spec"]), TrainRuntime())
-
-
-def solo_trial(config: dict) -> None:
-    """Tune function trainable of a single-worker trial: the loop runs right here.
-
-    Checkpoints go to Tune (``tune.report``) and to the trial's fixed run folder; see
-    :class:`orchestrator.runtime.tune.TuneRuntime`.
-    """
-    from orchestrator.runtime.train import torch_threads
-    from orchestrator.runtime.tune import TuneRuntime
-    from orchestrator.training.trial import run_trial
-
-    spec = ArtifactCache(config["cache_root"]).load_json(config["trial"]["spec"])
-    plan = ResourcePlan(**config["plan"])
-    torch_threads(plan.torch_threads)
-    run_trial(TrialSpec.from_json(spec), TuneRuntime(join(config["storage"], spec["run_name"])))
-    say("trial %s: finished", spec["run_name"])
-
-
-def trial_resources(plan: ResourcePlan) -> dict[str, float]:
-    """What a Tune trial asks for: the worker's share itself when it runs the loop
-    (one worker), else a sliver (its TorchTrainer's workers ask for theirs)."""
-    if plan.num_workers == 1:
-        res = {"CPU": round(plan.worker_cpus + plan.trial_cpus, 2)}
-        if plan.worker_gpus:
-            res["GPU"] = plan.worker_gpus
-        return res
-    return {"CPU": plan.trial_cpus}
-
-
-def tune_trial(config: dict) -> None:
-    """Tune function trainable: one TorchTrainer; its metrics reach Tune via the callback.
-
-    Returns nothing (returning fit()'s Result breaks Tune's bookkeeping).
-    """
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from orchestrator.runtime.train import fit_torch
-
-    spec = ArtifactCache(config["cache_root"]).load_json(config["trial"]["spec"])
-    plan = ResourcePlan(**config["plan"])
-    fit_torch(trial_worker, {"spec": spec}, plan, spec["run_name"], config["storage"],
-              config["max_failures"], callbacks=[TuneReportCallback()])
-    say("trial %s: training run finished", spec["run_name"])
-
-
 def clear_trial_runs(cfg: Config, specs: list[TrialSpec]) -> None:
     """Delete the trials' Ray Train run folders (checkpoints) for ``--fresh``."""
     from orchestrator.storage.fsutil import remove_dir
@@ -254,68 +190,32 @@ def clear_trial_runs(cfg: Config, specs: list[TrialSpec]) -> None:
         remove_dir(join(cfg.storage.ray_storage, TRIALS_DIR, spec.run_name))
 
 
-def run_sweep(cache: ArtifactCache, cfg: Config, specs: list[TrialSpec], plan: ResourcePlan,
+def run_sweep(cache: ArtifactCache, cfg: Config, specs: list[TrialSpec], executor: Executor,
               fresh: bool, callbacks: Sequence[Any] = ()) -> dict[str, str]:
     """Train every trial whose result is missing; returns ``{trial key: error}`` of failures.
 
-    ``callbacks``: more Ray Tune callbacks (the live MLflow logger, orchestrator.tracking).
+    ``callbacks``: Ray Tune callbacks (the live MLflow logger, orchestrator.tracking), for an
+    executor that runs a Tune grid.
     """
-    from ray import tune
-
-    from orchestrator.runtime.workarounds import release_callback
-
     if fresh:
         clear_trial_runs(cfg, specs)
         for spec in specs:
             cache.invalidate(spec.key, "json")
     pending = [s for s in specs if not is_done(cache, s)]
     done = len(specs) - len(pending)
-    say("sweep: %d trial(s), %d already done, %d to run; %s", len(specs), done, len(pending),
-        describe(plan))
+    say("sweep: %d trial(s), %d already done, %d to run (%s executor)", len(specs), done,
+        len(pending), executor.name)
     if not pending:
         return {}
-    storage = join(cfg.storage.ray_storage, TRIALS_DIR)
-    # Trials get the run name and the cache key of their spec (Tune prints configs).
     for s in pending:
         cache.save_json(spec_key(s), s.to_json())
-    param_space = {"trial": tune.grid_search([{"name": s.run_name, "spec": spec_key(s)}
-                                              for s in pending]),
-                   "cache_root": cache.root, "plan": asdict(plan), "storage": storage,
-                   "max_failures": cfg.resources.max_failures}
-    solo = plan.num_workers == 1
-    trainable = tune.with_resources(solo_trial if solo else tune_trial, trial_resources(plan))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    tuner = tune.Tuner(
-        trainable, param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent_trials,
-                                    trial_name_creator=lambda t: t.config["trial"]["name"],
-                                    trial_dirname_creator=lambda t: t.config["trial"]["name"]),
-        run_config=tune.RunConfig(name=f"sweep-{cfg.experiment.name}-{stamp}", storage_path=cfg.storage.ray_storage,
-                                  verbose=1, log_to_file=False,
-                                  # A solo trial restarts from its Tune checkpoint; a
-                                  # TorchTrainer trial restarts within its own run, but when its
-                                  # node is lost its Tune actor and Train controller die with it
-                                  # (seen on a multi-node cluster): Tune restarts the trial and
-                                  # the TorchTrainer resumes from the run's last checkpoint.
-                                  failure_config=tune.FailureConfig(
-                                      max_failures=cfg.resources.max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                  callbacks=[*([] if solo else [release_callback()]),
-                                             *callbacks],
-                                  progress_reporter=tune.CLIReporter(
-                                      metric_columns=["step", "loss"], parameter_columns=[],
-                                      max_report_frequency=TUNE_REPORT_S)),
-    )
-    outcomes = tuner.fit()
-    errors: dict[str, str] = {}
-    for res in outcomes:
-        spec = TrialSpec.from_json(cache.load_json(res.config["trial"]["spec"])) if res.config else None
-        if spec is None:
-            continue
-        if not is_done(cache, spec):
-            errors[spec.key] = (str(res.error).strip().splitlines() or ["no result written"])[-1] \
-                if res.error else "no result written"
-    return errors
+    failed = executor.run_trials(TrialJobs(
+        jobs=tuple((s.run_name, spec_key(s)) for s in pending), cache_root=cache.root,
+        storage=join(cfg.storage.ray_storage, TRIALS_DIR),
+        experiment=(cfg.storage.ray_storage, cfg.experiment.name),
+        max_failures=cfg.resources.max_failures, callbacks=tuple(callbacks)))
+    return {s.key: failed.get(spec_key(s), "no result written")
+            for s in pending if not is_done(cache, s)}
 
 
 def load_results(cache: ArtifactCache, specs: list[TrialSpec]) -> list[TrialResult]:

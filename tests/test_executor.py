@@ -1,0 +1,77 @@
+"""The executor (orchestrator/runtime/executor.py): the local one runs tasks and trials in
+this process (unit tier), and a trial's result is the same on the Ray one (ray tier)."""
+
+from __future__ import annotations
+
+import posixpath
+import shutil
+import tempfile
+
+import pytest
+import torch
+
+from orchestrator.runtime.executor import LocalExecutor, RayExecutor, TrialJobs
+from orchestrator.runtime.resources import ResourcePlan
+from orchestrator.storage.cache import ArtifactCache
+from orchestrator.training.loop import LocalRuntime
+from orchestrator.training.records import TrialResult, TrialSpec
+from orchestrator.training.trial import run_trial
+from tests.test_tune_resume import _spec
+
+PLAN = ResourcePlan(total_cpus=2, total_gpus=0, num_workers=1, worker_cpus=0.9, worker_gpus=0,
+                    trial_cpus=0.05, max_concurrent_trials=1, actor_pool_size=1, actor_cpus=0.9,
+                    actor_gpus=0, torch_threads=1)
+
+
+def _jobs(spec: TrialSpec, storage: str, *more: tuple[str, str]) -> TrialJobs:
+    cache = ArtifactCache(spec.cache_root)
+    key = ArtifactCache.key("trialspec", 0, trial=spec.key)
+    cache.save_json(key, spec.to_json())
+    return TrialJobs(jobs=((spec.run_name, key), *more), cache_root=spec.cache_root,
+                     storage=storage, experiment=(storage, "t"), max_failures=1)
+
+
+def _result(spec: TrialSpec) -> TrialResult:
+    return TrialResult.from_json(ArtifactCache(spec.cache_root).load_json(spec.key))
+
+
+def test_local_tasks_run_in_order_here():
+    assert LocalExecutor().run_tasks(posixpath.join, [("a", "b"), ("c", "d")], "join") == ["a/b", "c/d"]
+
+
+def test_local_trials_match_a_direct_run_and_a_failure_is_reported(tmp_path, one_torch_thread):
+    ref, spec = _spec(str(tmp_path / "ref")), _spec(str(tmp_path / "local"))
+    reference = run_trial(ref, LocalRuntime())
+    broken = ArtifactCache.key("trialspec", 0, trial="broken")
+    bad = TrialSpec.from_json({**spec.to_json(), "key": "trial/broken", "run_name": "broken"})
+    bad_inputs = {**bad.to_json()["inputs"], "latents": "latents/missing"}
+    ArtifactCache(spec.cache_root).save_json(broken, {**bad.to_json(), "inputs": bad_inputs})
+    storage = str(tmp_path / "trials")
+    errors = LocalExecutor(device="cpu").run_trials(_jobs(spec, storage, ("broken", broken)))
+    assert list(errors) == [broken] and errors[broken]   # names the failure, the sweep went on
+    got = _result(spec)
+    assert got.metrics == reference.metrics and got.loss_curve == reference.loss_curve
+    assert got.node_id is None
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_a_trial_gives_the_same_result_on_both_executors(tmp_path, monkeypatch, one_torch_thread):
+    import ray
+
+    local, on_ray = _spec(str(tmp_path / "local")), _spec(str(tmp_path / "ray"))
+    assert LocalExecutor(device="cpu").run_trials(_jobs(local, str(tmp_path / "lt"))) == {}
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    ray_tmp = tempfile.mkdtemp(prefix="ex", dir="/tmp")   # socket paths <= 107 chars
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        assert RayExecutor(PLAN).run_trials(_jobs(on_ray, str(tmp_path / "rt"))) == {}
+        assert RayExecutor(PLAN).run_tasks(posixpath.join, [("a", "b"), ("c", "d")], "join") == ["a/b", "c/d"]
+    finally:
+        ray.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    a, b = _result(local), _result(on_ray)
+    assert a.metrics == b.metrics and a.loss_curve == b.loss_curve
+    assert b.node_id is not None and a.node_id is None
+    assert torch.get_num_threads() == 1
