@@ -249,9 +249,25 @@ def per_sample_grad_norms(
     Returns:
         (B,) float64 on x.device.
     """
+    return per_sample_grad_norm_draws(model, loss_fn, x, y, ids, k, seed, chunk, t_mode, noise,
+                                      only).mean(dim=1)
+
+
+def per_sample_grad_norm_draws(
+    model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int,
+    seed: int, chunk: int = 64, t_mode: str = "shared_grid", noise: str = "per_sample",
+    only: tuple[str, ...] | None = None,
+) -> Tensor:
+    """Per-sample gradient norm at each of the K draws (GraNd before the mean).
+
+    Args: as :func:`per_sample_grad_norms` (``chunk`` per-(sample, draw)
+        gradients held at once; ``only`` parameter-name prefixes).
+
+    Returns:
+        (B, K) float64 on x.device; its mean over K is ``per_sample_grad_norms``.
+    """
     b = x.shape[0]
     t, eps = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode, noise)
-    # One vmapped item per (sample, draw): the norm is taken per draw.
     xs = x.repeat_interleave(k, dim=0)
     ys = y.repeat_interleave(k, dim=0) if y is not None else None
     ts, ns = t.reshape(b * k, 1), eps.reshape(b * k, 1, *x.shape[1:])
@@ -260,7 +276,7 @@ def per_sample_grad_norms(
         for rows, grads in chunked_grads(inner, loss_fn, xs, ys, ts, ns, chunk, only):
             for g in grads.values():
                 sq[rows] += g.reshape(g.shape[0], -1).double().pow(2).sum(dim=1)
-    return sq.sqrt().reshape(b, k).mean(dim=1)
+    return sq.sqrt().reshape(b, k)
 
 
 def gradient_sum(

@@ -31,7 +31,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pruning.stats import LossFn, chunked_grads, eval_mode, fixed_draws, split_tensors
+from pruning.stats import (LossFn, chunked_grads, eval_mode, fixed_draws, per_sample_grad_norm_draws,
+                           split_tensors)
 
 HALVES = ("a", "b")
 FULL = "full"
@@ -90,32 +91,6 @@ def per_sample_loss_draws(
         for j in range(k):
             out[:, j] = loss_fn(inner, x, y, t[:, j], eps[:, j]).double()
     return out
-
-
-def per_sample_grad_norm_draws(
-    model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor | None, ids: Tensor, k: int,
-    seed: int, chunk: int = 64, t_mode: str = "shared_grid", noise: str = "per_sample",
-    only: tuple[str, ...] | None = None,
-) -> Tensor:
-    """Per-sample gradient norm at each of the K draws (GraNd before the mean).
-
-    Args: as :func:`pruning.stats.per_sample_grad_norms` (``chunk`` per-(sample, draw)
-        gradients held at once; ``only`` parameter-name prefixes).
-
-    Returns:
-        (B, K) float64 on x.device; its mean over K is ``per_sample_grad_norms``.
-    """
-    b = x.shape[0]
-    t, eps = fixed_draws(ids.to(x.device), k, tuple(x.shape[1:]), seed, t_mode, noise)
-    xs = x.repeat_interleave(k, dim=0)
-    ys = y.repeat_interleave(k, dim=0) if y is not None else None
-    ts, ns = t.reshape(b * k, 1), eps.reshape(b * k, 1, *x.shape[1:])
-    sq = torch.zeros(b * k, dtype=torch.float64, device=x.device)
-    with eval_mode(model) as inner:
-        for rows, grads in chunked_grads(inner, loss_fn, xs, ys, ts, ns, chunk, only):
-            for g in grads.values():
-                sq[rows] += g.reshape(g.shape[0], -1).double().pow(2).sum(dim=1)
-    return sq.sqrt().reshape(b, k)
 
 
 def gradient_sum_halves(

@@ -174,25 +174,21 @@ class _Cut(Exception):
     pass
 
 
-def test_solo_trial_resumes_from_its_run_folder_bit_identical(tmp_path, monkeypatch, one_torch_thread):
-    """A driver killed after a checkpoint (new Tune experiment: no Tune checkpoint): the
-    rerun resumes from the run folder. Tune's report/get_checkpoint are stubbed, no cluster."""
-    from ray import tune
-
-    from orchestrator.runtime.tune import TuneRuntime, run_checkpoints
+def cut_and_resume(tmp_path, runtime_cls: type) -> tuple:
+    """A trial cut right after its step-FAIL_AT checkpoint, then rerun on a fresh
+    ``runtime_cls(run_dir, device="cpu")``: checks it resumed from its run folder and matches an
+    uncut run bit for bit; returns the rerun's runtime and result."""
     from orchestrator.training.loop import LocalRuntime
     from orchestrator.training.records import TrialResult
+    from orchestrator.training.run_folder import run_checkpoints
     from orchestrator.training.trial import run_trial
 
-    reports: list = []
-    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
-    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
     ref_spec, spec = _spec(str(tmp_path / "ref")), _spec(str(tmp_path / "cut"))
     torch.manual_seed(0)
     reference = run_trial(ref_spec, LocalRuntime())
     run_dir = str(tmp_path / "trials" / spec.run_name)
 
-    class Cut(TuneRuntime):
+    class Cut(runtime_cls):
         def save_checkpoint(self, metrics, files):
             super().save_checkpoint(metrics, files)
             if files and metrics["step"] == FAIL_AT:
@@ -203,12 +199,27 @@ def test_solo_trial_resumes_from_its_run_folder_bit_identical(tmp_path, monkeypa
         run_trial(spec, Cut(run_dir, device="cpu"))
     assert [int(p.rsplit("_", 1)[1]) for p in run_checkpoints(run_dir)] == [5, 10]
     torch.manual_seed(123)   # the resumed run takes nothing from the global generator
-    run_trial(spec, TuneRuntime(run_dir, device="cpu"))
+    runtime = runtime_cls(run_dir, device="cpu")
+    run_trial(spec, runtime)
     got = TrialResult.from_json(ArtifactCache(spec.cache_root).load_json(spec.key))
     assert got.resumed_from_step == FAIL_AT and reference.resumed_from_step == 0
     assert got.loss_curve == reference.loss_curve
     assert got.metrics == reference.metrics
     assert [int(p.rsplit("_", 1)[1]) for p in run_checkpoints(run_dir)] == [15, 20]
+    return runtime, got
+
+
+def test_solo_trial_resumes_from_its_run_folder_bit_identical(tmp_path, monkeypatch, one_torch_thread):
+    """A driver killed after a checkpoint (new Tune experiment: no Tune checkpoint): the
+    rerun resumes from the run folder. Tune's report/get_checkpoint are stubbed, no cluster."""
+    from ray import tune
+
+    from orchestrator.runtime.tune import TuneRuntime
+
+    reports: list = []
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    cut_and_resume(tmp_path, TuneRuntime)
     assert reports[-1]["trial_finished"] == 1
 
 
