@@ -140,7 +140,7 @@ def ensure_trained_spaces(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg
             TRAINED_SPACE, cc.steps)
         refs = gather_in_task(good_rows(source.dataset), ["id", "image", "label"])
         k = source.num_classes if num_classes is None else num_classes
-        blob, info = run_tasks(_fit_classifier_task, plan, [(refs, k, cc)],
+        blob, info = run_tasks(_fit_classifier_task, plan, [(refs, k, cc, plan.solo_threads)],
                                f"classifier-{ds_cfg.name}")[0]
         cache.save_bytes(key, blob)
         cache.save_json(key, info)   # written last: marks the artifact complete
@@ -149,10 +149,16 @@ def ensure_trained_spaces(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg
     return {TRAINED_SPACE: {"weights": key, **info}}
 
 
-def _fit_classifier_task(refs: list, num_classes: int, cc: Any) -> tuple[bytes, dict]:
-    """In a Ray task: the classifier space on the good rows, in id order."""
+def _fit_classifier_task(refs: list, num_classes: int, cc: Any, threads: int) -> tuple[bytes, dict]:
+    """In a Ray task: the classifier space on the good rows, in id order.
+
+    ``threads``: torch's intra-op threads, set here because a reused Ray worker process
+    keeps what an earlier task set (the VQ-VAE's task sets its own), and the thread count
+    changes the float sums: without it a one-node and a multi-node run of the same config
+    trained different classifiers (tests/test_multinode.py, 2026-12-05)."""
     import torch
 
+    torch.set_num_threads(max(1, int(threads)))
     ids, images, labels = join_refs(refs)
     order = np.argsort(ids, kind="stable")
     return fit_classifier(images[order], labels[order].astype(np.int64), num_classes, cc,
