@@ -2,7 +2,7 @@
 
 Same model (``models.build_embedder("effnet_lite0")``), same images (Fashion-MNIST
 at 32x32 through ``orchestrator.data.sources``), same batch size and torch threads. The
-Ray side is the pipeline's own path: ``orchestrator.data.sources.load_dataset`` ->
+Ray side is the pipeline's own path: ``orchestrator.runtime.ray_sources.load_dataset`` ->
 ``orchestrator.runtime.cluster.map_actor_pool(..., orchestrator.stages.embed.EmbedActor, ...)`` with
 the resource plan of ``experiments/quickstart.yaml``, writing table parts as the stage does.
 
@@ -85,7 +85,7 @@ def _ray_pass(ds: Any, plan: Any, batch_size: int, n: int) -> float:
 
 def ray_stream(cfg: Any, ds_cfg: Any, batch_size: int, tiny: int) -> dict[str, Any]:
     """Cold pass (with Ray start), tiny pass and warm pass of the pipeline's embed path."""
-    from orchestrator.data.sources import load_dataset
+    from orchestrator.runtime.ray_sources import load_dataset
     from orchestrator.runtime.resources import current_plan, describe
 
     t0 = time.perf_counter()

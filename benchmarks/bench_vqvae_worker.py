@@ -110,7 +110,8 @@ def worker_run(cfg: Any, path: str) -> dict[str, Any]:
     worker, ``encode.fit_vqvae``) or "single" (``encode.train_vqvae``: one Ray task);
     returns its metrics plus ``wall_s`` and ``cpu_by_process``: CPU seconds each process
     still alive after the call spent during it, largest first."""
-    from orchestrator.data.sources import load_dataset
+    from orchestrator.runtime.ray_sources import load_dataset
+    from orchestrator.runtime.executor import RayExecutor
     from orchestrator.runtime.resources import current_plan
     from orchestrator.runtime.train import call_isolated
     from orchestrator.stages.encode import fit_vqvae, train_vqvae, vqvae_key
@@ -124,7 +125,7 @@ def worker_run(cfg: Any, path: str) -> dict[str, Any]:
         key = vqvae_key(cache, cfg, source.fingerprint, ds.seed)
         before, t0 = cpu_seconds_by_process(), time.perf_counter()
         if path == "single":
-            metrics = train_vqvae(cache, cfg, source, ds, plan, key)
+            metrics = train_vqvae(cache, cfg, source, ds, RayExecutor(plan), key)
         else:
             ae_cfg = {"preset": ae.preset, "steps": ae.train_steps, "batch_size": ae.batch_size,
                       "lr": ae.lr, "seed": ds.seed, "in_memory": True}

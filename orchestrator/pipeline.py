@@ -1,7 +1,9 @@
 """The pipeline: encode -> embed -> proxy -> score/select -> sweep -> report.
 
 ``run_pipeline(cfg, fresh)`` is what ``python -m orchestrator.run`` calls, locally
-(starts a Ray instance) or inside ``ray job submit`` (joins the job's cluster).
+(starts a Ray instance) or inside ``ray job submit`` (joins the job's cluster); with
+``resources.executor: local`` every stage runs in this process, without Ray
+(:mod:`orchestrator.runtime.executor`).
 Every stage writes content-addressed artifacts to the cache, so a rerun of the same
 command reuses everything that exists and trains only the trials without a result;
 ``fresh=True`` rebuilds every artifact and retrains every trial of this config.
@@ -17,6 +19,7 @@ from typing import Any
 from orchestrator.config import Config
 from orchestrator.config.checks import circularity_warnings
 from orchestrator.progress import say
+from orchestrator.runtime.executor import Executor, open_executor
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.lock import RunLock
 from orchestrator.storage.tables import Table
@@ -28,11 +31,10 @@ from orchestrator.until import (evaluates, needs_latents, reaches, scoring_only,
 log = logging.getLogger(__name__)
 
 
-def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool,
+def prepare_datasets(cache: ArtifactCache, cfg: Config, executor: Executor, fresh: bool,
                      until: str = "report") -> dict:
     """Run encode, embed and proxy for every dataset, as far as ``--until`` goes and as the
     methods need them (:mod:`orchestrator.until`); returns DatasetArtifacts by name."""
-    from orchestrator.data.sources import load_dataset
     from orchestrator.stages.embed import (Reference, ensure_embeddings, ensure_reference,
                                            ensure_trained_spaces)
     from orchestrator.stages.encode import ensure_latents, ensure_vqvae
@@ -44,22 +46,22 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool,
     latents = needs_latents(cfg, until)
     for ds in cfg.data.datasets:
         t0 = time.time()
-        source = load_dataset(ds)
+        source = executor.source(ds)
         if source.skipped:
             say(f"{ds.name}: skipped {len(source.skipped)} unreadable file(s), e.g. "
                  f"{source.skipped[0].path}: {source.skipped[0].reason}")
         count = "an unknown number of" if source.count is None else source.count
         say(f"{ds.name}: {count} images, fingerprint {source.fingerprint[:12]}")
-        vq = ensure_vqvae(cache, cfg, source, ds, plan, fresh) if latents else ""
-        lat = ensure_latents(cache, cfg, source, ds, vq or None, plan, fresh)
+        vq = ensure_vqvae(cache, cfg, source, ds, executor, fresh) if latents else ""
+        lat = ensure_latents(cache, cfg, source, ds, vq or None, executor, fresh)
         samples = Table(cache, lat)
         num_classes = int(samples.meta.get("num_classes", source.num_classes or 0))
         say(f"{ds.name}: encode done: {samples.rows} images, {num_classes} classes "
              f"({time.time() - t0:.0f}s)")
         t1 = time.time()
-        trained = ensure_trained_spaces(cache, ecfg, source, ds, fresh, plan, num_classes)
-        emb = ensure_embeddings(cache, ecfg, source, ds, plan, fresh, trained, samples.rows)
-        ref = (ensure_reference(cache, cfg, ds, plan, fresh, trained) if evaluates(until)
+        trained = ensure_trained_spaces(cache, ecfg, source, ds, fresh, executor, num_classes)
+        emb = ensure_embeddings(cache, ecfg, source, ds, executor, fresh, trained, samples.rows)
+        ref = (ensure_reference(cache, cfg, ds, executor, fresh, trained) if evaluates(until)
                else Reference({}, "not needed before the sweep", 0))
         if emb or ref.keys:
             say(f"{ds.name}: embed done: {', '.join(emb)}; held-out reference: {ref.origin}, "
@@ -67,7 +69,7 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, plan: Any, fresh: bool,
         t1 = time.time()
         proxy = {}
         for seed in cfg.experiment.seeds if reaches(until, "proxy") else ():  # one per seed
-            key = ensure_proxy_stats(cache, cfg, ds, lat, num_classes, plan, fresh, seed)
+            key = ensure_proxy_stats(cache, cfg, ds, lat, num_classes, executor, fresh, seed)
             if key:
                 proxy[seed] = key
         if proxy:
@@ -110,14 +112,13 @@ def _export(cache: ArtifactCache, cfg: Config, arts: dict, subsets: dict, fresh:
 
 
 def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
-    from orchestrator.runtime.cluster import init_ray
-    from orchestrator.runtime.executor import RayExecutor
-    from orchestrator.runtime.resources import current_plan, describe
+    from orchestrator.runtime.resources import describe
     from orchestrator.stages.embed import check_embedders
     from orchestrator.stages.report import run_report
     from orchestrator.stages.score import (build_subsets, reliability_metrics,
                                            reliability_section, score_reliability)
     from orchestrator.stages.sweep import build_specs, run_sweep
+    from orchestrator.tracking.live import live_logger
 
     t_start = time.time()
     check_tracking_server(cfg.mlflow.tracking_uri)
@@ -126,19 +127,14 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
     for line in circularity_warnings(cfg) if evaluates(until) else ():
         say(line)
     cache = ArtifactCache(cfg.storage.cache_dir)
-    started = init_ray()
-    try:
-        import ray
-
-        plan = current_plan(cfg.resources)
-        say(f"{cfg.experiment.name}: {describe(plan)}")
+    with open_executor(cfg.resources) as executor:
+        say(f"{cfg.experiment.name}: {executor.name} executor; {describe(executor.plan)}")
         say(f"cache {cfg.storage.cache_dir}; Ray storage {cfg.storage.ray_storage}"
              + ("; --fresh: rebuilding everything" if fresh else ""))
-        arts = prepare_datasets(cache, cfg, plan, fresh, until)
+        arts = prepare_datasets(cache, cfg, executor, fresh, until)
         if not reaches(until, "score"):
             return _stopped(until, t_start)
         t1 = time.time()
-        executor = RayExecutor(plan)
 
         def in_tasks(fn: Any, calls: list[tuple]) -> list:
             return executor.run_tasks(fn, calls, fn.__name__)
@@ -153,10 +149,8 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
             return _stopped(until, t_start)
         specs = build_specs(cache, cfg, arts, subsets, fresh, in_tasks)
         t1 = time.time()
-        from orchestrator.tracking.live import live_logger   # imports Ray
-
         reporter = sweep_reporter(cfg, fresh)   # the trial runs appear in MLflow as they start
-        errors = run_sweep(cache, cfg, specs, executor, fresh, [live_logger(reporter, specs)])
+        errors = run_sweep(cache, cfg, specs, executor, fresh, live_logger(reporter, specs))
         say(f"sweep done ({time.time() - t1:.0f}s)")
         if not reaches(until, "report"):
             return _stopped(until, t_start, 1 if errors else 0)
@@ -164,9 +158,6 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
         markdown = run_report(cache, cfg, specs, errors, fresh, reporter,
                               reliability_section(cache, cfg, arts, subsets, rel_rows),
                               reliability_metrics(rel_rows))
-    finally:
-        if started:
-            ray.shutdown()
     print(f"\nResults ({cfg.experiment.name}, mean ± std over seeds):\n")
     print(markdown, flush=True)
     if errors:

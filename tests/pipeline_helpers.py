@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import math
 import os
 import subprocess
 import sys
@@ -108,3 +109,112 @@ def assert_complete_table(text: str, methods=SMOKE_METHODS, n_rows: int = 4) -> 
         for cell in r[3:-1]:
             assert cell and cell != "nan", r
             float(cell.split(" ± ")[0])
+
+
+def mlflow_runs(tracking_uri: str, experiment: str) -> tuple:
+    """(client, every run of ``experiment``)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return client, runs
+
+
+def check_smoke_outputs(cfg, cache: Path) -> dict[str, dict]:
+    """A finished smoke.yaml run, whatever its executor: the report files and header, the
+    four trial records (finite metrics in both spaces, loss curves), and MLflow (one sweep
+    run, four finished trial runs with params, artifacts and the live loss, one subsets
+    run). Returns the trial records by key."""
+    report = Path(cfg.experiment.output_dir) / "report"
+    for name in ("results.csv", "results.md", "ratio_random.png", "ratio_el2n.png"):
+        assert (report / name).is_file(), name
+    header = (report / "results.md").read_text().split("\n| ")[0]
+    assert (f"- reference of fmnist: fashion_mnist split 'test', {cfg.eval.num_real} images"
+            in header), header
+
+    records = trial_records(cache, cfg.train.steps)
+    assert len(records) == 4
+    for rec in records.values():
+        assert all(math.isfinite(v) for v in rec["metrics"].values()), rec["metrics"]
+        assert rec["loss_curve"] and all(math.isfinite(l) for _, l in rec["loss_curve"])
+        # two evaluation spaces, every feature-space metric under each space's suffix
+        for short in ("cls", "pixels"):
+            assert {f"fd_{short}", f"f_score_{short}", f"vendi_{short}",
+                    f"mem_nn_mean_{short}", f"mem_centroid_nn_mean_{short}"} \
+                <= set(rec["metrics"]), rec["metrics"]
+        assert 0.1 < rec["params"]["classifier_test_accuracy"] <= 1.0
+        n = rec["params"]["n_train"]
+        assert n == (400 if rec["trial"]["method"] == "full" else 200)
+
+    client, runs = mlflow_runs(cfg.mlflow.tracking_uri, "smoke")
+    parents = [r for r in runs if r.data.tags.get("prunediff.role") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("prunediff.role") == "trial"]
+    assert len(parents) == 1 and len(trials) == 4
+    subsets = [r for r in runs if r.data.tags.get("prunediff.role") == "subsets"]
+    assert len(subsets) == 1 and len(runs) == 6       # the exported subsets: one run
+    parent = parents[0].info.run_id
+    parent_files = {a.path for a in client.list_artifacts(parent)}
+    assert {"results.csv", "results.md", "config.yaml", "ratio_random.png"} <= parent_files
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.info.status == "FINISHED"
+        assert {"dataset", "method", "ratio", "seed", "n_train", "subset_hash"} <= set(run.data.params)
+        assert math.isfinite(run.data.metrics["fd_pixels"]) and math.isfinite(run.data.metrics["fd_cls"])
+        assert float(run.data.params["classifier_test_accuracy"]) > 0.1
+        # the held-out reference: Fashion-MNIST's test split, capped at eval.num_real
+        assert run.data.params["reference_origin"] == "fashion_mnist split 'test'"
+        assert run.data.params["reference_size"] == str(cfg.eval.num_real)
+        files = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"samples.png", "subset_manifest.json", "loss_curve.png"} <= files
+        history = client.get_metric_history(run.info.run_id, "train_loss")
+        assert len(history) == cfg.train.steps // cfg.train.log_every
+
+    return records
+
+
+def local_smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """smoke.yaml on the local executor (``resources.executor=local``) in a child process,
+    with its own output and cache (never the Ray tests' shared cache: their results are
+    compared), once per session; (output dir, the finished process). The child exits with
+    the run's code; it prints ``ray modules: N``, the Ray modules it imported."""
+    if "local" not in _shared:
+        out = tmp_path_factory.mktemp("smoke-local")
+        driver = ("import sys\n"
+                  "from orchestrator.run import main\n"
+                  "rc = main(sys.argv[1:])\n"
+                  "print('ray modules:', sum(m == 'ray' or m.startswith('ray.') "
+                  "for m in sys.modules))\n"
+                  "sys.exit(rc)\n")
+        proc = subprocess.run(
+            [sys.executable, "-c", driver, str(SMOKE), "--set", "resources.executor=local",
+             "--set", f"experiment.output_dir={out}"],
+            cwd=REPO, env=child_env(local_ray=False), capture_output=True, text=True,
+            timeout=1200)
+        _shared["local"] = (out, proc)
+    return _shared["local"]
+
+
+def same_results(a: Path, b: Path) -> str:
+    """"" when two results.csv files hold the same rows and numbers (float64 equal); else
+    the first difference, in words."""
+    import csv
+
+    def rows(path: Path) -> list[dict[str, str]]:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    ra, rb = rows(a), rows(b)
+    if len(ra) != len(rb) or (ra and list(ra[0]) != list(rb[0])):
+        return f"{a}: {len(ra)} rows, columns {list(ra[0]) if ra else []}; {b}: {len(rb)} rows"
+    for x, y in zip(ra, rb):
+        for col, va in x.items():
+            vb = y[col]
+            try:
+                same = float(va) == float(vb) or (va.lower() == vb.lower() == "nan")
+            except ValueError:
+                same = va == vb
+            if not same:
+                return f"{x.get('method')} r{x.get('ratio')}: {col} {va} vs {vb}"
+    return ""

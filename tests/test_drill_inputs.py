@@ -161,4 +161,4 @@ def test_all_corrupt_folder_on_s3_is_refused_before_ray_data(tmp_path: Path):
                            resolution=8)
         with pytest.raises(SourceError, match=r"dataset junk: no readable image in "
                                               r"s3://junk-imgs/imgs: all 5 files skipped"):
-            folders.ImageFolder()(ds)        # before any ray.data call
+            folders.ImageFolder().file_rows(ds)   # the Ray view's first step: no ray.data yet

@@ -39,7 +39,8 @@ def _weights(cache: ArtifactCache, key: str) -> dict[str, torch.Tensor]:
 @pytest.mark.ray
 def test_single_process_vqvae_matches_the_ray_train_worker(tmp_path, write_config, local_ray):
     from orchestrator.config import load_config
-    from orchestrator.data.sources import load_dataset
+    from orchestrator.runtime.ray_sources import load_dataset
+    from orchestrator.runtime.executor import RayExecutor
     from orchestrator.runtime.resources import current_plan
     from orchestrator.runtime.train import call_isolated
     from orchestrator.stages.encode import fit_vqvae, train_vqvae, vqvae_key
@@ -56,7 +57,7 @@ def test_single_process_vqvae_matches_the_ray_train_worker(tmp_path, write_confi
     trained = ArtifactCache(str(tmp_path / "train"))
     key = vqvae_key(single, cfg, source.fingerprint, ds.seed)
 
-    metrics = train_vqvae(single, cfg, source, ds, plan, key)
+    metrics = train_vqvae(single, cfg, source, ds, RayExecutor(plan), key)
     assert metrics["step"] == STEPS and metrics["train_s"] > 0
     assert metrics["recon"] > 0
     # no Ray Train run was started for it: its storage holds no run folder

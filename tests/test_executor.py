@@ -23,12 +23,12 @@ PLAN = ResourcePlan(total_cpus=2, total_gpus=0, num_workers=1, worker_cpus=0.9, 
                     actor_gpus=0, torch_threads=1)
 
 
-def _jobs(spec: TrialSpec, storage: str, *more: tuple[str, str]) -> TrialJobs:
+def _jobs(spec: TrialSpec, storage: str, *more: tuple[str, str], live=None) -> TrialJobs:
     cache = ArtifactCache(spec.cache_root)
     key = ArtifactCache.key("trialspec", 0, trial=spec.key)
     cache.save_json(key, spec.to_json())
     return TrialJobs(jobs=((spec.run_name, key), *more), cache_root=spec.cache_root,
-                     storage=storage, experiment=(storage, "t"), max_failures=1)
+                     storage=storage, experiment=(storage, "t"), max_failures=1, live=live)
 
 
 def _result(spec: TrialSpec) -> TrialResult:
@@ -54,6 +54,28 @@ def test_local_trials_match_a_direct_run_and_a_failure_is_reported(tmp_path, one
     assert got.node_id is None
 
 
+def test_local_trials_open_their_mlflow_run_and_log_the_loss_live(tmp_path, one_torch_thread):
+    """The local executor feeds the live MLflow runs as the Tune callback does: the run opens
+    at the start (final = false), every report's loss is logged at its step, and it ends
+    FINISHED, one run per trial."""
+    from orchestrator.tracking import MlflowReporter
+    from orchestrator.tracking.live import live_logger
+
+    spec = _spec(str(tmp_path / "c"))
+    reporter = MlflowReporter(f"sqlite:///{tmp_path / 'm.db'}", "live-local",
+                              str(tmp_path / "art"), "cafe", "sweep")
+    live = live_logger(reporter, [spec])
+    assert LocalExecutor(device="cpu").run_trials(
+        _jobs(spec, str(tmp_path / "t"), live=live)) == {}
+    (run,) = reporter.client.search_runs(
+        [reporter.experiment_id], f"tags.`mlflow.parentRunId` = '{reporter.parent_id}'")
+    assert run.data.tags["prunediff.trial_key"] == spec.key
+    assert run.info.status == "FINISHED" and run.data.tags["prunediff.final"] == "false"
+    history = sorted((m.step, m.value) for m in
+                     reporter.client.get_metric_history(run.info.run_id, "train_loss"))
+    assert history == sorted((int(s), pytest.approx(v)) for s, v in _result(spec).loss_curve)
+
+
 @pytest.mark.ray
 @pytest.mark.timeout(600)
 def test_a_trial_gives_the_same_result_on_both_executors(tmp_path, monkeypatch, one_torch_thread):
@@ -75,3 +97,16 @@ def test_a_trial_gives_the_same_result_on_both_executors(tmp_path, monkeypatch, 
     assert a.metrics == b.metrics and a.loss_curve == b.loss_curve
     assert b.node_id is not None and a.node_id is None
     assert torch.get_num_threads() == 1
+
+
+def test_local_executor_refuses_several_workers_and_unknown_executors(write_config, capsys):
+    from orchestrator.run import main
+    from tests.conftest import minimal_config
+
+    raw = minimal_config(resources={"executor": "local", "num_workers": 2})
+    assert main([str(write_config(raw)), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resources.num_workers: the local executor runs one worker" in err[0]
+    assert main([str(write_config(minimal_config(resources={"executor": "dask"}))),
+                 "--dry-run"]) == 2
+    assert "resources.executor: 'dask' is not one of ray, local" in capsys.readouterr().err

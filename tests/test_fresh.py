@@ -54,7 +54,7 @@ def _sweep_runs(tracking_uri: str) -> int:
     return sum(r.data.tags.get("prunediff.role") == "sweep" for r in runs)
 
 
-@pytest.mark.e2e
+@pytest.mark.ray
 @pytest.mark.timeout(2400)
 @needs_fmnist
 def test_fresh_rebuilds_everything_and_rerun_resumes_proxy(tmp_path):

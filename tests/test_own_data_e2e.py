@@ -114,7 +114,7 @@ def _table(uri: str):
     return pq.read_table(io.BytesIO(_read(uri)))
 
 
-@pytest.mark.e2e
+@pytest.mark.ray
 @pytest.mark.timeout(1500)
 def test_until_select_on_three_formats_in_s3(tmp_path):
     import boto3

@@ -18,7 +18,7 @@ from tests.s3_helpers import bucket_keys, local_s3  # noqa: E402
 BUCKET = "prunediff-e2e"
 
 
-@pytest.mark.e2e
+@pytest.mark.ray
 @pytest.mark.timeout(1500)
 @needs_fmnist
 def test_smoke_pipeline_on_s3(tmp_path):

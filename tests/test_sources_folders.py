@@ -12,7 +12,8 @@ from PIL import Image
 from orchestrator.config import DatasetConfig
 from orchestrator.data.base import held_out
 from orchestrator.data.images import decode_image
-from orchestrator.data.sources import SOURCES, load_arrays, load_dataset
+from orchestrator.data.sources import SOURCES, load_arrays
+from orchestrator.runtime.ray_sources import load_dataset
 from tests.test_sources_parquet import local_ray, ray_rows
 
 

@@ -17,9 +17,9 @@ from PIL import Image
 from orchestrator.config import DatasetConfig
 from orchestrator.data.base import key_id
 from orchestrator.data.images import decode_image
-from orchestrator.data.sources import (SOURCES, check_dataset, count_note, load_arrays,
-                                       load_dataset, reference_data)
+from orchestrator.data.sources import SOURCES, check_dataset, count_note, load_arrays
 from orchestrator.errors import ConfigError
+from orchestrator.runtime.ray_sources import load_dataset, reference_data
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

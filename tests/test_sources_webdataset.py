@@ -14,7 +14,8 @@ import pytest
 from orchestrator.config import DatasetConfig
 from orchestrator.data.base import key_id
 from orchestrator.data.images import decode_image
-from orchestrator.data.sources import SOURCES, check_dataset, count_note, load_arrays, load_dataset
+from orchestrator.data.sources import SOURCES, check_dataset, count_note, load_arrays
+from orchestrator.runtime.ray_sources import load_dataset
 from orchestrator.data.webdataset import split_member
 from orchestrator.errors import ConfigError
 from tests.test_sources_parquet import local_ray, png, ray_rows

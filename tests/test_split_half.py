@@ -244,26 +244,16 @@ def test_record_keys_leave_out_the_halves_of_a_single_draw():
 
 def test_proxy_stage_stores_the_halves_and_the_score_stage_reads_them(tmp_path, monkeypatch,
                                                                       one_torch_thread):
-    """ensure_proxy_stats (its Ray run replaced by the worker's own loop, one rank) merges the
+    """ensure_proxy_stats (on the local executor: the worker's loop here, one rank) merges the
     halves into the proxy artifact and records K and why a statistic has none; the score
     stage then measures split-half rho from them, NaN with the reason for EL2N at one draw."""
-    from types import SimpleNamespace
-
     from orchestrator.config.loader import config_from_dict
+    from orchestrator.runtime.executor import LocalExecutor
     from orchestrator.stages import proxy as proxy_stage
     from orchestrator.stages.score import DatasetArtifacts, build_subsets, score_reliability
     from orchestrator.storage.cache import ArtifactCache
     from tests.conftest import minimal_config
 
-    def run_here(_fit, _worker, wcfg, _plan, *_args, **_kw):
-        data = proxy_stage.read_latents(ArtifactCache(wcfg["cache_root"]), wcfg["latents_key"])
-        rec, start = proxy_stage.train_proxy(wcfg, data, 0, 1, torch.device("cpu"),
-                                             lambda m: m, None, lambda *a: None)
-        ArtifactCache(wcfg["cache_root"]).save_arrays(
-            wcfg["shard_keys"][0], positions=np.arange(len(data["ids"])),
-            start_step=np.int64(start), **rec)
-
-    monkeypatch.setattr(proxy_stage, "call_isolated", run_here)
     raw = minimal_config(proxy={"steps": 2, "batch_size": 8, "log_points": 1,
                                 "grad_checkpoints": 1, "draws": 2, "el2n_draws": 1,
                                 "grand_draws": 2, "chunk": 4})
@@ -276,7 +266,7 @@ def test_proxy_stage_stores_the_halves_and_the_score_stage_reads_them(tmp_path, 
                      latent=rng.standard_normal((n, 4, 4, 4)).astype(np.float32),
                      label=rng.integers(0, 3, n).astype(np.int64))
     ds = cfg.data.datasets[0]
-    key = proxy_stage.ensure_proxy_stats(cache, cfg, ds, lat, 3, SimpleNamespace(num_workers=1),
+    key = proxy_stage.ensure_proxy_stats(cache, cfg, ds, lat, 3, LocalExecutor(device="cpu"),
                                          False, seed=0)
     arrays, record = cache.load_arrays(key), cache.load_json(key)
     assert sorted(arrays) == sorted(["loss_last", "grad_norm", "grad_norm_half_a",

@@ -63,6 +63,25 @@ def test_unit_test_that_starts_ray_fails_naming_the_ray_tier(suite: pytest.Pytes
                                  "mark it pytest.mark.ray*"])
 
 
+def test_e2e_test_that_starts_ray_fails_naming_the_ray_tier(suite: pytest.Pytester):
+    suite.makepyfile(test_e="""
+        import pytest
+
+        @pytest.mark.e2e
+        def test_e2e_starts_ray():
+            import ray
+            ray.init(num_cpus=1)
+
+        @pytest.mark.e2e
+        def test_e2e_without_ray():
+            assert True
+        """)
+    result = suite.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*WrongTier*test_e2e_starts_ray is an e2e test but starts "
+                                 "Ray: mark it pytest.mark.ray*"])
+
+
 def test_unit_test_with_a_python_child_or_a_process_fails(suite: pytest.Pytester):
     suite.makepyfile(test_b="""
         import multiprocessing, subprocess, sys

@@ -1,6 +1,6 @@
-"""orchestrator.tracking: provenance tags on every run, live trial runs opened by the Tune
-callback (a fake Tune trial, no Ray cluster) and completed by the report's reporter into
-the same run, and a tracking failure that never stops the sweep."""
+"""orchestrator.tracking: provenance tags on every run, live trial runs opened through the
+Tune callback (a fake Tune trial, no Ray cluster) or by the local executor, completed by the
+report's reporter into the same run, and a tracking failure that never stops the sweep."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 
 from orchestrator.config.schema import Trial
 from orchestrator.tracking import MlflowReporter
-from orchestrator.tracking.live import LiveTrialLogger, live_logger
+from orchestrator.runtime.trials import TuneLiveCallback
+from orchestrator.tracking.live import LiveTrialRuns, live_logger
 from orchestrator.training.records import TrialFiles, TrialResult
 from orchestrator.version import __version__, git_commit
 
@@ -54,7 +55,7 @@ def test_parent_and_trial_runs_carry_version_commit_and_config_hash(tmp_path):
 def test_live_run_is_completed_by_the_report_not_duplicated(tmp_path):
     reporter = _reporter(tmp_path)
     spec = SimpleNamespace(run_name=TRIAL.name, key="trial/k1", trial=TRIAL)
-    logger = live_logger(reporter, [spec])
+    logger = TuneLiveCallback(live_logger(reporter, [spec]))
     trial = _tune_trial()
     logger.on_trial_start(iteration=0, trials=[trial], trial=trial)
     (run,) = _trial_runs(reporter)
@@ -86,7 +87,7 @@ def test_live_run_is_completed_by_the_report_not_duplicated(tmp_path):
 def test_failed_trial_run_is_failed_then_reopened_by_a_rerun(tmp_path):
     reporter = _reporter(tmp_path)
     spec = SimpleNamespace(run_name=TRIAL.name, key="trial/k1", trial=TRIAL)
-    logger = live_logger(reporter, [spec])
+    logger = TuneLiveCallback(live_logger(reporter, [spec]))
     trial = _tune_trial()
     logger.on_trial_start(iteration=0, trials=[trial], trial=trial)
     logger.on_trial_error(iteration=1, trials=[trial], trial=trial)
@@ -94,7 +95,7 @@ def test_failed_trial_run_is_failed_then_reopened_by_a_rerun(tmp_path):
     assert run.info.status == "FAILED"
     again = MlflowReporter(reporter.tracking_uri, "live-test", None, "cafe", "sweep")
     assert again.parent_id == reporter.parent_id            # the same sweep run
-    rerun = live_logger(again, [spec])
+    rerun = TuneLiveCallback(live_logger(again, [spec]))
     rerun.on_trial_start(iteration=0, trials=[trial], trial=_tune_trial(trial_id="new_0"))
     (run2,) = _trial_runs(again)
     assert run2.info.run_id == run.info.run_id and run2.info.status == "RUNNING"
@@ -102,12 +103,12 @@ def test_failed_trial_run_is_failed_then_reopened_by_a_rerun(tmp_path):
 
 def test_logger_pickles_and_ignores_unknown_trials(tmp_path):
     reporter = _reporter(tmp_path)
-    logger = live_logger(reporter, [])
+    logger = TuneLiveCallback(live_logger(reporter, []))
     stranger = _tune_trial(name="not-a-trial-of-this-sweep")
     logger.on_trial_start(iteration=0, trials=[stranger], trial=stranger)
     assert _trial_runs(reporter) == []
     clone = pickle.loads(pickle.dumps(logger))               # Tune pickles its run config
-    assert clone.parent_id == reporter.parent_id and clone._client is None
+    assert clone.runs.parent_id == reporter.parent_id and clone.runs._client is None
 
 
 def test_tracking_errors_never_stop_the_sweep(tmp_path, caplog):
@@ -115,9 +116,10 @@ def test_tracking_errors_never_stop_the_sweep(tmp_path, caplog):
         def __getattr__(self, name):
             raise RuntimeError("server gone")
 
-    logger = LiveTrialLogger("sqlite:///unused.db", "0", "p", {}, {
+    runs = LiveTrialRuns("sqlite:///unused.db", "0", "p", {}, {
         TRIAL.name: {"key": "k", "trial": [TRIAL.dataset, TRIAL.method, TRIAL.ratio, 1]}})
-    logger._client = Broken()
+    runs._client = Broken()
+    logger = TuneLiveCallback(runs)
     trial = _tune_trial()
     logger.on_trial_start(iteration=0, trials=[trial], trial=trial)
     logger.on_trial_result(iteration=1, trials=[trial], trial=trial,

@@ -3,8 +3,10 @@
 The tiers (markers, declared in setup.cfg):
 
 - ``unit``: no Ray and no child process; the default for a test that names no tier.
-- ``e2e``: the program end to end in one child process (the CLI, the smoke config).
-- ``ray``: Ray Data / Train / Tune, DDP process groups, the failure drills.
+- ``e2e``: the program end to end without Ray: the smoke config on the local executor
+  (``resources.executor: local``) and the CLI in a child process.
+- ``ray``: Ray Data / Train / Tune (a pipeline on the Ray executor), DDP process groups,
+  the failure drills.
 - ``cluster``: multi-node and autoscaling clusters started by the test (opt-in).
 
 A module declares its tier with ``pytestmark = pytest.mark.ray`` (or a test with the
@@ -13,7 +15,9 @@ decorator). ``make test-fast`` runs ``-m unit``; ``make test`` every tier but ``
 The guard (:func:`guard_unit_test`) runs around every unit test: starting Ray
 (``ray.init``), a Python child process (``subprocess`` with ``sys.executable`` or
 ``python``) or a ``multiprocessing`` process (DDP's workers, torch.multiprocessing.spawn)
-raises :class:`WrongTier` naming the tier the test belongs in. Other child processes (``git``
+raises :class:`WrongTier` naming the tier the test belongs in. Around an e2e test,
+starting Ray in the test's process raises it too (a child process that starts Ray is not
+seen: the tests that run a pipeline on Ray are ``ray`` tests). Other child processes (``git``
 for the provenance tags) are allowed: they are fast and start no interpreter.
 """
 
@@ -65,19 +69,35 @@ def _is_python(args: Any) -> bool:
     return words[0] == sys.executable or os.path.basename(words[0]).startswith("python")
 
 
-def _refuse(what: str, tier: str, nodeid: str) -> WrongTier:
-    return WrongTier(f"{nodeid} is a unit test but {what}: mark it pytest.mark.{tier} "
-                     "(tests/tiers.py)")
+def _refuse(what: str, tier: str, nodeid: str, is_tier: str = "unit") -> WrongTier:
+    return WrongTier(f"{nodeid} is {'an' if is_tier == 'e2e' else 'a'} {is_tier} test "
+                     f"but {what}: mark it pytest.mark.{tier} (tests/tiers.py)")
+
+
+def _patch_ray_init(monkeypatch: pytest.MonkeyPatch, error: WrongTier) -> None:
+    def ray_init(*a: Any, **kw: Any) -> None:
+        raise error
+
+    try:   # imported once per session; a test that starts it fails at ray.init
+        import ray
+    except ImportError:
+        return
+    monkeypatch.setattr(ray, "init", ray_init)
 
 
 @pytest.fixture
 def guard_unit_test(request: pytest.FixtureRequest,
                     monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fail a unit test that starts Ray, a Python child process or a multiprocessing process."""
-    if tier_of(request.node) != "unit":
+    """Fail a unit test that starts Ray, a Python child process or a multiprocessing
+    process, and an e2e test that starts Ray in its process."""
+    tier, nodeid = tier_of(request.node), request.node.nodeid
+    if tier == "e2e":
+        _patch_ray_init(monkeypatch, _refuse("starts Ray", "ray", nodeid, "e2e"))
         yield
         return
-    nodeid = request.node.nodeid
+    if tier != "unit":
+        yield
+        return
     popen_init = subprocess.Popen.__init__
 
     def popen(self: subprocess.Popen, args: Any, *a: Any, **kw: Any) -> None:
@@ -88,15 +108,7 @@ def guard_unit_test(request: pytest.FixtureRequest,
     def process_start(self: Any) -> None:
         raise _refuse("starts a multiprocessing process (DDP, spawn)", "ray", nodeid)
 
-    def ray_init(*a: Any, **kw: Any) -> None:
-        raise _refuse("starts Ray", "ray", nodeid)
-
     monkeypatch.setattr(subprocess.Popen, "__init__", popen)
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", process_start)
-    try:   # imported once per session; a unit test that starts it fails at ray.init
-        import ray
-    except ImportError:
-        pass
-    else:
-        monkeypatch.setattr(ray, "init", ray_init)
+    _patch_ray_init(monkeypatch, _refuse("starts Ray", "ray", nodeid))
     yield

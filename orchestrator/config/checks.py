@@ -146,6 +146,10 @@ def check_values(cfg: Config) -> None:
     _choice(cfg.proxy.grand_params, ("output", "all"), "proxy.grand_params")
     _positive(cfg.sample.cfg_scale, "sample.cfg_scale", allow_zero=True)
     res = cfg.resources
+    _choice(res.executor, ("ray", "local"), "resources.executor")   # runtime.executor.EXECUTORS
+    if res.executor == "local" and res.num_workers != 1:
+        raise ConfigError(f"resources.num_workers: the local executor runs one worker, got "
+                          f"{res.num_workers} (set 1, or resources.executor: ray for DDP)")
     _positive(res.gpus_per_actor, "resources.gpus_per_actor", allow_zero=True)
     _positive(res.max_failures, "resources.max_failures", allow_zero=True)
     if isinstance(res.cpus_per_worker, str):

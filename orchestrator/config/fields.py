@@ -174,6 +174,9 @@ FIELDS: dict[str, str] = {
                                   "(printed, in the report header, a param of every trial).",
     "eval.classifier.seed": "Seeds its initial weights, batches and test split.",
     # resources
+    "resources.executor": "`ray` (Ray Data, Train and Tune; the default) or `local` (every "
+                          "stage in this process, one worker, no Ray: tests, a laptop, "
+                          "debugging a stage).",
     "resources.num_workers": "DDP workers per trial (1: the trial runs inside its Tune "
                              "trainable).",
     "resources.use_gpu": "GPUs for training and the Ray Data actors.",

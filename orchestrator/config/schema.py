@@ -162,6 +162,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class ResourcesConfig:
+    executor: str = "ray"                      # ray | local (runtime/executor.py)
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float | str = "auto"      # "auto" = a fraction of the cluster

@@ -1,7 +1,9 @@
 """Datasets: the ``SOURCES`` registry (``sources``), its base types (``base``), image
 folders (``folders``), the streaming sources ``parquet`` and ``webdataset`` (``stream``,
-``parquet``, ``webdataset``, read by Ray Data through ``ray_read``), listings
-(``listing``) and image decoding/resizing (``images``). No Ray at import time.
+``parquet``, ``webdataset``: a reader per format, selection by key hash), listings
+(``listing``), image decoding/resizing (``images``) and the local executor's rows in memory
+(``local_rows``). No Ray: the Ray Data views of the sources are
+``orchestrator.runtime.ray_sources`` (the Ray executor's).
 
 ``DatasetConfig``, one ``data.datasets[]`` entry of the config, is defined here: every
 source reads it, and the config (``orchestrator.config.schema``, which re-exports it)

@@ -148,32 +148,10 @@ def sample_positions(n: int, k: int = FINGERPRINT_SAMPLES) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, num=min(n, k)).astype(np.int64)) if n else np.zeros(0, np.int64)
 
 
-def arrays_to_ray(arrays: SourceArrays, rows_per_block: int = 2048) -> Any:
-    """A ray.data.Dataset of rows ``{id, key, uri, image, label, error}`` over in-memory
-    arrays (Arrow tensor columns, no copies per row); every row is good (``error`` "").
-    Arrays without keys get ``str(id)`` keys and empty uris."""
-    import pyarrow as pa
-    import ray.data
-    from ray.data.extensions import ArrowTensorArray
-
-    n = len(arrays.ids)
-    keys = arrays.keys if len(arrays.keys) == n else np.array([str(i) for i in arrays.ids], object)
-    uris = arrays.uris if len(arrays.uris) == n else np.full(n, "", object)
-    tables = []
-    for s in range(0, max(n, 1), rows_per_block):
-        sl = slice(s, s + rows_per_block)
-        m = len(arrays.ids[sl])
-        tables.append(pa.table({"id": pa.array(arrays.ids[sl], pa.int64()),
-                                "key": pa.array(list(keys[sl]), pa.string()),
-                                "uri": pa.array(list(uris[sl]), pa.string()),
-                                "image": ArrowTensorArray.from_numpy(arrays.images[sl]),
-                                "label": pa.array(arrays.labels[sl], pa.int64()),
-                                "error": pa.array([""] * m, pa.string())}))
-    return ray.data.from_arrow(tables)
-
-
 class Source:
-    """Base class; subclasses fill ``arrays`` and may override the Ray path.
+    """Base class; subclasses fill ``arrays`` (the rows in memory). The Ray executor's view
+    is ``orchestrator.runtime.ray_sources.ray_view`` (folders and streaming sources give it
+    their files to read instead).
 
     ``reference_split`` names the split that is the held-out reference (its images are
     never trained on); None means a seeded ``holdout`` share of the entry's own images.
@@ -254,11 +232,6 @@ class Source:
 
     def arrays(self, ds: DatasetConfig, role: str = "train", cap: int | None = None) -> SourceArrays:
         raise NotImplementedError
-
-    def __call__(self, ds: DatasetConfig, role: str = "train", cap: int | None = None) -> SourceData:
-        arrays = self.arrays(ds, role, cap)
-        return SourceData(ds.name, arrays_to_ray(arrays), arrays.fingerprint,
-                          len(arrays.ids), arrays.num_classes, arrays.skipped)
 
 
 def check_split_sizes(key: str, name: str, ds: DatasetConfig, n: int, n_train: int,

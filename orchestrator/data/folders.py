@@ -9,15 +9,15 @@ truncated, zero-byte and non-image files are never fatal.
 - ``load_arrays`` decodes the selected files with PIL on a thread pool (no Ray):
   right for folders of up to some ten thousand images. Bad files are left out and
   listed (``SourceArrays.skipped``).
-- The Ray path lists the files on the driver and decodes them in Ray Data tasks,
-  for big folders. A bad file stays in the stream as a row with ``error`` set (the
+- The Ray path (``file_rows``, streamed by ``orchestrator.runtime.ray_sources``) lists
+  the files on the driver and decodes them in Ray Data tasks, for big folders. A bad file stays in the stream as a row with ``error`` set (the
   reason) and a zero image; the consuming stage lists and counts them.
   ``SourceData.count`` is the number of selected files (good + bad).
 
 A folder with no readable image is a user mistake, reported in one line before any
 work: ``check`` (run by the config checks, so also at ``--dry-run``) probes a local
 folder, or a remote one that a bounded listing (``listing.bounded_count``, at most
-``MAX_COUNTED`` objects) finds small; the Ray path probes any folder, by decoding up
+``MAX_COUNTED`` objects) finds small; ``file_rows`` probes any folder, by decoding up
 to ``PROBE_FILES`` evenly spaced selected files; when none decodes,
 :class:`SourceError` names the folder and the count of files skipped.
 """
@@ -29,12 +29,13 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from orchestrator.data import DatasetConfig
-from orchestrator.data.base import (SkippedFile, Source, SourceArrays, SourceData,
-                                    check_split_sizes, sample_positions)
+from orchestrator.data.base import (SkippedFile, Source, SourceArrays, check_split_sizes,
+                                    sample_positions)
 from orchestrator.data.images import decode_image
 from orchestrator.data.listing import bounded_count
 from orchestrator.errors import ConfigError, SourceError
@@ -108,8 +109,8 @@ def _probe(lst: Listing, keep: np.ndarray, where: str) -> None:
         raise none_readable(lst.uri, skipped, len(keep), where)
 
 
-def _decode_batch(batch: dict[str, np.ndarray], uri: str, size: int) -> dict[str, np.ndarray]:
-    """Ray Data map_batches fn: {id, path, key, uri, label} -> {id, key, uri, image (B, R,
+def decode_file_batch(batch: dict[str, np.ndarray], uri: str, size: int) -> dict[str, np.ndarray]:
+    """map_batches fn of :meth:`FolderSource.file_rows`: {id, path, key, uri, label} -> {id, key, uri, image (B, R,
     R, 3) uint8, label, error}; a bad file keeps its row, with a zero image and the reason."""
     n = len(batch["path"])
     images = np.zeros((n, size, size, 3), np.uint8)
@@ -246,12 +247,21 @@ class FolderSource(Source):
         return SourceArrays(keep[ok], stacked, lst.labels[keep][ok], fp, lst.num_classes,
                             skipped, keys=keys[ok], uris=uris[ok])
 
-    def __call__(self, ds: DatasetConfig, role: str = "train", cap: int | None = None) -> SourceData:
+    def file_rows(self, ds: DatasetConfig, role: str = "train",
+                  cap: int | None = None) -> tuple[list[Any], str, str, int, int]:
+        """What the Ray executor streams (``runtime.ray_sources``): the selected files as
+        ``pyarrow`` tables of rows ``{id, path, key, uri, label}`` (256 files a block), which
+        :func:`decode_file_batch` decodes where they are read; with the folder's uri, the
+        fingerprint, the file count and the number of classes.
+
+        Raises:
+            SourceError: none of up to ``PROBE_FILES`` sampled files decodes (before Ray
+                Data would drop every file silently).
+        """
         import pyarrow as pa
-        import ray.data
 
         lst, keep, extra, blobs = self._selected(ds, role, cap)
-        _probe(lst, keep, f"dataset {ds.name}")  # before Ray Data drops every file silently
+        _probe(lst, keep, f"dataset {ds.name}")
         fp = self.fingerprint_of(ds, role, cap, keep, lst.labels[keep], blobs, extra)
         keys, uris = self.names(self.role_config(ds, role), lst, keep)
         step = 256  # files per block: enough blocks for parallel decoding
@@ -261,10 +271,7 @@ class FolderSource(Source):
                             "uri": pa.array(uris[s:s + step], pa.string()),
                             "label": pa.array(lst.labels[keep[s:s + step]], pa.int64())})
                   for s in range(0, max(len(keep), 1), step)]
-        dataset = ray.data.from_arrow(tables).map_batches(
-            _decode_batch, fn_kwargs={"uri": lst.uri, "size": ds.resolution},
-            batch_size=64, batch_format="numpy")
-        return SourceData(ds.name, dataset, fp, len(keep), lst.num_classes, ())
+        return tables, lst.uri, fp, len(keep), lst.num_classes
 
 
 class ImageFolder(FolderSource):

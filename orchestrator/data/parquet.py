@@ -13,7 +13,7 @@ Params (``data.datasets[i]``):
   ``<file relative to path>:<row index in that file>``. Keys must be unique.
 
 Each row's ``uri`` is ``<file uri>#<row index>``. Files are read by Ray Data read tasks
-(``ray_read``), row group by row group with only the needed columns, so a file's row
+(``runtime.ray_read``), row group by row group with only the needed columns, so a file's row
 index is known (which ``ray.data.read_parquet`` does not give). A file that does not
 open or lacks a column is one bad row (key: the file), a row without bytes or with
 undecodable bytes is a bad row; none stops the run. Held-out share, ``limit`` and
@@ -59,6 +59,7 @@ class ParquetReader:
     image_column: str = "image"
     label_column: str | None = None
     key_column: str | None = None
+    retried: tuple[str, ...] = ()     # error messages the read task retries (stream.transient)
     random_access: ClassVar[bool] = True
 
     def columns(self, keys_only: bool) -> list[str]:
@@ -73,7 +74,7 @@ class ParquetReader:
             pf = pq.ParquetFile(f)
             missing = [c for c in self.columns(False) if c not in pf.schema_arrow.names]
         except Exception as e:   # not a parquet file, corrupt footer
-            if transient(e):
+            if transient(e, self.retried):
                 raise
             yield rows_table([rel], [uri], [None], [-1], [f"unreadable parquet file: {e}"])
             return
@@ -95,7 +96,7 @@ class ParquetReader:
             except StopIteration:
                 return
             except Exception as e:   # a corrupt page: the rest of the file is one bad row
-                if transient(e):
+                if transient(e, self.retried):
                     raise        # Ray's read task retries the file
                 yield rows_table([f"{rel}:{offset}"], [f"{uri}#{offset}"], [None], [-1],
                                  [f"unreadable parquet data from row {offset}: {e}"])

@@ -1,8 +1,10 @@
 """Dataset sources: images with stable int64 ids and keys, labels and a content fingerprint.
 
-``SOURCES[name](dataset_cfg) -> SourceData`` gives a ``ray.data.Dataset`` of rows
-``{id: int64, key: str, uri: str, image: uint8 (R, R, 3), label: int64 (-1 =
-unlabelled), error: str ("" = good)}``. ``key`` names the sample outside the tool
+Every source gives rows ``{id: int64, key: str, uri: str, image: uint8 (R, R, 3), label:
+int64 (-1 = unlabelled), error: str ("" = good)}``: in memory here (``load_arrays``,
+``Source.arrays``; the local executor's rows, ``data/local_rows.py``), or as a Ray Data
+dataset (``orchestrator.runtime.ray_sources``: the Ray executor's view; this package
+imports no Ray). ``key`` names the sample outside the tool
 (folder: path relative to ``path``; IDX: ``<split>/<index>``; digits: ``digits/<index>``;
 webdataset: the ``__key__``; parquet: ``key_column``, else ``<file>:<row>``), ``uri``
 says where its bytes are. A bad file, row or member stays in the stream with ``error``
@@ -10,7 +12,7 @@ set and a zero image (the consuming stage lists them and applies ``data.max_skip
 ``load_arrays(dataset_cfg) -> SourceArrays`` gives the good rows as numpy arrays
 (``keys``, ``uris`` included; bad ones listed in ``skipped``) for in-memory use.
 
-Every entry also has a **held-out reference** (``load_reference`` / ``reference_data``,
+Every entry also has a **held-out reference** (``load_reference``; on Ray ``reference_data``,
 described by ``reference_origin``): Fashion-MNIST's ``test`` split, ImageNet's ``val``
 split, and for digits, image folders and CelebA-HQ a seeded ``holdout`` share removed
 before anything else (see ``orchestrator.data.base``); for the streaming sources
@@ -37,8 +39,7 @@ import numpy as np
 
 from orchestrator.data import DatasetConfig
 from orchestrator.data.base import (LabelledArraySource, SkippedFile, Source, SourceArrays,
-                                    SourceData, arrays_to_ray, fingerprint, key_id,
-                                    select_subset)
+                                    SourceData, fingerprint, key_id, select_subset)
 from orchestrator.data.folders import CelebAHQ, ImageFolder, ImageNet
 from orchestrator.data.images import read_idx
 from orchestrator.data.parquet import ParquetSource
@@ -46,9 +47,8 @@ from orchestrator.data.webdataset import WebDatasetSource
 from orchestrator.errors import ConfigError, SourceError
 
 __all__ = ["SOURCES", "SkippedFile", "Source", "SourceArrays", "SourceData", "SourceError",
-           "arrays_to_ray", "check_dataset", "count_note", "fingerprint", "key_id", "load_arrays",
-           "load_dataset", "load_reference", "reference_count", "reference_data",
-           "reference_origin", "select_subset"]
+           "check_dataset", "count_note", "fingerprint", "key_id", "load_arrays",
+           "load_reference", "reference_count", "reference_origin", "select_subset"]
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +138,6 @@ def load_arrays(ds: DatasetConfig) -> SourceArrays:
     return SOURCES[ds.source].arrays(ds)
 
 
-def load_dataset(ds: DatasetConfig) -> SourceData:
-    """The Ray Data view of ``ds`` (same ids, labels and fingerprint as load_arrays)."""
-    return SOURCES[ds.source](ds)
-
-
 def load_reference(ds: DatasetConfig, cap: int | None = None) -> SourceArrays:
     """The held-out reference of ``ds`` in memory, at most ``cap`` images (seeded).
 
@@ -151,11 +146,6 @@ def load_reference(ds: DatasetConfig, cap: int | None = None) -> SourceArrays:
     sets are disjoint). Its fingerprint names the role, the origin and the cap.
     """
     return SOURCES[ds.source].arrays(ds, "reference", cap)
-
-
-def reference_data(ds: DatasetConfig, cap: int | None = None) -> SourceData:
-    """The Ray Data view of :func:`load_reference` (same ids, labels and fingerprint)."""
-    return SOURCES[ds.source](ds, "reference", cap)
 
 
 def reference_origin(ds: DatasetConfig) -> str:

@@ -1,10 +1,12 @@
 """Streaming sources (``parquet``, ``webdataset``): rows read where they lie, selected by key.
 
 A streaming source lists its **files** (``listing.list_inputs``), never its rows on the
-driver. Ray Data's read tasks (``ray_read.RowsDatasource``) stream each file through the
-source's *reader* into rows ``{key, uri, data, label, error}``; one ``map_batches`` step
-selects the rows of the role and decodes their images (:func:`decode_rows`) into the row
-contract of every source: ``{id, key, uri, image, label, error}`` with ``id = key_id(key)``.
+driver. On Ray (``orchestrator.runtime.ray_sources``), Ray Data's read tasks
+(``runtime.ray_read.RowsDatasource``) stream each file through the source's *reader* into
+rows ``{key, uri, data, label, error}``; one ``map_batches`` step selects the rows of the
+role and decodes their images (``ray_sources.decode_rows``) into the row contract of every
+source: ``{id, key, uri, image, label, error}`` with ``id = key_id(key)``. Without Ray,
+:meth:`StreamingSource.arrays` reads the same rows in this process.
 
 Selection needs no listing of rows either: it is a function of the key.
 
@@ -13,8 +15,8 @@ Selection needs no listing of rows either: it is a function of the key.
   the same rows on every run and every worker).
 - **limit** (training) and the reference **cap** (``eval.num_real``) keep the ``k`` rows of
   the role with the smallest hash of (seed, stream, key): a first pass over the keys only
-  (:func:`threshold`, a running partition of batch hashes on the driver, ``O(k)`` memory)
-  finds the k-th smallest hash; the decode pass keeps the rows at or below it. That pass
+  (``ray_sources.threshold``, a running partition of batch hashes on the driver, ``O(k)``
+  memory) finds the k-th smallest hash; the decode pass keeps the rows at or below it. That pass
   also counts the rows, so ``SourceData.count`` is known when ``limit`` (or a cap) is set,
   else None.
 - ``skew`` is not supported (a one-line ConfigError): exact per-label fractions would need
@@ -40,7 +42,7 @@ import numpy as np
 
 from orchestrator.data import DatasetConfig
 from orchestrator.data.base import (CAP_STREAM, HOLDOUT_STREAM, LIMIT_STREAM, SkippedFile, Source,
-                                    SourceArrays, SourceData, key_id)
+                                    SourceArrays, key_id)
 from orchestrator.data.images import decode_image
 from orchestrator.data.listing import Inputs, list_inputs
 from orchestrator.errors import ConfigError, SourceError
@@ -61,16 +63,11 @@ def rows_table(keys: list[str], uris: list[str], data: list[bytes | None], label
                      "error": pa.array(errors, pa.string())})
 
 
-def transient(error: BaseException) -> bool:
-    """Whether ``error`` is a transient object-store error that Ray Data's read task
-    retries (``DataContext.retried_io_errors``): readers re-raise those, and turn every
-    other read error into a bad row."""
-    try:
-        from ray.data.context import DataContext
-
-        patterns = DataContext.get_current().retried_io_errors
-    except ImportError:
-        return False
+def transient(error: BaseException, patterns: tuple[str, ...]) -> bool:
+    """Whether ``error`` is a transient object-store error that the read task retries:
+    its message contains one of ``patterns`` (a reader's ``retried``: on Ray, Ray Data's
+    ``DataContext.retried_io_errors``, set by ``runtime.ray_sources``; none in this
+    process). Readers re-raise those, and turn every other read error into a bad row."""
     return any(p in str(error) for p in patterns)
 
 
@@ -104,7 +101,7 @@ class Selection:
         return in_role if self.threshold is None else in_role & (rank <= self.threshold)
 
 
-def _ranks(batch: dict[str, np.ndarray], sel: Selection, k: int) -> dict[str, np.ndarray]:
+def ranks(batch: dict[str, np.ndarray], sel: Selection, k: int) -> dict[str, np.ndarray]:
     """map_batches fn: the (at most ``k``) smallest rank hashes of the batch's role rows."""
     in_role, rank = sel.hashes(batch["key"])
     rank = rank[in_role]
@@ -121,49 +118,13 @@ def smallest(ranks: np.ndarray, k: int) -> tuple[int | None, int]:
     return int(np.partition(ranks, k - 1)[k - 1]), k
 
 
-def threshold(keys: Any, sel: Selection, k: int) -> tuple[int | None, int]:
-    """:func:`smallest` over a Ray dataset of keys, batch by batch (``O(k)`` driver memory)."""
-    best = np.zeros(0, np.int64)
-    total = 0
-    ranked = keys.map_batches(_ranks, fn_kwargs={"sel": sel, "k": k}, batch_format="numpy")
-    for batch in ranked.iter_batches(batch_size=65536, batch_format="numpy"):
-        total += len(batch["rank"])
-        best = np.concatenate([best, batch["rank"]])
-        if len(best) > k:
-            best = np.partition(best, k - 1)[:k]
-    return (None, total) if total <= k else (int(best.max()), k)
-
-
-def _decode_or_error(data: bytes | None, error: str, size: int) -> tuple[np.ndarray | None, str]:
+def decode_or_error(data: bytes | None, error: str, size: int) -> tuple[np.ndarray | None, str]:
     if error:
         return None, error
     try:
         return decode_image(data or b"", size), ""
     except (ValueError, OSError) as e:
         return None, str(e)
-
-
-def decode_rows(batch: dict[str, np.ndarray], sel: Selection, size: int) -> Any:
-    """map_batches fn: reader rows -> the selected rows ``{id, key, uri, image (B, R, R, 3)
-    uint8, label, error}`` as a ``pyarrow.Table``; a bad row keeps a zero image."""
-    import pyarrow as pa
-    from ray.data.extensions import ArrowTensorArray
-
-    keep = np.flatnonzero(sel.mask(batch["key"]))
-    images = np.zeros((len(keep), size, size, 3), np.uint8)
-    errors = []
-    for j, i in enumerate(keep):
-        img, err = _decode_or_error(batch["data"][i], str(batch["error"][i] or ""), size)
-        errors.append(err)
-        if img is not None:
-            images[j] = img
-    keys = [str(batch["key"][i]) for i in keep]
-    return pa.table({"id": pa.array([key_id(k) for k in keys], pa.int64()),
-                     "key": pa.array(keys, pa.string()),
-                     "uri": pa.array([str(batch["uri"][i]) for i in keep], pa.string()),
-                     "image": ArrowTensorArray.from_numpy(images),
-                     "label": pa.array(batch["label"][keep], pa.int64()),
-                     "error": pa.array(errors, pa.string())})
 
 
 class StreamingSource(Source):
@@ -216,27 +177,12 @@ class StreamingSource(Source):
         h = hashlib.sha256()
         settings = {"source": ds.source, "resolution": ds.resolution, "limit": ds.limit,
                     "seed": ds.seed, "holdout": ds.holdout, "role": role, "cap": cap,
-                    "reader": dataclasses.asdict(self.reader(ds))}
+                    "reader": {k: v for k, v in dataclasses.asdict(self.reader(ds)).items()
+                               if k != "retried"}}   # where it runs, not what it reads
         h.update(json.dumps(settings, sort_keys=True).encode())
         for rel, size in zip(inputs.files, inputs.sizes):
             h.update(f"{rel}\t{size}\n".encode())
         return h.hexdigest()
-
-    def __call__(self, ds: DatasetConfig, role: str = "train",
-                 cap: int | None = None) -> SourceData:
-        from orchestrator.data.ray_read import read_rows
-
-        inputs, reader = self.inputs(ds), self.reader(ds)
-        sel, count = self.selection(ds, role), None
-        k = ds.limit if role == "train" else cap
-        if k is not None:
-            limit, count = threshold(read_rows(inputs, reader, keys_only=True), sel, k)
-            sel = self.selection(ds, role, limit)
-        dataset = read_rows(inputs, reader).map_batches(
-            decode_rows, fn_kwargs={"sel": sel, "size": ds.resolution}, batch_format="numpy",
-            batch_size=64)
-        return SourceData(ds.name, dataset, self.stream_fingerprint(ds, role, cap, inputs), count,
-                          None if self.labelled(ds) else 0)
 
     def _read_local(self, inputs: Inputs, reader: Any) -> Iterator[Any]:
         """The reader's blocks of every file, in the driver (the in-memory path)."""
@@ -270,7 +216,7 @@ class StreamingSource(Source):
             keep = keep if limit is None else np.flatnonzero(rank <= limit)
         workers = min(8, (os.cpu_count() or 1) * 2)
         with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(lambda i: _decode_or_error(
+            results = list(pool.map(lambda i: decode_or_error(
                 cols["data"][i], cols["error"][i] or "", ds.resolution), keep))
         good = [j for j, (img, _) in enumerate(results) if img is not None]
         skipped = tuple(SkippedFile(cols["key"][keep[j]], err)

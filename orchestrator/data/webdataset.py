@@ -11,7 +11,7 @@ A sample is the run of consecutive members sharing a ``__key__`` (the member nam
 to the first ``.`` of its base name, WebDataset's rule); the sample's ``key`` is that
 ``__key__`` (keys must be unique across shards), its ``uri`` ``<shard uri>#<__key__>``,
 its image the first of its ``jpg``, ``jpeg``, ``png``, ``webp`` members. Shards are
-streamed by Ray Data read tasks (``ray_read``); our reader rather than
+streamed by Ray Data read tasks (``runtime.ray_read``); our reader rather than
 ``ray.data.read_webdataset`` because that one fails the whole read on a truncated shard
 or on a key seen twice. Bad data is a row with ``error`` set, never a failure: a sample
 without an image member (``no image member``), an undecodable image, a bad label, a key
@@ -67,6 +67,7 @@ class ShardReader:
     """Reads one tar shard into reader rows (``orchestrator.data.stream``)."""
 
     label_member: str = "cls"
+    retried: tuple[str, ...] = ()     # error messages the read task retries (stream.transient)
     random_access: ClassVar[bool] = False
 
     def _sample(self, out: _Block, key: str, members: dict[str, bytes | None], uri: str,
@@ -115,7 +116,7 @@ class ShardReader:
                 self._sample(out, key, members, uri)
                 key = None
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-            if transient(e):
+            if transient(e, self.retried):
                 raise    # Ray's read task retries the shard
             reason = f"unreadable tar shard {rel}: {type(e).__name__}: {e}"
             if key is not None:

@@ -21,9 +21,12 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from ray.tune import Callback   # this module is the Tune side of the Ray executor
+
 from orchestrator.progress import say
 from orchestrator.runtime.quiet import TUNE_REPORT_S
 from orchestrator.runtime.resources import ResourcePlan
+from orchestrator.tracking.live import LiveTrialRuns
 
 
 def trial_worker(config: dict) -> None:
@@ -86,6 +89,35 @@ def tune_trial(config: dict) -> None:
     say("trial %s: training run finished", spec["run_name"])
 
 
+class TuneLiveCallback(Callback):
+    """Ray Tune's trial events fed to :class:`~orchestrator.tracking.live.LiveTrialRuns`
+    (the live MLflow runs): start, restore, each result, complete, error. The token of a
+    trial's attempt is Tune's trial id."""
+
+    def __init__(self, runs: LiveTrialRuns) -> None:
+        self.runs = runs
+
+    @staticmethod
+    def _name(trial: Any) -> str | None:
+        return (getattr(trial, "config", None) or {}).get("trial", {}).get("name")
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.runs.start(self._name(trial), str(trial.trial_id))
+
+    def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.on_trial_start(iteration, trials, trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        self.runs.result(self._name(trial), str(trial.trial_id), result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.runs.end(self._name(trial), str(trial.trial_id), "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.runs.end(self._name(trial), str(trial.trial_id), "FAILED")
+
+
 def run_tune_grid(trials: Any, plan: ResourcePlan) -> dict[str, str]:
     """One Tune experiment over ``trials.jobs`` (a ``runtime.executor.TrialJobs``, not
     imported here: the executor imports this module); ``{spec key: error}`` of the trials
@@ -117,7 +149,8 @@ def run_tune_grid(trials: Any, plan: ResourcePlan) -> dict[str, str]:
                                   failure_config=tune.FailureConfig(max_failures=trials.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   callbacks=[*([] if solo else [release_callback()]),
-                                             *trials.callbacks],
+                                             *([TuneLiveCallback(trials.live)]
+                                               if trials.live else [])],
                                   progress_reporter=tune.CLIReporter(
                                       metric_columns=["step", "loss"], parameter_columns=[],
                                       max_report_frequency=TUNE_REPORT_S)),

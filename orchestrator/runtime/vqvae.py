@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.progress import Progress
-from orchestrator.runtime.cluster import join_refs
+from orchestrator.runtime.executor import join_columns
 from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.runtime.train import fit_torch
 from orchestrator.runtime.workarounds import worker_pg_marker
@@ -79,9 +79,9 @@ def train_vqvae_worker(config: dict) -> None:
         ray.train.report({**metrics, **worker_pg_marker()}, checkpoint=ckpt)
 
 
-def train_vqvae_single(config: dict, images: list, cache_root: str, key: str) -> dict[str, float]:
-    """A small dataset's single-worker VQ-VAE run as one Ray task, no Ray Train: the
-    images' block refs (:func:`orchestrator.runtime.cluster.gather_in_task`) joined here,
+def train_vqvae_single(config: dict, images: Any, cache_root: str, key: str) -> dict[str, float]:
+    """A small dataset's single-worker VQ-VAE run (on Ray one task, no Ray Train): the
+    images (``Executor.gather``: on Ray the block refs) joined here,
     then :func:`orchestrator.training.vqvae_fit.train_vqvae_in_memory`. So no
     ``TorchTrainer`` (controller, placement-group cleaner, dataset manager) and no Ray Data
     iteration in this process: on 2 CPUs the loop runs at 0.95x the in-process rate,
@@ -89,7 +89,7 @@ def train_vqvae_single(config: dict, images: list, cache_root: str, key: str) ->
     """
     from orchestrator.training.vqvae_fit import train_vqvae_in_memory
 
-    return train_vqvae_in_memory(config, join_refs(images)[0], cache_root, key)
+    return train_vqvae_in_memory(config, join_columns(images)[0], cache_root, key)
 
 
 def fit_vqvae(ae_cfg: dict, plan: ResourcePlan, name: str, storage: str, max_failures: int,

@@ -1,4 +1,5 @@
-"""Embed stage: a Ray Data actor pool runs each configured embedder over the images.
+"""Embed stage: the executor's pass (a Ray Data actor pool, or one actor here) runs each
+configured embedder over the images.
 
 Output per (dataset, embedder): raw ``(N, D)`` float32 features in id order (the
 libraries normalize where their method says so), cached by the data fingerprint,
@@ -6,7 +7,7 @@ the embedder name and its weight file. The ``classifier`` space is first trained
 once per dataset, on the dataset's labelled training images
 (:func:`ensure_trained_spaces`; cached by the data fingerprint and ``eval.classifier``).
 
-The held-out reference (``orchestrator.data.sources.reference_data``, capped at
+The held-out reference (``Executor.source(ds, "reference", cap)``, capped at
 ``eval.num_real``) is embedded here too, by every evaluation embedder: arrays ``ids``,
 ``labels``, ``features`` under a ``reference`` key of its own fingerprint, the
 embedder and its weights (:func:`ensure_reference`).
@@ -24,9 +25,7 @@ from models.weights import weights_fingerprint
 from orchestrator.config.schema import TRAINED_SPACE, Config, DatasetConfig
 from orchestrator.progress import say
 from orchestrator.errors import SourceError
-from orchestrator.runtime.cluster import (collect_reports, gather_in_task, good_rows, join_refs,
-                                          map_actor_pool, run_tasks)
-from orchestrator.runtime.resources import ResourcePlan
+from orchestrator.runtime.executor import Executor, join_columns
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.tables import Table, finish_table, write_part
 from orchestrator.weights import needed_embedders
@@ -116,12 +115,13 @@ def classifier_key(cache: ArtifactCache, fingerprint: str, cc: Any) -> str:
 
 
 def ensure_trained_spaces(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig,
-                          fresh: bool, plan: ResourcePlan,
+                          fresh: bool, executor: Executor,
                           num_classes: int | None = None) -> dict[str, dict]:
     """Train the classifier space on the dataset's labelled training images when needed.
 
-    Runs in one Ray task with a trial worker's resources (a small CNN: ~1 min on a CPU
-    at the default recipe); the images reach it as block refs, never through the driver.
+    Runs as one of the executor's tasks (on Ray: a task with a trial worker's resources;
+    a small CNN, ~1 min on a CPU at the default recipe); on Ray the images reach it as block
+    refs, never through the driver.
     ``num_classes``: the dataset's classes (default: the source's).
 
     Returns:
@@ -138,10 +138,11 @@ def ensure_trained_spaces(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg
         cc = cfg.eval.classifier
         say("embed[%s/%s]: training on the labelled images for %d steps", ds_cfg.name,
             TRAINED_SPACE, cc.steps)
-        refs = gather_in_task(good_rows(source.dataset), ["id", "image", "label"])
+        rows = executor.gather(executor.good_rows(source.dataset), ["id", "image", "label"])
         k = source.num_classes if num_classes is None else num_classes
-        blob, info = run_tasks(_fit_classifier_task, plan, [(refs, k, cc, plan.solo_threads)],
-                               f"classifier-{ds_cfg.name}")[0]
+        blob, info = executor.run_tasks(_fit_classifier_task,
+                                        [(rows, k, cc, executor.plan.solo_threads)],
+                                        f"classifier-{ds_cfg.name}")[0]
         cache.save_bytes(key, blob)
         cache.save_json(key, info)   # written last: marks the artifact complete
     say("embed[%s/%s]: test accuracy %.4f (%s)", ds_cfg.name, TRAINED_SPACE,
@@ -149,8 +150,8 @@ def ensure_trained_spaces(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg
     return {TRAINED_SPACE: {"weights": key, **info}}
 
 
-def _fit_classifier_task(refs: list, num_classes: int, cc: Any, threads: int) -> tuple[bytes, dict]:
-    """In a Ray task: the classifier space on the good rows, in id order.
+def _fit_classifier_task(rows: Any, num_classes: int, cc: Any, threads: int) -> tuple[bytes, dict]:
+    """In a task: the classifier space on the good rows (``Executor.gather``'d), in id order.
 
     ``threads``: torch's intra-op threads, set here because a reused Ray worker process
     keeps what an earlier task set (the VQ-VAE's task sets its own), and the thread count
@@ -159,7 +160,7 @@ def _fit_classifier_task(refs: list, num_classes: int, cc: Any, threads: int) ->
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
-    ids, images, labels = join_refs(refs)
+    ids, images, labels = join_columns(rows)
     order = np.argsort(ids, kind="stable")
     return fit_classifier(images[order], labels[order].astype(np.int64), num_classes, cc,
                           "cuda" if torch.cuda.is_available() else "cpu")
@@ -178,27 +179,27 @@ def weights_identity(cfg: Config, trained: dict[str, dict] | None, name: str) ->
     return weights_key or weights_fingerprint(name, weights)
 
 
-def _embed_pass(cache: ArtifactCache, cfg: Config, dataset: Any, name: str, plan: ResourcePlan,
+def _embed_pass(cache: ArtifactCache, cfg: Config, dataset: Any, name: str, executor: Executor,
                 trained: dict[str, dict] | None, key: str, with_labels: bool = False) -> int:
-    """One Ray Data actor-pool pass of embedder ``name`` writing table ``key``; its rows.
+    """One pass of embedder ``name`` over ``dataset`` writing table ``key``; its rows.
 
     No ``select_columns`` (a Project operator): see stages/encode.py:train_vqvae.
     """
     weights, weights_key = _space_weights(cfg, trained, name)
-    out = map_actor_pool(dataset, EmbedActor,
-                         {"name": name, "weights": weights,
-                          "device": "cuda" if plan.actor_gpus else "cpu",
-                          "threads": plan.actor_threads, "cache_root": cache.root,
-                          "table_key": key, "weights_key": weights_key,
-                          "with_labels": with_labels},
-                         plan, cfg.embed.batch_size)
-    parts = [r["part"] for r in collect_reports(out) if r["part"]]
+    plan = executor.plan
+    reports = executor.map_rows(dataset, EmbedActor,
+                                {"name": name, "weights": weights,
+                                 "device": "cuda" if plan.actor_gpus else "cpu",
+                                 "threads": plan.actor_threads, "cache_root": cache.root,
+                                 "table_key": key, "weights_key": weights_key,
+                                 "with_labels": with_labels}, cfg.embed.batch_size)
+    parts = [r["part"] for r in reports if r["part"]]
     finish_table(cache, key, parts)
     return sum(p["rows"] for p in parts)
 
 
 def ensure_embeddings(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig,
-                      plan: ResourcePlan, fresh: bool,
+                      executor: Executor, fresh: bool,
                       trained: dict[str, dict] | None = None,
                       count: int | None = None) -> dict[str, str]:
     """Keys of the features tables (``id``, ``features`` (D,) float32) of every needed
@@ -214,7 +215,7 @@ def ensure_embeddings(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: Da
         if not fresh and Table.exists(cache, key):
             say("embed[%s/%s]: cached (%s)", ds_cfg.name, name, key)
             continue
-        rows = _embed_pass(cache, cfg, source.dataset, name, plan, trained, key)
+        rows = _embed_pass(cache, cfg, source.dataset, name, executor, trained, key)
         if count is not None and rows != count:
             raise RuntimeError(f"embed[{ds_cfg.name}/{name}]: {rows} features for {count} "
                                "encoded images")
@@ -223,15 +224,16 @@ def ensure_embeddings(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: Da
     return keys
 
 
-def ensure_reference(cache: ArtifactCache, cfg: Config, ds_cfg: DatasetConfig, plan: ResourcePlan,
-                     fresh: bool, trained: dict[str, dict] | None = None) -> Reference:
+def ensure_reference(cache: ArtifactCache, cfg: Config, ds_cfg: DatasetConfig,
+                     executor: Executor, fresh: bool,
+                     trained: dict[str, dict] | None = None) -> Reference:
     """Embed the held-out reference of ``ds_cfg`` in every evaluation space (cached).
 
     ``trained``: :func:`ensure_trained_spaces`' result (weight files of trained spaces).
     """
-    from orchestrator.data.sources import reference_data, reference_origin
+    from orchestrator.data.sources import reference_origin
 
-    source = reference_data(ds_cfg, cfg.eval.num_real)
+    source = executor.source(ds_cfg, "reference", cfg.eval.num_real)
     origin = reference_origin(ds_cfg)
     keys = {}
     for name in cfg.eval.embedders:
@@ -240,7 +242,7 @@ def ensure_reference(cache: ArtifactCache, cfg: Config, ds_cfg: DatasetConfig, p
         if not fresh and Table.exists(cache, key):
             say("reference[%s/%s]: cached (%s)", ds_cfg.name, name, key)
             continue
-        rows = _embed_pass(cache, cfg, source.dataset, name, plan, trained, key, True)
+        rows = _embed_pass(cache, cfg, source.dataset, name, executor, trained, key, True)
         if rows == 0:
             raise SourceError(f"reference[{ds_cfg.name}]: no readable image in {origin}")
         say("reference[%s/%s]: %d features of %s", ds_cfg.name, name, rows, origin)

@@ -1,11 +1,12 @@
 """Encode stage: train (or load) the VQ-VAE, then encode every image to latents.
 
-The VQ-VAE trains for a fixed number of steps: a small dataset with one worker in one
-Ray task from memory (``runtime.vqvae.train_vqvae_single``, the loop in
-``training.vqvae_fit``), otherwise inside a Ray Train ``TorchTrainer`` on the dataset's Ray
-Data shards (DDP, ``runtime.vqvae.train_vqvae_worker``), which fits its latent scale on
-rank 0 and reports the weights as a checkpoint. A Ray Data ``map_batches`` actor pool
-then encodes every image. Both artifacts are content-addressed in the cache: the VQ-VAE by the data
+The VQ-VAE trains for a fixed number of steps: a small dataset (every dataset on the local
+executor) with one worker from memory (``runtime.vqvae.train_vqvae_single``, the loop in
+``training.vqvae_fit``; one Ray task on the Ray executor), otherwise inside a Ray Train
+``TorchTrainer`` on the dataset's Ray Data shards (DDP, ``runtime.vqvae.train_vqvae_worker``),
+which fits its latent scale on rank 0 and reports the weights as a checkpoint. The
+executor's pass (:meth:`~orchestrator.runtime.executor.Executor.map_rows`: a Ray Data
+``map_batches`` actor pool, or one actor here) then encodes every image. Both artifacts are content-addressed in the cache: the VQ-VAE by the data
 fingerprint and the autoencoder config, the latents by the VQ-VAE's key.
 """
 
@@ -21,9 +22,7 @@ import numpy as np
 from orchestrator.config.schema import Config, DatasetConfig
 from orchestrator.errors import SourceError
 from orchestrator.progress import say
-from orchestrator.runtime.cluster import collect_reports, gather_in_task, good_rows, map_actor_pool
-from orchestrator.runtime.resources import ResourcePlan
-from orchestrator.runtime.train import call_as_worker, call_isolated
+from orchestrator.runtime.executor import Executor
 from orchestrator.runtime.vqvae import fit_vqvae, train_vqvae_single
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.tables import Table, finish_table, write_part
@@ -89,8 +88,8 @@ def vqvae_key(cache: ArtifactCache, cfg: Config, fingerprint: str, ds_seed: int)
     return cache.key("vqvae", VQVAE_VERSION, fingerprint=fingerprint, autoencoder=ae, seed=ds_seed)
 
 
-def ensure_vqvae(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig, plan: ResourcePlan,
-                 fresh: bool) -> str:
+def ensure_vqvae(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig,
+                 executor: Executor, fresh: bool) -> str:
     """The VQ-VAE's cache key, training or importing it when missing."""
     key = vqvae_key(cache, cfg, source.fingerprint, ds_cfg.seed)
     if not fresh and cache.has(key, "bytes"):
@@ -104,50 +103,44 @@ def ensure_vqvae(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: Dataset
         with fs.open_input_stream(path) as f:
             cache.save_bytes(key, f.read())
         return key
-    train_vqvae(cache, cfg, source, ds_cfg, plan, key)
+    train_vqvae(cache, cfg, source, ds_cfg, executor, key)
     return key
 
 
-def train_vqvae(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig, plan: ResourcePlan,
-                key: str) -> dict[str, float]:
-    """Train the VQ-VAE and store it under ``key``: a small dataset with one worker in one
-    Ray task (``runtime.vqvae.train_vqvae_single``), otherwise in a Ray Train run (DDP).
+def train_vqvae(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig,
+                executor: Executor, key: str) -> dict[str, float]:
+    """Train the VQ-VAE and store it under ``key``: a small dataset with one worker from
+    memory (``runtime.vqvae.train_vqvae_single``; a Ray task on the Ray executor), otherwise
+    in a Ray Train run (DDP over the dataset's shards).
 
     Returns the run's last metrics: ``step``, ``train_s`` (the step loop's wall seconds,
     without the run's start-up), ``loss``, ``recon``, ...
     """
-    ae = cfg.autoencoder
+    ae, plan = cfg.autoencoder, executor.plan
     say("encode[%s]: training VQ-VAE %s for %d steps", ds_cfg.name, ae.preset, ae.train_steps)
     ae_cfg = {"preset": ae.preset, "steps": ae.train_steps, "batch_size": ae.batch_size,
               "lr": ae.lr, "seed": ds_cfg.seed}
     # The whole rows, not select_columns(["image"]): the extra id/label columns cost
     # nothing, and the Project operator's worker aborted (SIGABRT, "Mutex corrupt") in
     # a successful quickstart run (issue 13; benchmarks/repro_project_sigabrt.py).
-    images = good_rows(source.dataset)   # bad rows stay listed by the encode pass
+    images = executor.good_rows(source.dataset)   # bad rows stay listed by the encode pass
     # a source that counts its rows only when it reads them (parquet, webdataset) goes
     # the streaming way
-    small = (source.count is not None
-             and source.count * ds_cfg.resolution ** 2 * 3 <= MATERIALIZE_BYTES)
-    if plan.spare_cpus() < 1.0 or small:
-        # No CPU left for Ray Data's tasks beside the Train workers (small machines), or
-        # a small dataset: run the read tasks once, now, so the workers only fetch
-        # finished blocks (not a re-read per epoch).
-        images = images.materialize()
+    small = executor.in_memory or (source.count is not None and
+                                   source.count * ds_cfg.resolution ** 2 * 3 <= MATERIALIZE_BYTES)
     ae_cfg["in_memory"] = small
     t0 = time.perf_counter()
     if small and plan.num_workers == 1:
         config = {**ae_cfg, "threads": plan.solo_threads, "use_gpu": bool(plan.worker_gpus)}
-        # The images' block refs (<= MATERIALIZE_BYTES), joined in the task: not the
-        # dataset (iterating a Ray Dataset in the task left Ray Data's executor beside the
-        # training loop) and not an array gathered on the driver.
-        metrics = call_as_worker(train_vqvae_single, plan, cfg.resources.max_failures,
-                                 "vqvae-single", config, gather_in_task(images, ["image"]),
-                                 cache.root, key)
+        # The images gathered where the run is (on Ray: the block refs, <= MATERIALIZE_BYTES,
+        # joined in the task; not the dataset: iterating a Ray Dataset in the task left Ray
+        # Data's executor beside the training loop; not an array gathered on the driver).
+        metrics = executor.call_as_worker(train_vqvae_single, "vqvae-single", config,
+                                          executor.gather(images, ["image"]), cache.root, key)
     else:
-        metrics = call_isolated(fit_vqvae, ae_cfg, plan,
-                                f"vqvae-{ds_cfg.name}-{key.split('/')[1][:10]}",
-                                cfg.storage.ray_storage, cfg.resources.max_failures, images,
-                                cache.root, key)
+        metrics = executor.fit_on_shards(fit_vqvae, ae_cfg,
+                                         f"vqvae-{ds_cfg.name}-{key.split('/')[1][:10]}",
+                                         cfg.storage.ray_storage, images, cache.root, key)
     loop_s = float(metrics.get("train_s", 0.0))
     say("encode[%s]: VQ-VAE trained: %d steps in %.0f s (%.2f steps/s), %.0f s with the run's "
         "start and checkpoint", ds_cfg.name, ae.train_steps, loop_s,
@@ -160,8 +153,8 @@ def latents_key(cache: ArtifactCache, vq_key: str, fingerprint: str) -> str:
     return cache.key("latents", LATENTS_VERSION, vqvae=vq_key, fingerprint=fingerprint)
 
 
-def ensure_latents(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig, vq_key: str | None,
-                   plan: ResourcePlan, fresh: bool) -> str:
+def ensure_latents(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: DatasetConfig,
+                   vq_key: str | None, executor: Executor, fresh: bool) -> str:
     """The key of the dataset's latents table, encoding every image when it is missing.
 
     The table (:class:`orchestrator.storage.tables.Table`) has columns ``id``, ``key``,
@@ -182,12 +175,12 @@ def ensure_latents(cache: ArtifactCache, cfg: Config, source: Any, ds_cfg: Datas
     if not fresh and Table.exists(cache, key):
         say("encode[%s]: %s cached (%s)", ds_cfg.name, what, key)
     else:
+        plan = executor.plan
         device = "cuda" if plan.actor_gpus and vq_key else "cpu"
-        out = map_actor_pool(source.dataset, EncodeActor,
-                             {"cache_root": cache.root, "vqvae_key": vq_key, "device": device,
-                              "threads": plan.actor_threads, "table_key": key},
-                             plan, cfg.autoencoder.batch_size * 4)
-        reports = collect_reports(out)
+        reports = executor.map_rows(source.dataset, EncodeActor,
+                                    {"cache_root": cache.root, "vqvae_key": vq_key,
+                                     "device": device, "threads": plan.actor_threads,
+                                     "table_key": key}, cfg.autoencoder.batch_size * 4)
         parts = [r["part"] for r in reports if r["part"]]
         skipped = sorted(s for r in reports for s in r["skipped"])
         n_good = sum(p["rows"] for p in parts)

@@ -6,8 +6,8 @@ the proxy's initial weights, batch order, class dropout and the statistics' (t, 
 draws, so the score-based subsets of two seeds come from two independent proxies
 (``experiment.seeds: [0, 1, 2]`` trains three proxies per dataset). The training and the
 statistics are :func:`orchestrator.training.proxy_stats.train_proxy`; this module
-decides what is cached, runs it as a Ray Train run (:func:`proxy_worker`) and merges
-the ranks' shards. Each rank writes its shard to the cache; the driver gathers the
+decides what is cached, runs it through the executor (:func:`proxy_worker`: a Ray Train
+run on Ray, a plain call on the local executor) and merges the ranks' shards. Each rank writes its shard to the cache; the driver gathers the
 shards by position and caches the merged arrays under a key of the latents, the proxy
 config and the stats set.
 
@@ -25,8 +25,7 @@ import numpy as np
 
 from orchestrator.config.schema import Config, DatasetConfig
 from orchestrator.progress import say
-from orchestrator.runtime.resources import ResourcePlan
-from orchestrator.runtime.train import call_isolated, fit_only
+from orchestrator.runtime.executor import Executor
 from orchestrator.storage import fsutil
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.tables import Table
@@ -51,14 +50,18 @@ def needed_stats(cfg: Config) -> tuple[str, ...]:
     return tuple(k for k in STAT_KEYS if k in want)
 
 
-def proxy_worker(cfg: dict) -> None:
-    """Ray Train loop: train the proxy (resuming from a checkpoint), write this rank's shard."""
+def proxy_worker(cfg: dict, rt: Any = None) -> None:
+    """Train the proxy (resuming from a checkpoint), write this rank's shard.
+
+    ``rt``: the ``TrialRuntime`` (rank, device, checkpoints): the local executor's
+    ``FolderRuntime``; None inside a Ray Train worker (its ``TrainRuntime``)."""
     import torch
 
-    from orchestrator.runtime.train import TrainRuntime
-
     torch.set_num_threads(int(cfg["threads"]))
-    rt = TrainRuntime()
+    if rt is None:
+        from orchestrator.runtime.train import TrainRuntime
+
+        rt = TrainRuntime()
     cache = ArtifactCache(cfg["cache_root"])
     data = read_latents(cache, cfg["latents_key"])
     state = rt.load_checkpoint(lambda d: read_rank_state(d, rt.rank, rt.world))
@@ -89,7 +92,7 @@ def proxy_run_name(ds_name: str, key: str) -> str:
 
 
 def ensure_proxy_stats(cache: ArtifactCache, cfg: Config, ds_cfg: DatasetConfig, latents_key: str,
-                       num_classes: int, plan: ResourcePlan, fresh: bool,
+                       num_classes: int, executor: Executor, fresh: bool,
                        seed: int) -> str | None:
     """Cache key of the merged statistics, or None if unneeded.
 
@@ -117,7 +120,7 @@ def ensure_proxy_stats(cache: ArtifactCache, cfg: Config, ds_cfg: DatasetConfig,
     if fresh:
         fsutil.remove_dir(fsutil.join(cfg.storage.ray_storage, name))  # its checkpoints
     n = Table(cache, latents_key).rows
-    world = plan.num_workers
+    world = executor.plan.num_workers
     shard_keys = [cache.key("proxyshard", PROXY_VERSION, proxy=key, rank=r, world=world)
                   for r in range(world)]
     say("proxy[%s]: %s on %d latents, %d step(s), stats %s, seed %d", ds_cfg.name,
@@ -125,8 +128,7 @@ def ensure_proxy_stats(cache: ArtifactCache, cfg: Config, ds_cfg: DatasetConfig,
     wcfg = {**pc, "stats": list(stats), "n": n, "seed": seed, "conditional": ds_cfg.conditional,
             "num_classes": num_classes, "cache_root": cache.root, "latents_key": latents_key,
             "shard_keys": shard_keys}
-    call_isolated(fit_only, proxy_worker, wcfg, plan, name, cfg.storage.ray_storage,
-                  cfg.resources.max_failures, solo=True)
+    executor.fit(proxy_worker, wcfg, name, cfg.storage.ray_storage)
     merged: dict[str, np.ndarray] = {}
     resumed = 0
     for sk in shard_keys:

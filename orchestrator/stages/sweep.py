@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from models.weights import weights_fingerprint
 from orchestrator.config.plan import TrialPlan
 from orchestrator.config.schema import Config, Trial
 from orchestrator.progress import say
 from orchestrator.runtime.executor import Executor, TrialJobs
+from orchestrator.tracking.live import LiveTrialRuns
 from orchestrator.stages.score import DatasetArtifacts
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.fsutil import join
@@ -191,11 +192,11 @@ def clear_trial_runs(cfg: Config, specs: list[TrialSpec]) -> None:
 
 
 def run_sweep(cache: ArtifactCache, cfg: Config, specs: list[TrialSpec], executor: Executor,
-              fresh: bool, callbacks: Sequence[Any] = ()) -> dict[str, str]:
+              fresh: bool, live: LiveTrialRuns | None = None) -> dict[str, str]:
     """Train every trial whose result is missing; returns ``{trial key: error}`` of failures.
 
-    ``callbacks``: Ray Tune callbacks (the live MLflow logger, orchestrator.tracking), for an
-    executor that runs a Tune grid.
+    ``live``: the live MLflow runs (:mod:`orchestrator.tracking.live`), fed by the executor
+    as its trials start, report and end.
     """
     if fresh:
         clear_trial_runs(cfg, specs)
@@ -213,7 +214,7 @@ def run_sweep(cache: ArtifactCache, cfg: Config, specs: list[TrialSpec], executo
         jobs=tuple((s.run_name, spec_key(s)) for s in pending), cache_root=cache.root,
         storage=join(cfg.storage.ray_storage, TRIALS_DIR),
         experiment=(cfg.storage.ray_storage, cfg.experiment.name),
-        max_failures=cfg.resources.max_failures, callbacks=tuple(callbacks)))
+        max_failures=cfg.resources.max_failures, live=live))
     return {s.key: failed.get(spec_key(s), "no result written")
             for s in pending if not is_done(cache, s)}
 

@@ -5,9 +5,9 @@ trial runs, live logging while the sweep runs, and the UI's runs view.
   ``mlflow_ui_command``, ``open_experiment``, ``artifact_location_uri``, ``find_run``.
 - :mod:`~orchestrator.tracking.runs`: ``MlflowReporter`` (parent run per config hash, one
   nested run per trial), ``sweep_reporter(cfg, fresh)``.
-- :mod:`~orchestrator.tracking.live`: ``LiveTrialLogger``, the Ray Tune callback that opens
-  a trial's run when it starts and logs its loss as it reports (imports Ray: import it
-  only where the sweep runs).
+- :mod:`~orchestrator.tracking.live`: ``LiveTrialRuns`` (``live_logger``), which opens a
+  trial's run when it starts and logs its loss as it reports; each executor feeds it
+  (the Ray executor through a Tune callback, ``runtime.trials.TuneLiveCallback``).
 - :mod:`~orchestrator.tracking.view`: the experiment-kind tag and the shared runs view.
 
 Every run is tagged with :func:`orchestrator.version.provenance_tags` (version, git

@@ -1,24 +1,25 @@
-"""Live tracking: a trial's MLflow run opens when Ray Tune starts the trial and its loss is
-logged at each report, so the MLflow UI shows a sweep while it runs.
+"""Live tracking: a trial's MLflow run opens when the trial starts and its loss is logged
+at each report, so the MLflow UI shows a sweep while it runs.
 
-:class:`LiveTrialLogger` is a Ray Tune callback (it runs in the driver, beside the Tune
-loop). It creates the trial's run under the sweep's parent run (tags ``prunediff.trial_key``,
-``prunediff.final = false`` and the provenance tags), logs ``train_loss`` at ``step`` for
-every result that carries both, and marks the run FINISHED (still ``final = false``) when
-the trial ends or FAILED when it errs. The report stage later completes the same run
-(:meth:`orchestrator.tracking.runs.MlflowReporter.log_trial`, found by the trial key).
+:class:`LiveTrialRuns` holds the logic and imports no Ray. Each executor calls it as its
+trials move (:mod:`orchestrator.runtime.executor`): the Ray executor through a Ray Tune
+callback (``runtime.trials.TuneLiveCallback``, in the driver beside the Tune loop), the
+local executor directly. A trial's run is created under the sweep's parent run (tags
+``prunediff.trial_key``, ``prunediff.final = false`` and the provenance tags), logs
+``train_loss`` at ``step`` for every report that carries both, and is marked FINISHED
+(still ``final = false``) when the trial ends or FAILED when it errs. The report stage
+later completes the same run (:meth:`orchestrator.tracking.runs.MlflowReporter.log_trial`,
+found by the trial key).
 
 Tracking must never stop a sweep: an MLflow error here is logged as one warning per
-trial and the callback carries on. The Tuner pickles its run config (``tuner.pkl``), so
-the callback keeps only plain fields and opens its client on first use.
+trial and the logging carries on. The Tuner pickles its run config (``tuner.pkl``), so
+the object keeps only plain fields and opens its client on first use.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
-
-from ray.tune import Callback
+from typing import Any, Callable, Sequence
 
 from orchestrator.config.schema import Trial
 from orchestrator.tracking.runs import FINAL, MlflowReporter, log_new_params, open_trial_run
@@ -29,14 +30,17 @@ from orchestrator.training.records import TrialSpec
 log = logging.getLogger(__name__)
 
 
-class LiveTrialLogger(Callback):
+class LiveTrialRuns:
     """Opens each trial's MLflow run at its start and logs its loss as it reports.
 
     Args:
         tracking_uri, experiment_id, parent_id: where the runs go (the sweep's parent run).
         tags: tags of every trial run (:func:`orchestrator.version.provenance_tags`).
-        trials: Tune trial name (the spec's ``run_name``) -> ``{"key": trial key,
+        trials: trial run name (the spec's ``run_name``) -> ``{"key": trial key,
             "trial": [dataset, method, ratio, seed]}``.
+
+    Every method takes the trial's run name and a ``token`` naming this attempt of it
+    (Tune's trial id; the run name on the local executor): a new token reopens the run.
     """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_id: str,
@@ -46,7 +50,7 @@ class LiveTrialLogger(Callback):
         self.parent_id = parent_id
         self.tags = dict(tags)
         self.trials = trials
-        self.runs: dict[str, str] = {}     # Tune trial id -> MLflow run id
+        self.runs: dict[str, str] = {}     # token -> MLflow run id
         self._client: Any = None
         self._warned: set[str] = set()
 
@@ -62,74 +66,56 @@ class LiveTrialLogger(Callback):
             self._client = tracking_client(self.tracking_uri)
         return self._client
 
-    def _entry(self, trial: Any) -> tuple[str, Trial] | None:
-        name = (getattr(trial, "config", None) or {}).get("trial", {}).get("name")
-        entry = self.trials.get(name)
-        return (entry["key"], Trial(*entry["trial"])) if entry else None
-
-    def _guard(self, trial: Any, what: str, fn: Any) -> None:
+    def _guard(self, token: str, what: str, fn: Callable[[], None]) -> None:
         try:
             fn()
         except Exception as e:  # noqa: BLE001 - tracking never fails the sweep
-            tid = str(getattr(trial, "trial_id", trial))
-            if tid not in self._warned:
-                self._warned.add(tid)
-                log.warning("live MLflow logging of trial %s (%s) failed: %s", tid, what, e)
+            if token not in self._warned:
+                self._warned.add(token)
+                log.warning("live MLflow logging of trial %s (%s) failed: %s", token, what, e)
 
-    def _run_id(self, trial: Any) -> str | None:
-        tid = str(trial.trial_id)
-        if tid not in self.runs:
-            entry = self._entry(trial)
-            if entry is None:
+    def _run_id(self, name: str | None, token: str) -> str | None:
+        if token not in self.runs:
+            entry = self.trials.get(name or "")
+            if entry is None:              # not a trial of this sweep
                 return None
-            key, grid = entry
-            rid = open_trial_run(self.client, self.experiment_id, self.parent_id, key, grid,
-                                 {**self.tags, FINAL: "false"})
+            grid = Trial(*entry["trial"])
+            rid = open_trial_run(self.client, self.experiment_id, self.parent_id, entry["key"],
+                                 grid, {**self.tags, FINAL: "false"})
             log_new_params(self.client, rid, trial_params(grid))
-            self.runs[tid] = rid
-        return self.runs[tid]
+            self.runs[token] = rid
+        return self.runs[token]
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """Open (or reopen) the trial's run."""
-        self._guard(trial, "start", lambda: self._run_id(trial))
+    def start(self, name: str | None, token: str) -> None:
+        """Open (or reopen) the trial's run: RUNNING."""
+        self._guard(token, "start", lambda: self._run_id(name, token))
 
-    def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """A restored trial runs again: its run shows RUNNING."""
-        self.on_trial_start(iteration, trials, trial)
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                        **info: Any) -> None:
-        """Log ``train_loss`` at ``step`` (results without both are ignored)."""
-        if "step" not in result or "loss" not in result:
+    def result(self, name: str | None, token: str, metrics: dict[str, Any]) -> None:
+        """Log ``train_loss`` at ``step`` (reports without both are ignored)."""
+        if "step" not in metrics or "loss" not in metrics:
             return
 
-        def log() -> None:
-            rid = self._run_id(trial)
+        def log_loss() -> None:
+            rid = self._run_id(name, token)
             if rid is not None:
-                self.client.log_metric(rid, "train_loss", float(result["loss"]),
-                                       step=int(result["step"]))
-        self._guard(trial, "result", log)
+                self.client.log_metric(rid, "train_loss", float(metrics["loss"]),
+                                       step=int(metrics["step"]))
+        self._guard(token, "result", log_loss)
 
-    def _end(self, trial: Any, status: str) -> None:
-        def end() -> None:
-            rid = self._run_id(trial)
+    def end(self, name: str | None, token: str, status: str) -> None:
+        """The trial ended: ``FINISHED`` (still ``final = false`` until the report logs it)
+        or ``FAILED``."""
+        def close() -> None:
+            rid = self._run_id(name, token)
             if rid is not None and self.client.get_run(rid).data.tags.get(FINAL) != "true":
                 self.client.set_terminated(rid, status)
-        self._guard(trial, status.lower(), end)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """The trial ended: FINISHED, still ``final = false`` until the report logs it."""
-        self._end(trial, "FINISHED")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """The trial failed for good: FAILED."""
-        self._end(trial, "FAILED")
+        self._guard(token, status.lower(), close)
 
 
-def live_logger(reporter: MlflowReporter, specs: Sequence[TrialSpec]) -> LiveTrialLogger:
-    """The :class:`LiveTrialLogger` that writes under ``reporter``'s parent run."""
+def live_logger(reporter: MlflowReporter, specs: Sequence[TrialSpec]) -> LiveTrialRuns:
+    """The :class:`LiveTrialRuns` that writes under ``reporter``'s parent run."""
     trials = {s.run_name: {"key": s.key, "trial": [s.trial.dataset, s.trial.method,
                                                     s.trial.ratio, s.trial.seed]}
               for s in specs}
-    return LiveTrialLogger(reporter.tracking_uri, reporter.experiment_id, reporter.parent_id,
-                           reporter.tags, trials)
+    return LiveTrialRuns(reporter.tracking_uri, reporter.experiment_id, reporter.parent_id,
+                         reporter.tags, trials)

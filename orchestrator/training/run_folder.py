@@ -94,6 +94,8 @@ class FolderRuntime:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.run_dir = run_dir
         self.reported: list[dict[str, float]] = []   # the metrics of every report, in order
+        # called with every report's metrics (the local executor's live MLflow logging)
+        self.on_report: Callable[[dict[str, float]], None] | None = None
 
     def prepare_model(self, model: Any) -> Any:
         return model.to(self.device)
@@ -101,6 +103,8 @@ class FolderRuntime:
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
         """Called with every report (and the local checkpoint folder, if any)."""
         self.reported.append(dict(metrics))
+        if self.on_report is not None:
+            self.on_report(dict(metrics))
 
     def save_checkpoint(self, metrics: dict[str, float], files: dict[str, dict]) -> None:
         """Write ``files`` to ``<run_dir>/checkpoint_<step>``, then :meth:`report`."""

@@ -1,4 +1,4 @@
-"""The Ray Data reader of the streaming sources (imports Ray: import this module lazily).
+"""The Ray Data reader of the streaming sources (the Ray executor's; see ``ray_sources``).
 
 :class:`RowsDatasource` is a Ray Data ``FileBasedDatasource``: Ray's own read tasks
 open the files (local, ``s3://``, ``gs://``, with Ray's retries) and stream blocks from a
