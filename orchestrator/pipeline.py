@@ -20,10 +20,22 @@ from orchestrator.config import Config
 from orchestrator.config.checks import circularity_warnings
 from orchestrator.progress import say
 from orchestrator.runtime.executor import Executor, open_executor
+from orchestrator.runtime.resources import describe
+from orchestrator.stages.embed import (Reference, check_embedders, ensure_embeddings,
+                                       ensure_reference, ensure_trained_spaces)
+from orchestrator.stages.encode import ensure_latents, ensure_vqvae
+from orchestrator.stages.export import INDEX, SUBSETS, export_subsets, log_subsets
+from orchestrator.stages.proxy import ensure_proxy_stats
+from orchestrator.stages.report import build_report
+from orchestrator.stages.score import (DatasetArtifacts, build_subsets, reliability_metrics,
+                                       reliability_section, score_reliability)
+from orchestrator.stages.sweep import build_specs, is_done, run_sweep
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.lock import RunLock
 from orchestrator.storage.tables import Table
-from orchestrator.tracking import check_tracking_server, mlflow_ui_command, sweep_reporter
+from orchestrator.tracking import (check_tracking_server, log_report, mlflow_ui_command,
+                                   sweep_reporter)
+from orchestrator.tracking.live import live_logger
 from orchestrator.until import describe as describe_plan
 from orchestrator.until import (evaluates, needs_latents, reaches, scoring_only, stage_config,
                                 stage_plan)
@@ -35,12 +47,6 @@ def prepare_datasets(cache: ArtifactCache, cfg: Config, executor: Executor, fres
                      until: str = "report") -> dict:
     """Run encode, embed and proxy for every dataset, as far as ``--until`` goes and as the
     methods need them (:mod:`orchestrator.until`); returns DatasetArtifacts by name."""
-    from orchestrator.stages.embed import (Reference, ensure_embeddings, ensure_reference,
-                                           ensure_trained_spaces)
-    from orchestrator.stages.encode import ensure_latents, ensure_vqvae
-    from orchestrator.stages.proxy import ensure_proxy_stats
-    from orchestrator.stages.score import DatasetArtifacts
-
     arts = {}
     ecfg = stage_config(cfg, until)   # up to select: the methods' embedders only
     latents = needs_latents(cfg, until)
@@ -103,8 +109,6 @@ def _stopped(until: str, t_start: float, code: int = 0) -> int:
 
 def _export(cache: ArtifactCache, cfg: Config, arts: dict, subsets: dict, fresh: bool) -> None:
     """Write ``<output_dir>/subsets/`` and log it to MLflow (stages/export.py)."""
-    from orchestrator.stages.export import INDEX, SUBSETS, export_subsets, log_subsets
-
     rows = export_subsets(cache, cfg, arts, subsets)
     log_subsets(cfg, rows, fresh)
     print(f"subsets: {cfg.experiment.output_dir}/{SUBSETS}/{INDEX} ({len(rows)} subset files)",
@@ -112,14 +116,6 @@ def _export(cache: ArtifactCache, cfg: Config, arts: dict, subsets: dict, fresh:
 
 
 def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
-    from orchestrator.runtime.resources import describe
-    from orchestrator.stages.embed import check_embedders
-    from orchestrator.stages.report import run_report
-    from orchestrator.stages.score import (build_subsets, reliability_metrics,
-                                           reliability_section, score_reliability)
-    from orchestrator.stages.sweep import build_specs, run_sweep
-    from orchestrator.tracking.live import live_logger
-
     t_start = time.time()
     check_tracking_server(cfg.mlflow.tracking_uri)
     check_embedders(stage_config(cfg, until))
@@ -155,9 +151,9 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
         if not reaches(until, "report"):
             return _stopped(until, t_start, 1 if errors else 0)
         rel_rows = score_reliability(cache, cfg, arts, subsets)
-        markdown = run_report(cache, cfg, specs, errors, fresh, reporter,
-                              reliability_section(cache, cfg, arts, subsets, rel_rows),
-                              reliability_metrics(rel_rows))
+        markdown, report = build_report(cache, cfg, specs,
+                                        reliability_section(cache, cfg, arts, subsets, rel_rows))
+        log_report(reporter, report, failed=bool(errors), metrics=reliability_metrics(rel_rows))
     print(f"\nResults ({cfg.experiment.name}, mean ± std over seeds):\n")
     print(markdown, flush=True)
     if errors:
@@ -166,8 +162,6 @@ def _run_stages(cfg: Config, fresh: bool, until: str = "report") -> int:
             print(f"error: trial {by_key.get(key, key)} failed: {err}", file=sys.stderr)
     print(f"report: {cfg.experiment.output_dir}/report/results.md (.csv, ratio_*.png)")
     print(f"MLflow: {mlflow_ui_command(cfg.mlflow.tracking_uri)}")
-    from orchestrator.stages.sweep import is_done
-
     n_done = sum(is_done(cache, s) for s in specs)
     say(f"total {time.time() - t_start:.0f}s; {n_done}/{len(specs)} trials done")
     return 0 if n_done == len(specs) else 1

@@ -141,7 +141,7 @@ ALLOWED = {
     "runtime": {"training", "storage", "errors", "progress", "config", "data", "tracking"},
     "stages": {"config", "data", "storage", "runtime", "training", "progress", "errors",
                "tracking", "version", "weights"},
-    "tracking": {"config", "training", "errors", "version"},
+    "tracking": {"config", "training", "errors", "version", "progress"},
     "version": set(),
     "compare": set(),
     "cli": {"run", "compare"},

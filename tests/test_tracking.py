@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from orchestrator.config.schema import Trial
-from orchestrator.tracking import MlflowReporter
+from orchestrator.tracking import MlflowReporter, SweepReport, log_report
 from orchestrator.runtime.trials import TuneLiveCallback
 from orchestrator.tracking.live import LiveTrialRuns, live_logger
 from orchestrator.training.records import TrialFiles, TrialResult
@@ -82,6 +82,38 @@ def test_live_run_is_completed_by_the_report_not_duplicated(tmp_path):
     history = reporter.client.get_metric_history(rid, "train_loss")
     assert sorted(m.step for m in history) == [5, 10, 15]   # no step twice
     assert reporter.logged_trials() == {"trial/k1"}
+
+
+def test_log_report_logs_each_trial_once_and_the_parent(tmp_path, capsys):
+    """The report hands MLflow a SweepReport; a trial already logged is not asked for its
+    files again, and the parent gets the params, files and the FAILED/FINISHED status."""
+    reporter = _reporter(tmp_path)
+    table = tmp_path / "results.csv"
+    table.write_text("dataset,method\nfmnist,random\n")
+    asked = []
+
+    def files(res: TrialResult) -> dict[str, str]:
+        asked.append(res.key)
+        grid = tmp_path / "samples.png"
+        grid.write_bytes(b"png")
+        return {"grid": str(grid)}
+
+    report = SweepReport([_result([[5, 1.0]])], files, {"n_trials": 1}, [str(table)],
+                         ["fd_pixels"])
+    log_report(reporter, report, failed=True, metrics={"rho_el2n": 0.7})
+    (run,) = _trial_runs(reporter)
+    assert asked == ["trial/k1"] and run.data.tags["prunediff.final"] == "true"
+    assert [a.path for a in reporter.client.list_artifacts(run.info.run_id)] == ["samples.png"]
+    parent = reporter.client.get_run(reporter.parent_id)
+    assert parent.info.status == "FAILED" and parent.data.params["n_trials"] == "1"
+    assert parent.data.metrics["rho_el2n"] == 0.7
+    assert [a.path for a in reporter.client.list_artifacts(reporter.parent_id)] == ["results.csv"]
+    said = capsys.readouterr()
+    assert "MLflow trials table: run `mlflow ui --backend-store-uri" in said.out + said.err
+
+    log_report(reporter, report, failed=False)     # a rerun: the trial is not logged again
+    assert asked == ["trial/k1"] and len(_trial_runs(reporter)) == 1
+    assert reporter.client.get_run(reporter.parent_id).info.status == "FINISHED"
 
 
 def test_failed_trial_run_is_failed_then_reopened_by_a_rerun(tmp_path):

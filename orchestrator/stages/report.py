@@ -1,14 +1,13 @@
 """Report stage: comparison table, verdicts, the pre-registered analysis and plots.
 
-The tables and plots are built here; MLflow (the parent and trial runs, the runs view)
-is :mod:`orchestrator.tracking`'s: :func:`run_report` hands the files to a
-:class:`~orchestrator.tracking.runs.MlflowReporter`, which completes the trial runs the
-live logger opened during the sweep and skips trials already logged, so a resumed sweep
-logs each trial once.
+The tables and plots are built here (:func:`build_report`) and nothing is logged: MLflow
+(the parent and trial runs, the runs view) is :mod:`orchestrator.tracking`'s, which takes
+the :class:`~orchestrator.tracking.runs.SweepReport` this stage returns
+(:func:`orchestrator.tracking.log_report`).
 
 The stage reads :class:`~orchestrator.training.records.TrialResult` records (written by
 :mod:`orchestrator.training.trial`); their ``files`` are cache keys, copied to local
-paths here for MLflow (:func:`run_report`).
+paths on demand (``SweepReport.trial_files``) for the trials MLflow lacks.
 """
 
 from __future__ import annotations
@@ -23,11 +22,17 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from orchestrator.config.schema import Config
-from orchestrator.progress import say
+from eval.analysis import AnalysisError, analyse, labeller_table, page_markdown, resolve_plan
+from eval.analysis.render import NOTES
+from eval.analysis.trials_table import trials_frame
+from eval.analysis.welch_tables import ClaimsError, render
+from orchestrator.config.checks import circular_selections, circularity_warnings
+from orchestrator.config.loader import dump_yaml
+from orchestrator.config.schema import Config, as_mapping
+from orchestrator.stages.sweep import fetch_files, load_results
 from orchestrator.storage import fsutil
-from orchestrator.tracking import (MlflowReporter, mlflow_ui_command, runs_url, set_runs_view,
-                                   sweep_reporter)
+from orchestrator.tracking.runs import SweepReport
+from orchestrator.training.evaluate import metric_name, space_short
 from orchestrator.training.records import TrialResult, TrialSpec
 
 FULL = "full"
@@ -130,8 +135,6 @@ def write_trials(results: Sequence[dict], out_dir: str | os.PathLike) -> str:
     """Write ``trials.csv``: one row per trial (format: :mod:`eval.analysis.trials_table`),
     the input of ``python -m eval.analysis.report`` and ``python -m orchestrator.compare``;
     return its path."""
-    from eval.analysis.trials_table import trials_frame
-
     path = Path(out_dir) / "trials.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     trials_frame(results).to_csv(path, index=False)
@@ -139,10 +142,12 @@ def write_trials(results: Sequence[dict], out_dir: str | os.PathLike) -> str:
 
 
 def _plot_metrics() -> Any:
+    # lazy: matplotlib costs ~1.4 s to import (measured 2026-12-06), and the Agg backend
+    # must be chosen before pyplot is imported; only the plots need it
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use (above)
 
     return plt
 
@@ -230,10 +235,7 @@ def plot_methods_vs_ratio(table: pd.DataFrame, out_dir: str | os.PathLike,
 
 def plot_loss_curve(curve: Sequence[Sequence[float]], path: str, title: str) -> str:
     """Training loss against step as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plot_metrics()
 
     arr = np.asarray(curve, dtype=float).reshape(-1, 2)
     fig, ax = plt.subplots(figsize=(4, 3))
@@ -250,8 +252,6 @@ def plot_loss_curve(curve: Sequence[Sequence[float]], path: str, title: str) -> 
 def space_header(cfg: Config, specs: Sequence[TrialSpec]) -> str:
     """Markdown lines naming the evaluation spaces, the primary one, the classifier's test
     accuracy per dataset and the methods that select in an evaluation space."""
-    from orchestrator.config.checks import circularity_warnings
-
     ev = cfg.eval
     lines = [f"Evaluation spaces: {', '.join(ev.embedders)}; primary (verdicts): {ev.primary}."]
     accs = {}
@@ -274,10 +274,6 @@ def verdicts_markdown(cfg: Config, trials: pd.DataFrame) -> str:
     ``cov_kl_uniform_<primary short>``; methods selecting in the primary space are marked.
     A claim the data cannot answer (no baseline, no column) gives its one-line reason.
     """
-    from eval.analysis.welch_tables import ClaimsError, render
-    from orchestrator.config.checks import circular_selections
-    from orchestrator.training.evaluate import metric_name, space_short
-
     short = space_short(cfg.eval.primary)
     circular = {label for label, space in circular_selections(cfg) if space == cfg.eval.primary}
     metric = metric_name("fd", short)
@@ -303,12 +299,6 @@ def analysis_section(cfg: Config, trials: pd.DataFrame) -> tuple[str, Any]:
         params and the ``analysis_plan.json`` artifact); a plan that cannot be resolved
         gives a one-line Markdown reason and None.
     """
-    from eval.analysis import AnalysisError, analyse, labeller_table, page_markdown, resolve_plan
-    from eval.analysis.render import NOTES
-    from orchestrator.config.checks import circular_selections
-    from orchestrator.config.schema import as_mapping
-    from orchestrator.training.evaluate import space_short
-
     space = cfg.analysis.space or cfg.eval.primary
     try:
         plan = resolve_plan(as_mapping(cfg.analysis), cfg.eval.primary,
@@ -323,20 +313,15 @@ def analysis_section(cfg: Config, trials: pd.DataFrame) -> tuple[str, Any]:
     return page + "\n" + NOTES + "\n", plan
 
 
-def run_report(cache: Any, cfg: Config, specs: list[TrialSpec], errors: dict[str, str],
-               fresh: bool = False, reporter: MlflowReporter | None = None,
-               reliability: str = "", reliability_metrics: dict[str, float] | None = None) -> str:
-    """Table (CSV + Markdown, printed), verdicts, plots and MLflow logging; returns the Markdown.
+def build_report(cache: Any, cfg: Config, specs: list[TrialSpec], reliability: str = ""
+                 ) -> tuple[str, SweepReport]:
+    """Table (CSV + Markdown), per-seed trials, verdicts, the pre-registered analysis and
+    plots, written to a temporary folder and copied to ``<output_dir>/report/``.
 
     ``reliability``: Markdown of the statistic methods' score reliability, appended to
-    ``analysis.md``; ``reliability_metrics``: its rhos as MLflow metrics of the parent run
-    (:func:`orchestrator.stages.score.reliability_metrics`). ``reporter``: the sweep's reporter (the one whose parent run the live logger wrote
-    under); None opens it here (:func:`orchestrator.tracking.sweep_reporter`).
+    ``analysis.md``. Returns the Markdown page and the :class:`SweepReport` that
+    :func:`orchestrator.tracking.log_report` logs to MLflow (the report logs nothing).
     """
-    from eval.analysis.trials_table import trials_frame
-    from orchestrator.config.loader import dump_yaml
-    from orchestrator.stages.sweep import fetch_files, load_results
-
     results = load_results(cache, specs)
     out_dir = os.path.join(tempfile.mkdtemp(prefix="prunediff-report-"))
     table = comparison_table(results, [m.label for m in cfg.pruning.methods])
@@ -353,22 +338,12 @@ def run_report(cache: Any, cfg: Config, specs: list[TrialSpec], errors: dict[str
     Path(paths["analysis"]).write_text(analysis)
     paths["analysis_plan"] = os.path.join(out_dir, "analysis_plan.json")
     Path(paths["analysis_plan"]).write_text(json.dumps(plan.to_dict() if plan else {}, indent=1))
-    Path(paths["markdown"]).write_text(header + "\n" + to_markdown(table)
-                                       + ("\n## Verdicts\n\n" + verdicts if verdicts else "")
-                                       + ("\n" + analysis if analysis else ""))
+    markdown = (header + "\n" + to_markdown(table)
+                + ("\n## Verdicts\n\n" + verdicts if verdicts else "")
+                + ("\n" + analysis if analysis else ""))
+    Path(paths["markdown"]).write_text(markdown)
     plots = (plot_methods_vs_ratio(table, out_dir) + plot_metric_vs_ratio(table, out_dir)
              if len(table) else [])
-    reporter = reporter or sweep_reporter(cfg, fresh)
-    logged = reporter.logged_trials()
-    for res in results:
-        if res.key in logged:
-            continue
-        tdir = os.path.join(out_dir, res.trial.name)
-        files = fetch_files(cache, res, tdir)
-        if res.loss_curve:
-            files["loss_curve"] = plot_loss_curve(res.loss_curve, os.path.join(tdir, "loss_curve.png"),
-                                                  res.trial.name)
-        reporter.log_trial(res, files)
     cfg_path = os.path.join(out_dir, "config.yaml")
     with open(cfg_path, "w") as f:
         f.write(dump_yaml(cfg))
@@ -381,14 +356,19 @@ def run_report(cache: Any, cfg: Config, specs: list[TrialSpec], errors: dict[str
               **(plan.params() if plan else {})}
     files = [paths["csv"], paths["trials"], paths["markdown"], paths["verdicts"],
              paths["analysis"], paths["analysis_plan"]]
-    reporter.log_parent(params, [*files, cfg_path, *plots], "FINISHED" if not errors else "FAILED",
-                        reliability_metrics or {})
-    view = set_runs_view(reporter.client, reporter.experiment_id,
-                         [m for m in table_metrics(table) if not m.startswith(HIDDEN_IN_MARKDOWN)])
-    say("MLflow trials table: run `%s`, open %s", mlflow_ui_command(cfg.mlflow.tracking_uri),
-        runs_url(reporter.experiment_id, view))
     _copy_outputs(cfg, [*files, *plots])
-    return open(paths["markdown"]).read()
+
+    def trial_files(res: TrialResult) -> dict[str, str]:
+        tdir = os.path.join(out_dir, res.trial.name)
+        found = fetch_files(cache, res, tdir)
+        if res.loss_curve:
+            found["loss_curve"] = plot_loss_curve(res.loss_curve,
+                                                  os.path.join(tdir, "loss_curve.png"),
+                                                  res.trial.name)
+        return found
+
+    view = [m for m in table_metrics(table) if not m.startswith(HIDDEN_IN_MARKDOWN)]
+    return markdown, SweepReport(results, trial_files, params, [*files, cfg_path, *plots], view)
 
 
 def _copy_outputs(cfg: Config, files: list[str]) -> None:

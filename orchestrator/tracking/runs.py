@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from orchestrator.config.schema import Config, Trial
-from orchestrator.tracking.server import find_run, open_experiment, tracking_client
+from orchestrator.progress import say
+from orchestrator.tracking.server import (find_run, mlflow_ui_command, open_experiment,
+                                          tracking_client)
+from orchestrator.tracking.view import runs_url, set_runs_view
 from orchestrator.training.records import TrialResult
 from orchestrator.version import provenance_tags
 
@@ -36,7 +40,7 @@ def trial_params(trial: Trial, extra: dict[str, Any] | None = None) -> dict[str,
 
 def log_new_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
     """Log the params the run does not have yet (MLflow refuses to change a param)."""
-    from mlflow.entities import Param
+    from mlflow.entities import Param  # lazy: mlflow ~4 s, see server.tracking_client
 
     have = client.get_run(run_id).data.params
     new = [Param(k, str(v)) for k, v in params.items() if k not in have]
@@ -100,7 +104,7 @@ class MlflowReporter:
     def log_trial(self, result: TrialResult, files: dict[str, str]) -> str:
         """Complete the trial's run: params, final metrics, the loss curve's steps not logged
         live, artifact files (local paths); FINISHED with tag ``prunediff.final = true``."""
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # lazy: mlflow ~4 s, see server.tracking_client
 
         rid = self.trial_run(result.key, result.trial)
         log_new_params(self.client, rid, trial_params(result.trial, result.params))
@@ -136,3 +140,36 @@ def sweep_reporter(cfg: Config, fresh: bool = False) -> MlflowReporter:
     return MlflowReporter(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name,
                           cfg.mlflow.artifact_location, cfg.config_hash(),
                           f"{cfg.experiment.name}-sweep", reuse_parent=not fresh)
+
+
+@dataclass
+class SweepReport:
+    """What a sweep's report hands to MLflow (built by ``stages/report.py:build_report``).
+
+    ``trial_files(result)``: a trial's artifact files as local paths (samples grid, subset
+    manifest, loss curve plot), made only for the trials MLflow lacks; ``files``: the
+    parent run's artifacts (table, per-seed trials, verdicts, analysis, config, plots);
+    ``view_columns``: the metrics the runs view shows.
+    """
+
+    results: Sequence[TrialResult]
+    trial_files: Callable[[TrialResult], dict[str, str]]
+    params: dict[str, Any]
+    files: list[str]
+    view_columns: list[str]
+
+
+def log_report(reporter: MlflowReporter, report: SweepReport, failed: bool,
+               metrics: dict[str, float] | None = None) -> None:
+    """Log a finished sweep: complete every trial run not yet logged (the live logger's
+    or a new one), then the parent run's params, ``metrics`` (the scores' reliability) and
+    files, FAILED when a trial ``failed``; set the runs view and say how to open it."""
+    logged = reporter.logged_trials()
+    for res in report.results:
+        if res.key not in logged:
+            reporter.log_trial(res, report.trial_files(res))
+    reporter.log_parent(report.params, report.files, "FAILED" if failed else "FINISHED",
+                        metrics or {})
+    view = set_runs_view(reporter.client, reporter.experiment_id, report.view_columns)
+    say("MLflow trials table: run `%s`, open %s", mlflow_ui_command(reporter.tracking_uri),
+        runs_url(reporter.experiment_id, view))
