@@ -1,9 +1,9 @@
 """Helpers of the pipeline end-to-end tests (smoke.yaml on the local Fashion-MNIST).
 
-The encode / embed / proxy artifacts of smoke.yaml are shared by the end-to-end
-tests of one pytest session through one cache directory: whichever test runs first
-builds them, the others change only trial settings (``train.steps``) so their
-trials are new while the upstream stages come from the cache.
+The encode / embed / proxy artifacts of smoke.yaml are shared by the Ray end-to-end
+tests of one pytest session through one cache directory (:func:`shared_cache`), a copy
+of the local executor's smoke run; each test changes only trial settings
+(``train.steps``), so its trials are new while the upstream stages come from the cache.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,9 +49,19 @@ def patched_environ(env: dict[str, str]) -> Iterator[None]:
 
 
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's shared smoke cache directory."""
+    """The session's shared smoke cache directory: a copy of the local executor's smoke
+    cache (:func:`local_smoke`, run once per session), so the Ray tests that share it
+    start with smoke.yaml's upstream artifacts (VQ-VAE, latents, classifier, features,
+    reference, proxy statistics, built with one worker) and its four 20-step trial
+    records, and train only trials of their own ``train.steps``. The tests that check
+    how Ray builds the upstream stages use caches of their own (test_pipeline_smoke,
+    test_fresh)."""
     if "cache" not in _shared:
-        _shared["cache"] = tmp_path_factory.mktemp("smoke-cache")
+        out, proc = local_smoke(tmp_path_factory)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        cache = tmp_path_factory.mktemp("smoke-cache")
+        shutil.copytree(out / "cache", cache, dirs_exist_ok=True)
+        _shared["cache"] = cache
     return _shared["cache"]
 
 
@@ -176,8 +187,8 @@ def check_smoke_outputs(cfg, cache: Path) -> dict[str, dict]:
 
 def local_smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """smoke.yaml on the local executor (``resources.executor=local``) in a child process,
-    with its own output and cache (never the Ray tests' shared cache: their results are
-    compared), once per session; (output dir, the finished process). The child exits with
+    with its own output and cache (the Ray tests share a copy of it: :func:`shared_cache`),
+    once per session; (output dir, the finished process). The child exits with
     the run's code; it prints ``ray modules: N``, the Ray modules it imported."""
     if "local" not in _shared:
         out = tmp_path_factory.mktemp("smoke-local")

@@ -1,9 +1,11 @@
 """``--fresh`` end to end, and the proxy resuming from its Ray Train checkpoint.
 
 One small smoke.yaml variant (el2n only: one trial, and the proxy is needed) in a
-private cache, three CLI runs:
+private cache, seeded with the session's shared smoke artifacts up to the features
+(VQ-VAE, latents, classifier, features, reference), three CLI runs:
 
-1. a first run builds every artifact;
+1. a first run trains the proxy (in Ray Train, checkpointing to Ray storage), scores,
+   selects and trains the trial;
 2. the proxy statistics are deleted and the same command rerun: every other artifact
    is reused untouched, and the proxy continues from its last checkpoint in Ray
    storage (the final step) with the same statistics, without training again;
@@ -15,14 +17,18 @@ from __future__ import annotations
 
 import glob
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.pipeline_helpers import cli, needs_fmnist, trial_records
+from tests.pipeline_helpers import cli, needs_fmnist, shared_cache, trial_records
 
 PROXY_STEPS = 20   # smoke.yaml's proxy.steps: the last checkpoint
+# the cache kinds this test builds (the rest comes from the shared smoke cache)
+DOWNSTREAM = {"proxy", "proxyshard", "score", "subset", "trainnn", "centroids", "trial",
+              "trialspec", "trialgrid"}
 
 
 def _artifacts(cache: Path) -> dict[str, tuple[int, int]]:
@@ -57,8 +63,10 @@ def _sweep_runs(tracking_uri: str) -> int:
 @pytest.mark.ray
 @pytest.mark.timeout(2400)
 @needs_fmnist
-def test_fresh_rebuilds_everything_and_rerun_resumes_proxy(tmp_path):
+def test_fresh_rebuilds_everything_and_rerun_resumes_proxy(tmp_path, tmp_path_factory):
     cache, out = tmp_path / "cache", tmp_path / "out"
+    shutil.copytree(shared_cache(tmp_path_factory), cache,
+                    ignore=lambda d, names: [n for n in names if n in DOWNSTREAM])
     args = ["experiments/smoke.yaml", "--set", "experiment.name=fresh",
             "--set", f"experiment.output_dir={out}", "--set", f"storage.cache_dir={cache}",
             "--set", "pruning.methods=[{name: el2n}]", "--set", "pruning.baseline=false",

@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 
 from tests.cluster_helpers import free_ports
-from tests.pipeline_helpers import (REPO, SMOKE_METHODS, assert_complete_table, child_env,
-                                    needs_fmnist, shared_cache, trial_records)
+from tests.pipeline_helpers import (REPO, assert_complete_table, child_env, needs_fmnist,
+                                    shared_cache, trial_records)
 
-STEPS = 12   # train.steps of this test's trials (the in-process test uses smoke's 20)
+STEPS = 12   # train.steps of this test's trials (the shared cache's local run: smoke's 20)
+METHODS = ("full", "random")
 
 
 def _wait_dashboard(url: str, head: subprocess.Popen, timeout: float = 420) -> None:
@@ -87,12 +88,13 @@ def test_ray_job_submit_smoke_ddp(tmp_path, tmp_path_factory):
              "--runtime-env-json", '{"excludes": [".venv", ".git", "/outputs", "/data"]}', "--",
              "python", "-m", "orchestrator.run", "experiments/smoke.yaml",
              "--set", f"experiment.output_dir={out_dir}", "--set", f"storage.cache_dir={cache}",
-             "--set", "resources.num_workers=2", "--set", f"train.steps={STEPS}"],
+             "--set", "resources.num_workers=2", "--set", f"train.steps={STEPS}",
+             "--set", "pruning.methods=[{name: random}]"],   # 2 trials: full, random
             cwd=REPO, env=env, capture_output=True, text=True, timeout=1300)
         log = job.stdout + job.stderr
         assert job.returncode == 0, log[-4000:]
         assert "succeeded" in log, log[-2000:]
-        assert_complete_table(log)
+        assert_complete_table(log, METHODS, len(METHODS))
         assert "mlflow ui --backend-store-uri sqlite:///" in log
         assert (out_dir / "report" / "results.csv").is_file()
     finally:
@@ -100,14 +102,13 @@ def test_ray_job_submit_smoke_ddp(tmp_path, tmp_path_factory):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
     records = trial_records(cache, STEPS)
-    assert sorted(r["trial"]["method"] for r in records.values()) == sorted(SMOKE_METHODS)
+    assert sorted(r["trial"]["method"] for r in records.values()) == sorted(METHODS)
     single = {r["trial"]["method"]: r for r in trial_records(cache, 20).values()}
     for rec in records.values():
         assert rec["world_size"] == 2
         assert rec["loss_curve"][-1][0] == STEPS
         assert all(math.isfinite(loss) for _, loss in rec["loss_curve"])
         assert all(math.isfinite(v) for v in rec["metrics"].values())
-        one = single.get(rec["trial"]["method"])
-        if one is not None:   # the 1-worker run of the same config: same subset
-            assert one["params"]["subset_hash"] == rec["params"]["subset_hash"]
-            assert one["params"]["n_train"] == rec["params"]["n_train"]
+        one = single[rec["trial"]["method"]]   # the shared cache's 1-worker local run
+        assert one["params"]["subset_hash"] == rec["params"]["subset_hash"]   # same subset
+        assert one["params"]["n_train"] == rec["params"]["n_train"]
