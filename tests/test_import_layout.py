@@ -112,11 +112,14 @@ def test_no_import_cycles():
 
 @pytest.mark.parametrize("package", ["orchestrator.training", "orchestrator.errors",
                                      "orchestrator.config.schema", "orchestrator.data",
-                                     "orchestrator.stages", "orchestrator.pipeline"])
+                                     "orchestrator.stages", "orchestrator.pipeline",
+                                     "orchestrator.runtime.executor",
+                                     "orchestrator.runtime.resources"])
 def test_no_ray_in_pure_layers(package):
     """training/ runs inside any worker runtime; errors/schema are imported by everything;
     the sources, the stages and the pipeline reach Ray only through the executor
-    (runtime/executor.py), so they run on the local executor without it."""
+    (runtime/executor.py, which imports runtime/ray_executor.py only for a Ray run; it and
+    the resource plan import no Ray), so they run on the local executor without it."""
     mods = {m: p for m, p in _modules().items() if m == package or m.startswith(package + ".")}
     assert mods
     for mod, path in mods.items():
