@@ -85,8 +85,9 @@ def _ray_pass(ds: Any, plan: Any, batch_size: int, n: int) -> float:
 
 def ray_stream(cfg: Any, ds_cfg: Any, batch_size: int, tiny: int) -> dict[str, Any]:
     """Cold pass (with Ray start), tiny pass and warm pass of the pipeline's embed path."""
+    from orchestrator.runtime.cluster import current_plan
     from orchestrator.runtime.ray_sources import load_dataset
-    from orchestrator.runtime.resources import current_plan, describe
+    from orchestrator.runtime.resources import describe
 
     t0 = time.perf_counter()
     with private_ray(scratch_dir("embed_ray")) as ray:

@@ -49,7 +49,7 @@ def bench_trials(n: int, storage: str) -> float:
     import ray
     from ray import tune
 
-    from orchestrator.runtime.resources import current_plan
+    from orchestrator.runtime.cluster import current_plan
 
     plan = current_plan(SimpleNamespace(num_workers=1, use_gpu=False, cpus_per_worker="auto",
                                         gpus_per_actor=0.0, actor_pool_size=1,
@@ -83,8 +83,7 @@ def bench_actor_pool(n_images: int) -> tuple[float, float]:
     """(images/s through the Ray Data actor pool, images/s of a plain loop)."""
     import ray
 
-    from orchestrator.runtime.cluster import collect_by_id, map_actor_pool
-    from orchestrator.runtime.resources import current_plan
+    from orchestrator.runtime.cluster import collect_by_id, current_plan, map_actor_pool
 
     plan = current_plan(SimpleNamespace(num_workers=1, use_gpu=False, cpus_per_worker="auto",
                                         gpus_per_actor=0.0, actor_pool_size=1,

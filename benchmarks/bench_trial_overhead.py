@@ -169,7 +169,8 @@ def main() -> None:
     args = p.parse_args()
     header("bench_trial_overhead", vars(args))
     from orchestrator.config import load_config
-    from orchestrator.runtime.resources import current_plan, describe, plan_resources
+    from orchestrator.runtime.cluster import current_plan
+    from orchestrator.runtime.resources import describe, plan_resources
 
     cfg = load_config("experiments/quickstart.yaml", base_dir=REPO)
     plan1 = plan_resources(cfg.resources, {"CPU": float(os.cpu_count() or 1)})

@@ -107,14 +107,15 @@ def cpu_seconds_by_process() -> dict[tuple[int, str], float]:
 
 def worker_run(cfg: Any, path: str) -> dict[str, Any]:
     """The stage's VQ-VAE training on a private local Ray, ``path`` "train" (the Ray Train
-    worker, ``encode.fit_vqvae``) or "single" (``encode.train_vqvae``: one Ray task);
+    worker, ``runtime.vqvae.fit_vqvae``) or "single" (``encode.train_vqvae``: one Ray task);
     returns its metrics plus ``wall_s`` and ``cpu_by_process``: CPU seconds each process
     still alive after the call spent during it, largest first."""
+    from orchestrator.runtime.cluster import current_plan
+    from orchestrator.runtime.ray_executor import RayExecutor
     from orchestrator.runtime.ray_sources import load_dataset
-    from orchestrator.runtime.executor import RayExecutor
-    from orchestrator.runtime.resources import current_plan
     from orchestrator.runtime.train import call_isolated
-    from orchestrator.stages.encode import fit_vqvae, train_vqvae, vqvae_key
+    from orchestrator.runtime.vqvae import fit_vqvae
+    from orchestrator.stages.encode import train_vqvae, vqvae_key
     from orchestrator.storage.cache import ArtifactCache
 
     ds, ae = cfg.data.datasets[0], cfg.autoencoder

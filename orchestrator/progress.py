@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any, Iterable, Iterator, TypeVar
 
+from tqdm import tqdm
+
 T = TypeVar("T")
 
 PREFIX = "prunediff"
@@ -57,8 +59,6 @@ class Progress:
         if disable:
             return
         if is_terminal():
-            from tqdm import tqdm
-
             self._bar = tqdm(total=total, initial=initial, desc=desc, mininterval=mininterval)
         else:
             self._marks = [max(1, round(self.total * (i + 1) / lines)) for i in range(lines)]

@@ -108,11 +108,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m orchestrator.
         print(dump_yaml(cfg), end="")
         print("---")
         print(describe_references(cfg))
+        # lazy: weights imports models (torch), ~2.4 s; at module top --help (~0.3 s) would pay it
         from orchestrator.weights import describe_weights, reference_warnings
 
         print("\n".join(describe_weights(cfg)))
         for line in reference_warnings(cfg):
             print(line, file=sys.stderr)
+        # lazy: sizing imports data.sources (numpy, PIL, pyarrow), ~0.3 s; --help would pay it
         from orchestrator.sizing import estimate, format_estimate
 
         print(format_estimate(cfg, estimate(cfg)))
@@ -123,6 +125,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m orchestrator.
         for line in circularity_warnings(cfg) if reaches(args.until, "sweep") else ():
             print(line, file=sys.stderr)
         return 0
+    # lazy: the pipeline imports torch and the stages, ~2.7 s; --help and --dry-run would pay it
     from orchestrator.pipeline import run_pipeline
 
     try:

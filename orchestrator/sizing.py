@@ -30,6 +30,7 @@ import yaml
 
 from orchestrator.config.plan import TrialPlan
 from orchestrator.config.schema import TRAINED_SPACE, Config
+from orchestrator.data.sources import check_dataset, count_note, reference_count
 
 THROUGHPUTS = Path(__file__).with_name("throughputs.yaml")
 # Full split sizes of the built-in sources (facts about the datasets, used when a config
@@ -85,8 +86,6 @@ def dataset_images(ds: Any) -> int | None:
     if ds.limit:
         return int(ds.limit)
     try:
-        from orchestrator.data.sources import check_dataset
-
         n = check_dataset(ds, f"data.datasets[{ds.name}]")
     except Exception:   # unreachable path or bucket: fall back to the split size
         n = None
@@ -97,8 +96,6 @@ def _count_note(ds: Any) -> str:
     """Why a dataset's image count is unknown before the run, in words (a remote folder
     counted from a bounded listing, a streaming source counted as it is read)."""
     try:
-        from orchestrator.data.sources import count_note
-
         return count_note(ds)
     except Exception:   # unknown source name (reported by the config checks)
         return "unknown (set data.datasets[].limit)"
@@ -107,8 +104,6 @@ def _count_note(ds: Any) -> str:
 def _reference_images(ds: Any, cap: int) -> int:
     """Images of the held-out reference (capped at ``eval.num_real``); the cap when unknown."""
     try:
-        from orchestrator.data.sources import reference_count
-
         n = reference_count(ds, cap)
     except Exception:   # unreachable path or bucket
         n = None

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from models import EMBEDDERS
+from models.weights import hf_cache_dir, locate_weights, offline
 from orchestrator.config.schema import TRAINED_SPACE, Config
+from orchestrator.data.sources import reference_count
 
 PRDC_PER_K = 10   # reference images per PRDC neighbour rank, at the least
 
@@ -39,8 +42,6 @@ def describe_weights(cfg: Config) -> list[str]:
     from <repo or URL> ... on first use", or "missing: put <file> at <path>"; the trained
     ``classifier`` space and ``pixels`` have no file to find.
     """
-    from models.weights import hf_cache_dir, locate_weights, offline
-
     mode = "offline" if offline() else "online"
     lines = [f"weights (found the same way in every Ray actor, nothing loaded here; {mode}, "
              f"HF cache {hf_cache_dir()}):"]
@@ -55,15 +56,11 @@ def describe_weights(cfg: Config) -> list[str]:
 
 def feature_dim(name: str) -> int:
     """Feature dimension D of evaluation space ``name`` (``models.EMBEDDERS``)."""
-    from models import EMBEDDERS
-
     return int(EMBEDDERS[name].dim)
 
 
 def _reference_size(ds: Any, cap: int) -> int | None:
     try:
-        from orchestrator.data.sources import reference_count
-
         n = reference_count(ds, cap)
     except Exception:   # unreachable path or bucket: counted at run time
         return None

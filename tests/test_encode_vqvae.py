@@ -39,11 +39,12 @@ def _weights(cache: ArtifactCache, key: str) -> dict[str, torch.Tensor]:
 @pytest.mark.ray
 def test_single_process_vqvae_matches_the_ray_train_worker(tmp_path, write_config, local_ray):
     from orchestrator.config import load_config
+    from orchestrator.runtime.cluster import current_plan
+    from orchestrator.runtime.ray_executor import RayExecutor
     from orchestrator.runtime.ray_sources import load_dataset
-    from orchestrator.runtime.executor import RayExecutor
-    from orchestrator.runtime.resources import current_plan
     from orchestrator.runtime.train import call_isolated
-    from orchestrator.stages.encode import fit_vqvae, train_vqvae, vqvae_key
+    from orchestrator.runtime.vqvae import fit_vqvae
+    from orchestrator.stages.encode import train_vqvae, vqvae_key
 
     raw = minimal_config(
         experiment={"name": "t", "seeds": [0], "output_dir": str(tmp_path / "out")},

@@ -10,7 +10,8 @@ import tempfile
 import pytest
 import torch
 
-from orchestrator.runtime.executor import LocalExecutor, RayExecutor, TrialJobs
+from orchestrator.runtime.executor import LocalExecutor, TrialJobs
+from orchestrator.runtime.ray_executor import RayExecutor
 from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.training.loop import LocalRuntime

@@ -12,7 +12,7 @@ import os
 import re
 from typing import Any
 
-from orchestrator.config.schema import TRAINED_SPACE, Config
+from orchestrator.config.schema import TRAINED_SPACE, Config, as_mapping
 from orchestrator.errors import ConfigError
 from orchestrator.storage.fsutil import is_remote
 
@@ -174,8 +174,8 @@ def _check_analysis(cfg: Config) -> None:
     The checks are :func:`eval.analysis.plan.resolve_plan`'s (one definition, pure); the
     space's metric suffix is resolved at report time, where the embedders are imported.
     """
+    # lazy: eval.analysis (pandas, scipy) costs ~1-2 s; `import orchestrator` (--help) imports config
     from eval.analysis.plan import AnalysisError, resolve_plan
-    from orchestrator.config.schema import as_mapping
 
     try:
         resolve_plan(as_mapping(cfg.analysis), cfg.eval.primary or "",
@@ -203,6 +203,7 @@ def _check_eval_spaces(cfg: Config) -> None:
 
 def check_registries_and_data(cfg: Config) -> None:
     """Every registry name, data path, weight file and cluster count in ``cfg``."""
+    # lazy: data.sources (numpy, PIL, pyarrow) costs ~0.3 s; `import orchestrator` (--help) imports config
     from orchestrator.data import sources
 
     counts: dict[str, int | None] = {}
@@ -291,6 +292,7 @@ def circularity_warnings(cfg: Config) -> list[str]:
 def describe_references(cfg: Config) -> str:
     """One line per dataset: where its held-out reference comes from and its size
     (printed by ``--dry-run``; the metrics compare against it)."""
+    # lazy: data.sources (numpy, PIL, pyarrow) costs ~0.3 s; `import orchestrator` (--help) imports config
     from orchestrator.data.sources import reference_count, reference_origin
 
     lines = ["held-out reference (metrics compare against it; nothing trains on it):"]

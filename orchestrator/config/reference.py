@@ -21,8 +21,12 @@ from typing import Any, Iterator
 
 import yaml
 
+from eval import METRICS
+from models import EMBEDDERS, MODELS, VQVAE_PRESETS
 from orchestrator.config import fields as docs
 from orchestrator.config.schema import SECTIONS
+from orchestrator.data.sources import SOURCES
+from pruning import PRUNERS
 
 COMMAND = "python -m orchestrator.config.reference > docs/configuration.md"
 
@@ -113,11 +117,6 @@ def param_docs(cls: type) -> dict[str, str]:
 
 def undocumented() -> list[str]:
     """Everything the page would show without a description (empty when complete)."""
-    from eval import METRICS
-    from models import EMBEDDERS
-    from orchestrator.data.sources import SOURCES
-    from pruning import PRUNERS
-
     missing = [f"config key {p}" for p in schema_paths() if not docs.FIELDS.get(p, "").strip()]
     missing += [f"section {s}" for s in SECTIONS if not docs.SECTIONS.get(s, "").strip()]
     for name, cls in PRUNERS.items():
@@ -166,8 +165,6 @@ def _section(name: str, cls: type) -> list[str]:
 
 
 def _methods() -> list[str]:
-    from pruning import PRUNERS
-
     out = ["## Pruning methods", "",
            "`pruning.methods[].name` values (`pruning.PRUNERS`). Parameters go inline in the "
            "entry; an unknown or invalid one is a config error naming it.", ""]
@@ -192,10 +189,6 @@ def _methods() -> list[str]:
 
 
 def _registries() -> list[str]:
-    from eval import METRICS
-    from models import EMBEDDERS, MODELS, VQVAE_PRESETS
-    from orchestrator.data.sources import SOURCES
-
     out = ["## Sources", "", "`data.datasets[].source` values "
            "(`orchestrator.data.sources.SOURCES`).", "",
            "| source | splits | held-out reference | what |", "|---|---|---|---|"]

@@ -92,6 +92,7 @@ class MethodConfig:
         Raises:
             TypeError, ValueError: the pruner rejects a param (its message names it).
         """
+        # lazy: pruning (with numpy) costs ~0.2 s; `import orchestrator` (--help, ~0.1 s) imports schema
         from pruning import PRUNERS
 
         return PRUNERS[self.name](**self.params_for(dataset))

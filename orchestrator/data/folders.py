@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
 
 from orchestrator.data import DatasetConfig
 from orchestrator.data.base import (SkippedFile, Source, SourceArrays, check_split_sizes,
@@ -56,8 +58,6 @@ class Listing:
 
 
 def _list_files(uri: str) -> tuple[list[str], np.ndarray]:
-    import pyarrow.fs as pafs
-
     fs, root = fsutil.filesystem(uri)
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     rel = []
@@ -258,8 +258,6 @@ class FolderSource(Source):
             SourceError: none of up to ``PROBE_FILES`` sampled files decodes (before Ray
                 Data would drop every file silently).
         """
-        import pyarrow as pa
-
         lst, keep, extra, blobs = self._selected(ds, role, cap)
         _probe(lst, keep, f"dataset {ds.name}")
         fp = self.fingerprint_of(ds, role, cap, keep, lst.labels[keep], blobs, extra)
@@ -302,8 +300,6 @@ class ImageNet(FolderSource):
     reference_split = "val"
 
     def synsets(self, ds: DatasetConfig) -> list[str]:
-        import pyarrow.fs as pafs
-
         fs, root = fsutil.filesystem(fsutil.join(ds.path, "train"))
         infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)

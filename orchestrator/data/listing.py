@@ -17,6 +17,8 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
+import pyarrow.fs as pafs
+
 from orchestrator.errors import SourceError
 from orchestrator.storage import fsutil
 
@@ -57,8 +59,6 @@ def list_inputs(path: str, suffixes: tuple[str, ...]) -> Inputs:
     Raises:
         SourceError: nothing there, no matching file, or the listing failed (one line).
     """
-    import pyarrow.fs as pafs
-
     parts = path.rstrip("/").split("/")
     glob_at = next((i for i, p in enumerate(parts) if _GLOB.search(p)), None)
     try:
@@ -107,7 +107,9 @@ def bounded_count(uri: str, limit: int | None = None) -> tuple[int | None, str]:
     if scheme != "s3":
         return None, f"not listed at dry-run ({scheme}://): counted at run time"
     try:
+        # lazy: boto3 is optional (not in install_requires), ~0.2 s; only a dry-run's s3:// count uses it
         import boto3
+        # lazy: botocore comes with boto3, optional as well (above)
         from botocore.config import Config
     except ImportError:
         return None, "not listed at dry-run (boto3 is not installed): counted at run time"

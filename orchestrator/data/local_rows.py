@@ -20,6 +20,7 @@ import numpy as np
 
 from orchestrator.data import DatasetConfig
 from orchestrator.data.base import SourceArrays, SourceData, key_id
+from orchestrator.data.sources import SOURCES
 
 COLUMNS = ("id", "key", "uri", "image", "label", "error")
 
@@ -73,8 +74,6 @@ def rows_from_arrays(arrays: SourceArrays) -> LocalRows:
 
 def local_source(ds: DatasetConfig, role: str = "train", cap: int | None = None) -> SourceData:
     """``ds``'s rows of ``role`` (``train`` or ``reference``, at most ``cap``) in memory."""
-    from orchestrator.data.sources import SOURCES
-
     arrays = SOURCES[ds.source].arrays(ds, role, cap)
     rows = rows_from_arrays(arrays)
     # the skipped files are rows now (the encode stage lists them), not a separate list

@@ -25,10 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from orchestrator.data import DatasetConfig
 from orchestrator.data.listing import Inputs
 from orchestrator.data.stream import StreamingSource, rows_table, transient
 from orchestrator.errors import ConfigError
+from orchestrator.storage import fsutil
 
 BATCH_ROWS = 256       # rows per block read from a row group
 
@@ -39,8 +43,6 @@ def image_bytes(column: Any, name: str) -> list[bytes | None]:
     Raises:
         ValueError: the column holds neither (the message names its type).
     """
-    import pyarrow as pa
-
     if pa.types.is_struct(column.type):
         if column.type.get_field_index("bytes") < 0:
             raise ValueError(f"column {name!r} is a struct without a 'bytes' field "
@@ -68,8 +70,6 @@ class ParquetReader:
 
     def rows(self, f: Any, rel: str, uri: str, keys_only: bool) -> Iterator[Any]:
         """Blocks of rows ``{key, uri, data, label, error}`` of the file ``f``."""
-        import pyarrow.parquet as pq
-
         try:
             pf = pq.ParquetFile(f)
             missing = [c for c in self.columns(False) if c not in pf.schema_arrow.names]
@@ -105,8 +105,6 @@ class ParquetReader:
             offset += batch.num_rows
 
     def _block(self, batch: Any, rel: str, uri: str, offset: int, keys_only: bool) -> Any:
-        import pyarrow as pa
-
         n = batch.num_rows
         rows = range(offset, offset + n)
         keys = [f"{rel}:{r}" for r in rows]
@@ -150,11 +148,6 @@ class ParquetSource(StreamingSource):
 
     def check_inputs(self, ds: DatasetConfig, inputs: Inputs, key: str) -> None:
         """The configured columns exist in the first file, and the image column holds bytes."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from orchestrator.storage import fsutil
-
         fs, root = fsutil.filesystem(inputs.root)
         first = inputs.files[0]
         try:

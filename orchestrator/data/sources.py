@@ -112,6 +112,7 @@ class Digits(LabelledArraySource):
                 np.array([f"sklearn:digits#{i}" for i in positions], dtype=object))
 
     def raw(self, ds: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+        # lazy: sklearn.datasets costs ~1.5 s to import; only the digits source reads it
         from sklearn.datasets import load_digits
 
         d = load_digits()

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from orchestrator.data import DatasetConfig
 from orchestrator.data.base import (CAP_STREAM, HOLDOUT_STREAM, LIMIT_STREAM, SkippedFile, Source,
@@ -56,8 +57,6 @@ HASH_RANGE = 2 ** 63                     # key_id values lie in [0, 2**63)
 def rows_table(keys: list[str], uris: list[str], data: list[bytes | None], labels: list[int],
                errors: list[str]) -> Any:
     """One block of reader rows as a ``pyarrow.Table`` (binary ``data``, null when absent)."""
-    import pyarrow as pa
-
     return pa.table({"key": pa.array(keys, pa.string()), "uri": pa.array(uris, pa.string()),
                      "data": pa.array(data, pa.binary()), "label": pa.array(labels, pa.int64()),
                      "error": pa.array(errors, pa.string())})

@@ -1,17 +1,22 @@
-"""Starting or joining Ray, and the Ray Data actor-pool passes of the encode/embed stages."""
+"""Starting or joining Ray, the connected cluster's :class:`ResourcePlan`, and the Ray Data
+actor-pool passes of the encode/embed stages."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import sys
 from typing import Any
 
 import numpy as np
+import ray
+from ray.data import ActorPoolStrategy, DataContext
 
 from models.weights import weights_env
 from orchestrator.runtime import workarounds
-from orchestrator.runtime.resources import ResourcePlan
+from orchestrator.runtime.quiet import quiet_output
+from orchestrator.runtime.resources import ResourcePlan, plan_resources
 
 
 def init_ray() -> bool:
@@ -19,10 +24,6 @@ def init_ray() -> bool:
 
     Returns True when this call started Ray (so the caller shuts it down).
     """
-    import ray
-
-    from orchestrator.runtime.quiet import quiet_output
-
     quiet_output()   # before ray.init: its environment reaches the local workers
     workarounds.set_train_env()
     if ray.is_initialized():
@@ -43,6 +44,12 @@ def init_ray() -> bool:
     return True
 
 
+def current_plan(res_cfg: Any) -> ResourcePlan:
+    """:func:`~orchestrator.runtime.resources.plan_resources` for the connected Ray cluster."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    return plan_resources(res_cfg, ray.cluster_resources(), nodes)
+
+
 def map_actor_pool(ds: Any, actor_cls: type, ctor_kwargs: dict, plan: ResourcePlan,
                    batch_size: int) -> Any:
     """``ds.map_batches(actor_cls)`` on an actor pool sized and requested from ``plan``.
@@ -50,10 +57,6 @@ def map_actor_pool(ds: Any, actor_cls: type, ctor_kwargs: dict, plan: ResourcePl
     Ray Data's progress bars are turned off when stdout is not a terminal (a log file
     got one redraw line per update, issue #13).
     """
-    import sys
-
-    from ray.data import ActorPoolStrategy, DataContext
-
     if not sys.stdout.isatty():
         DataContext.get_current().enable_progress_bars = False
 
@@ -107,8 +110,6 @@ def gather_in_task(ds: Any, columns: list[str]) -> list[Any]:
 
 def join_refs(refs: list[list[Any]]) -> list[np.ndarray]:
     """In a task: the arrays behind :func:`gather_in_task`'s refs, concatenated per column."""
-    import ray
-
     return [np.concatenate(ray.get(r)) if r else np.zeros((0,)) for r in refs]
 
 
@@ -116,8 +117,6 @@ def run_tasks(fn: Any, plan: ResourcePlan, calls: list[tuple], name: str) -> lis
     """``fn(*args)`` for each ``args`` in ``calls`` as Ray tasks with one worker's
     resources (its GPU when the plan has one), all submitted at once; their results in
     order."""
-    import ray
-
     res = plan.worker_resources()
     task = ray.remote(fn).options(num_cpus=res["CPU"], num_gpus=res.get("GPU", 0), name=name)
     return ray.get([task.remote(*args) for args in calls])

@@ -4,10 +4,11 @@ A stage decides *what* runs (which trials are missing, which score jobs, what is
 an :class:`Executor` decides *where*. ``resources.executor`` picks one
 (:func:`open_executor`); both write the same artifacts into the same cache:
 
-- :class:`RayExecutor` (``ray``, the default): sources are Ray Data datasets, encode/embed
-  passes are ``map_batches`` actor pools, tasks are Ray tasks with one worker's resources,
-  training runs (the VQ-VAE of a large dataset, the proxy) are Ray Train runs, and the
-  sweep is a Ray Tune grid (:mod:`orchestrator.runtime.trials`).
+- :class:`~orchestrator.runtime.ray_executor.RayExecutor` (``ray``, the default; its own
+  module, which imports Ray): sources are Ray Data datasets, encode/embed passes are
+  ``map_batches`` actor pools, tasks are Ray tasks with one worker's resources, training
+  runs (the VQ-VAE of a large dataset, the proxy) are Ray Train runs, and the sweep is a
+  Ray Tune grid (:mod:`orchestrator.runtime.trials`).
 - :class:`LocalExecutor` (``local``): no Ray is imported. Sources are in memory
   (:mod:`orchestrator.data.local_rows`), a pass runs one actor here batch by batch, tasks
   and training runs are plain calls, and trials run one after another on a
@@ -27,11 +28,19 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
+import torch
+
 from orchestrator.config.schema import ResourcesConfig
 from orchestrator.data.base import SourceData
+from orchestrator.data.local_rows import local_source
 from orchestrator.progress import say
 from orchestrator.runtime.resources import ResourcePlan, plan_resources
+from orchestrator.storage.cache import ArtifactCache
+from orchestrator.storage.fsutil import join
 from orchestrator.tracking.live import LiveTrialRuns
+from orchestrator.training.records import TrialSpec
+from orchestrator.training.run_folder import FolderRuntime
+from orchestrator.training.trial import run_trial
 
 EXECUTORS = ("ray", "local")
 
@@ -68,6 +77,7 @@ def join_columns(gathered: Any) -> list[Any]:
     """In a task: the columns behind an executor's :meth:`Executor.gather`, one array each."""
     if isinstance(gathered, LocalColumns):
         return list(gathered.arrays)
+    # lazy: runtime.cluster imports Ray, never imported on the local executor (test_local_pipeline)
     from orchestrator.runtime.cluster import join_refs
 
     return join_refs(gathered)
@@ -120,85 +130,9 @@ class Executor(Protocol):
         (a trial that finishes writes its result into the cache itself)."""
 
 
-class RayExecutor:
-    """Ray Data, Ray tasks, Ray Train and a Ray Tune grid, sized by a :class:`ResourcePlan`."""
-
-    name = "ray"
-    in_memory = False
-
-    def __init__(self, plan: ResourcePlan, max_failures: int = 1) -> None:
-        self.plan, self.max_failures = plan, max_failures
-
-    def source(self, ds: Any, role: str = "train", cap: int | None = None) -> SourceData:
-        from orchestrator.data.sources import SOURCES
-        from orchestrator.runtime.ray_sources import ray_view
-
-        return ray_view(SOURCES[ds.source], ds, role, cap)
-
-    def good_rows(self, dataset: Any) -> Any:
-        from orchestrator.runtime.cluster import good_rows
-
-        return good_rows(dataset)
-
-    def map_rows(self, dataset: Any, actor_cls: type, ctor_kwargs: dict,
-                 batch_size: int) -> list[dict]:
-        from orchestrator.runtime.cluster import collect_reports, map_actor_pool
-
-        return collect_reports(map_actor_pool(dataset, actor_cls, ctor_kwargs, self.plan,
-                                              batch_size))
-
-    def gather(self, dataset: Any, columns: list[str]) -> Any:
-        """Object refs of the columns' blocks, computed once by Ray tasks (materialized:
-        in the dataset's order), never pulled to the driver."""
-        from orchestrator.runtime.cluster import gather_in_task
-
-        return gather_in_task(dataset.materialize(), columns)
-
-    def run_tasks(self, fn: Callable[..., Any], calls: list[tuple], name: str) -> list[Any]:
-        from orchestrator.runtime.cluster import run_tasks
-
-        return run_tasks(fn, self.plan, calls, name)
-
-    def call_as_worker(self, fn: Callable[..., Any], name: str, *args: Any) -> Any:
-        from orchestrator.runtime.train import call_as_worker
-
-        return call_as_worker(fn, self.plan, self.max_failures, name, *args)
-
-    def fit(self, train_fn: Callable[..., None], config: dict, name: str,
-            storage: str) -> None:
-        from orchestrator.runtime.train import call_isolated, fit_only
-
-        call_isolated(fit_only, train_fn, config, self.plan, name, storage, self.max_failures,
-                      solo=True)
-
-    def fit_on_shards(self, fn: Callable[..., Any], config: dict, name: str, storage: str,
-                      dataset: Any, *args: Any) -> Any:
-        """``fn(config, plan, name, storage, max_failures, dataset, *args)`` in an isolated
-        actor: a DDP run over the dataset's Ray Data shards (the VQ-VAE of a large dataset).
-
-        The dataset is materialized first (its read tasks run once, now, so the workers
-        only fetch finished blocks) when no CPU is left for Ray Data's tasks beside the
-        workers, or when ``config["in_memory"]`` (a small dataset: unmaterialized,
-        ``streaming_split`` reads and decodes it again for every epoch, on the CPUs the
-        training uses)."""
-        from orchestrator.runtime.train import call_isolated
-
-        if self.plan.spare_cpus() < 1.0 or config.get("in_memory"):
-            dataset = dataset.materialize()
-        return call_isolated(fn, config, self.plan, name, storage, self.max_failures,
-                             dataset, *args)
-
-    def run_trials(self, trials: TrialJobs) -> dict[str, str]:
-        from orchestrator.runtime.trials import run_tune_grid
-
-        return run_tune_grid(trials, self.plan)
-
-
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """This process's torch intra-op threads set to ``n`` for the block, then restored."""
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, int(n)))
     try:
@@ -213,8 +147,6 @@ def local_plan(res_cfg: ResourcesConfig) -> ResourcePlan:
                  else os.cpu_count() or 1)
     gpus = 0.0
     if res_cfg.use_gpu:
-        import torch
-
         gpus = float(torch.cuda.device_count())
     return plan_resources(res_cfg, {"CPU": cpus, "GPU": gpus})
 
@@ -232,8 +164,6 @@ class LocalExecutor:
         self.max_failures = max_failures
 
     def source(self, ds: Any, role: str = "train", cap: int | None = None) -> SourceData:
-        from orchestrator.data.local_rows import local_source
-
         return local_source(ds, role, cap)
 
     def good_rows(self, dataset: Any) -> Any:
@@ -260,9 +190,6 @@ class LocalExecutor:
 
     def fit(self, train_fn: Callable[..., None], config: dict, name: str,
             storage: str) -> None:
-        from orchestrator.storage.fsutil import join
-        from orchestrator.training.run_folder import FolderRuntime
-
         with torch_threads(self.plan.solo_threads):
             train_fn({**config, "threads": self.plan.solo_threads,
                       "use_gpu": self.device != "cpu"},
@@ -276,12 +203,6 @@ class LocalExecutor:
                                   "(resources.executor: ray for DDP over shards)")
 
     def run_trials(self, trials: TrialJobs) -> dict[str, str]:
-        from orchestrator.storage.cache import ArtifactCache
-        from orchestrator.storage.fsutil import join
-        from orchestrator.training.records import TrialSpec
-        from orchestrator.training.run_folder import FolderRuntime
-        from orchestrator.training.trial import run_trial
-
         cache, errors, live = ArtifactCache(trials.cache_root), {}, trials.live
         for run_name, spec_key in trials.jobs:
             spec = TrialSpec.from_json(cache.load_json(spec_key))
@@ -316,14 +237,8 @@ def open_executor(res_cfg: ResourcesConfig) -> Iterator[Executor]:
     if res_cfg.executor == "local":
         yield LocalExecutor(local_plan(res_cfg), max_failures=res_cfg.max_failures)
         return
-    from orchestrator.runtime.cluster import init_ray
-    from orchestrator.runtime.resources import current_plan
+    # lazy: ray_executor imports Ray, never imported on the local executor (test_local_pipeline)
+    from orchestrator.runtime.ray_executor import open_ray_executor
 
-    started = init_ray()
-    try:
-        yield RayExecutor(current_plan(res_cfg), res_cfg.max_failures)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+    with open_ray_executor(res_cfg) as executor:
+        yield executor

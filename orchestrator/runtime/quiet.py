@@ -18,6 +18,8 @@ import os
 import sys
 import warnings
 
+from ray.data import DataContext
+
 # Tune's status table: at most once a minute (`tune.CLIReporter(max_report_frequency=)`).
 TUNE_REPORT_S = 60
 
@@ -58,8 +60,6 @@ def quiet_output() -> None:
     for k, v in env.items():
         os.environ.setdefault(k, v)
     if os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS") == "1":
-        from ray.data import DataContext
-
         DataContext.get_current().enable_progress_bars = False
     install_warning_filters()
     logging.getLogger("ray.tune").setLevel(logging.WARNING)

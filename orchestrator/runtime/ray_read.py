@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+import ray.data
 from ray.data.datasource.file_based_datasource import FileBasedDatasource
 from ray.data.datasource.file_meta_provider import DefaultFileMetadataProvider
 
@@ -66,6 +67,4 @@ class RowsDatasource(FileBasedDatasource):
 def read_rows(inputs: Inputs, reader: Any, keys_only: bool = False) -> Any:
     """A lazy ``ray.data.Dataset`` of the reader's rows over ``inputs`` (one read task per
     file, as Ray plans it)."""
-    import ray.data
-
     return ray.data.read_datasource(RowsDatasource(inputs, reader, keys_only))

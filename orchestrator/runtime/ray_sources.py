@@ -31,6 +31,7 @@ from ray.data.extensions import ArrowTensorArray
 from orchestrator.data import DatasetConfig
 from orchestrator.data.base import Source, SourceArrays, SourceData, key_id
 from orchestrator.data.folders import FolderSource, decode_file_batch
+from orchestrator.data.sources import SOURCES
 from orchestrator.data.stream import Selection, StreamingSource, decode_or_error, ranks
 from orchestrator.runtime.ray_read import read_rows
 
@@ -133,13 +134,9 @@ def ray_view(src: Source, ds: DatasetConfig, role: str = "train",
 def load_dataset(ds: DatasetConfig) -> SourceData:
     """The Ray Data view of ``ds``'s training rows (same ids, labels and fingerprint as
     ``orchestrator.data.sources.load_arrays``)."""
-    from orchestrator.data.sources import SOURCES
-
     return ray_view(SOURCES[ds.source], ds)
 
 
 def reference_data(ds: DatasetConfig, cap: int | None = None) -> SourceData:
     """The Ray Data view of ``ds``'s held-out reference (as ``load_reference``)."""
-    from orchestrator.data.sources import SOURCES
-
     return ray_view(SOURCES[ds.source], ds, "reference", cap)

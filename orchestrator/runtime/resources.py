@@ -4,7 +4,8 @@ On a 2-CPU machine a Train worker or a Ray Data actor that asks for a whole CPU
 beside anything else waits forever (measured, see DESIGN.md), so every request here
 is a fraction computed from ``ray.cluster_resources()`` / ``ray.nodes()``.
 :func:`plan_resources` is a pure function of the config section and the cluster's
-numbers (unit-testable without Ray); :func:`current_plan` reads the live cluster.
+numbers (unit-testable without Ray, and this module imports none: the local executor
+plans with it); ``runtime.cluster.current_plan`` reads the live cluster.
 """
 
 from __future__ import annotations
@@ -128,14 +129,6 @@ def plan_resources(res_cfg: Any, cluster: Mapping[str, float],
     actor_threads = max(1, min(8, int(cpus // pool)))
     return ResourcePlan(cpus, gpus, nw, worker_cpus, worker_gpus, TRIAL_CPUS, max_conc,
                         pool, actor_cpus, actor_gpus, threads, solo, actor_threads)
-
-
-def current_plan(res_cfg: Any) -> ResourcePlan:
-    """:func:`plan_resources` for the connected Ray cluster."""
-    import ray
-
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    return plan_resources(res_cfg, ray.cluster_resources(), nodes)
 
 
 def describe(plan: ResourcePlan) -> str:

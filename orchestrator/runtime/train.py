@@ -7,10 +7,20 @@ trial) so the scaling, failure and storage settings are the same everywhere.
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any, Callable
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
 
 from orchestrator.runtime import workarounds
 from orchestrator.runtime.resources import ResourcePlan
+from orchestrator.training.loop import write_checkpoint_files
 
 
 def fit_torch(train_fn: Callable[[dict], None], config: dict, plan: ResourcePlan, name: str,
@@ -23,9 +33,6 @@ def fit_torch(train_fn: Callable[[dict], None], config: dict, plan: ResourcePlan
     the last reported checkpoint (``ray.train.get_checkpoint()`` in the workers).
     ``solo`` runs (nothing else scheduled beside them) get ``plan.solo_threads``.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     workarounds.set_train_env()
     nw = num_workers or plan.num_workers
     trainer = TorchTrainer(
@@ -70,8 +77,6 @@ def call_isolated(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     CPUs). Everything the trainer creates is owned by this actor, so killing it
     releases every actor and placement group of the run.
     """
-    import ray
-
     runner = ray.remote(num_cpus=0)(_Runner).remote()
     try:
         return ray.get(runner.call.remote(fn, *args, **kwargs))
@@ -87,8 +92,6 @@ def call_as_worker(fn: Callable[..., Any], plan: ResourcePlan, max_failures: int
     For single-worker runs that need none of Ray Train's machinery (the VQ-VAE of a
     small dataset): no controller, placement group or dataset coordinator beside it.
     """
-    import ray
-
     res = plan.worker_resources()
     task = ray.remote(fn).options(num_cpus=res["CPU"], num_gpus=res.get("GPU", 0),
                                   max_retries=max_failures, name=name)
@@ -97,8 +100,6 @@ def call_as_worker(fn: Callable[..., Any], plan: ResourcePlan, max_failures: int
 
 def torch_threads(n: int) -> None:
     """Intra-op threads of this process (a fractional CPU request still gets >= 1)."""
-    import torch
-
     torch.set_num_threads(max(1, int(n)))
 
 
@@ -114,26 +115,15 @@ class TrainRuntime:
     """
 
     def __init__(self) -> None:
-        import ray.train
-        import ray.train.torch
-
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
         self.node_id = ray.get_runtime_context().get_node_id()   # recorded in the result
 
     def prepare_model(self, model: Any) -> Any:
-        import ray.train.torch
-
         return ray.train.torch.prepare_model(model)
 
     def save_checkpoint(self, metrics: dict[str, float], files: dict[str, dict]) -> None:
-        import tempfile
-
-        import ray.train
-
-        from orchestrator.training.loop import write_checkpoint_files
-
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if files:
@@ -143,8 +133,6 @@ class TrainRuntime:
             ray.train.report({**metrics, **workarounds.worker_pg_marker()}, checkpoint=ckpt)
 
     def load_checkpoint(self, read: Callable[[str], Any]) -> Any:
-        import ray.train
-
         ckpt = ray.train.get_checkpoint()
         if ckpt is None:
             return None
@@ -152,12 +140,8 @@ class TrainRuntime:
             return read(d)
 
     def finish(self, metrics: dict[str, float]) -> None:
-        import ray.train
-
         if self.world > 1:
             # Every rank finishes together: a rank that returns while rank 0 still samples
             # left the run's placement group behind under Ray Train V2 (seen on 2 CPUs).
-            import torch.distributed as dist
-
             dist.barrier()
         ray.train.report({workarounds.FINISHED_KEY: 1, **metrics, **workarounds.worker_pg_marker()})

@@ -21,22 +21,26 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+import torch
+from ray import tune
 from ray.tune import Callback   # this module is the Tune side of the Ray executor
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.progress import say
 from orchestrator.runtime.quiet import TUNE_REPORT_S
 from orchestrator.runtime.resources import ResourcePlan
+from orchestrator.runtime.train import TrainRuntime, fit_torch, torch_threads
+from orchestrator.runtime.tune import TuneRuntime
+from orchestrator.runtime.workarounds import release_callback
+from orchestrator.storage.cache import ArtifactCache
+from orchestrator.storage.fsutil import join
 from orchestrator.tracking.live import LiveTrialRuns
+from orchestrator.training.records import TrialSpec
+from orchestrator.training.trial import run_trial
 
 
 def trial_worker(config: dict) -> None:
     """Ray Train loop of one trial: :func:`orchestrator.training.trial.run_trial`."""
-    import torch
-
-    from orchestrator.runtime.train import TrainRuntime
-    from orchestrator.training.records import TrialSpec
-    from orchestrator.training.trial import run_trial
-
     torch.set_num_threads(int(config.get("threads", 1)))
     run_trial(TrialSpec.from_json(config["spec"]), TrainRuntime())
 
@@ -47,13 +51,6 @@ def solo_trial(config: dict) -> None:
     Checkpoints go to Tune (``tune.report``) and to the trial's fixed run folder; see
     :class:`orchestrator.runtime.tune.TuneRuntime`.
     """
-    from orchestrator.runtime.train import torch_threads
-    from orchestrator.runtime.tune import TuneRuntime
-    from orchestrator.storage.cache import ArtifactCache
-    from orchestrator.storage.fsutil import join
-    from orchestrator.training.records import TrialSpec
-    from orchestrator.training.trial import run_trial
-
     spec = ArtifactCache(config["cache_root"]).load_json(config["trial"]["spec"])
     plan = ResourcePlan(**config["plan"])
     torch_threads(plan.torch_threads)
@@ -77,11 +74,6 @@ def tune_trial(config: dict) -> None:
 
     Returns nothing (returning fit()'s Result breaks Tune's bookkeeping).
     """
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from orchestrator.runtime.train import fit_torch
-    from orchestrator.storage.cache import ArtifactCache
-
     spec = ArtifactCache(config["cache_root"]).load_json(config["trial"]["spec"])
     plan = ResourcePlan(**config["plan"])
     fit_torch(trial_worker, {"spec": spec}, plan, spec["run_name"], config["storage"],
@@ -120,12 +112,9 @@ class TuneLiveCallback(Callback):
 
 def run_tune_grid(trials: Any, plan: ResourcePlan) -> dict[str, str]:
     """One Tune experiment over ``trials.jobs`` (a ``runtime.executor.TrialJobs``, not
-    imported here: the executor imports this module); ``{spec key: error}`` of the trials
-    that ended with an error (the last line of Tune's error)."""
-    from ray import tune
-
-    from orchestrator.runtime.workarounds import release_callback
-
+    imported here: the executor imports the Ray executor, which imports this module);
+    ``{spec key: error}`` of the trials that ended with an error (the last line of Tune's
+    error)."""
     root, name = trials.experiment
     # Trials get the run name and the cache key of their spec (Tune prints configs).
     param_space = {"trial": tune.grid_search([{"name": n, "spec": k} for n, k in trials.jobs]),

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import ray
+import torch
+from ray import tune
+
 from orchestrator.runtime import workarounds
 from orchestrator.training.run_folder import FolderRuntime, load_from_folder, run_checkpoints
 
@@ -37,9 +41,6 @@ class TuneRuntime(FolderRuntime):
     """
 
     def __init__(self, run_dir: str, device: str | None = None) -> None:
-        import ray
-        import torch
-
         if device is None:
             device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         super().__init__(run_dir, device)
@@ -49,15 +50,11 @@ class TuneRuntime(FolderRuntime):
 
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
         """``tune.report`` (with the checkpoint folder, while it still exists)."""
-        from ray import tune
-
         ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(dict(metrics), checkpoint=ckpt)
 
     def load_checkpoint(self, read: Callable[[str], Any]) -> Any:
         """Tune's checkpoint of this trial (a restart after a failure), else the run folder's."""
-        from ray import tune
-
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:

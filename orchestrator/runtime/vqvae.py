@@ -1,6 +1,7 @@
-"""The VQ-VAE on Ray: a Ray Train worker loop over the dataset's shards (DDP), and the
-one-task run of a small dataset. The loop from memory and the latent-scale fit are
-``orchestrator.training.vqvae_fit`` (no Ray); the encode stage picks the path.
+"""The VQ-VAE of a large dataset on Ray: a Ray Train worker loop over the dataset's shards
+(DDP). The loop from memory and the latent-scale fit are ``orchestrator.training.vqvae_fit``
+(no Ray); the encode stage picks the path (a small dataset's one-worker run is
+``stages.encode.train_vqvae_single``) and imports this module only for a Ray Train run.
 """
 
 from __future__ import annotations
@@ -11,12 +12,18 @@ import time
 from typing import Any
 
 import numpy as np
+import ray.train
+import ray.train.torch
+import torch
 
+from models.vqvae import build_vqvae, images_to_model, vqvae_train_step
 from orchestrator.progress import Progress
-from orchestrator.runtime.executor import join_columns
 from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.runtime.train import fit_torch
 from orchestrator.runtime.workarounds import worker_pg_marker
+from orchestrator.storage.cache import ArtifactCache
+from orchestrator.training.evaluate import VQVAE_FILE
+from orchestrator.training.vqvae_fit import save_with_scale, steps_from_memory
 
 
 def all_images(ds: Any) -> np.ndarray:
@@ -27,14 +34,6 @@ def all_images(ds: Any) -> np.ndarray:
 
 def train_vqvae_worker(config: dict) -> None:
     """Ray Train loop: fixed-step VQ-VAE training on this rank's data shard."""
-    import ray.train
-    import ray.train.torch
-    import torch
-
-    from models.vqvae import build_vqvae, images_to_model, vqvae_train_step
-    from orchestrator.training.evaluate import VQVAE_FILE
-    from orchestrator.training.vqvae_fit import save_with_scale, steps_from_memory
-
     torch.set_num_threads(int(config["threads"]))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -79,26 +78,10 @@ def train_vqvae_worker(config: dict) -> None:
         ray.train.report({**metrics, **worker_pg_marker()}, checkpoint=ckpt)
 
 
-def train_vqvae_single(config: dict, images: Any, cache_root: str, key: str) -> dict[str, float]:
-    """A small dataset's single-worker VQ-VAE run (on Ray one task, no Ray Train): the
-    images (``Executor.gather``: on Ray the block refs) joined here,
-    then :func:`orchestrator.training.vqvae_fit.train_vqvae_in_memory`. So no
-    ``TorchTrainer`` (controller, placement-group cleaner, dataset manager) and no Ray Data
-    iteration in this process: on 2 CPUs the loop runs at 0.95x the in-process rate,
-    against 0.74x in the Ray Train worker (``benchmarks.bench_vqvae_worker``).
-    """
-    from orchestrator.training.vqvae_fit import train_vqvae_in_memory
-
-    return train_vqvae_in_memory(config, join_columns(images)[0], cache_root, key)
-
-
 def fit_vqvae(ae_cfg: dict, plan: ResourcePlan, name: str, storage: str, max_failures: int,
               images: Any, cache_root: str, key: str) -> dict[str, float]:
     """Train the VQ-VAE and store its file in the cache (runs in an isolated actor);
     returns the run's last metrics."""
-    from orchestrator.storage.cache import ArtifactCache
-    from orchestrator.training.evaluate import VQVAE_FILE
-
     result = fit_torch(train_vqvae_worker, ae_cfg, plan, name, storage, max_failures,
                        datasets={"train": images}, solo=True)
     with result.checkpoint.as_directory() as d:

@@ -23,6 +23,13 @@ import socket
 import tempfile
 from typing import Any
 
+import ray
+from ray import tune
+from ray._private.utils import write_ray_address
+from ray._raylet import PlacementGroupID
+from ray.util.placement_group import (PlacementGroup, get_current_placement_group,
+                                      remove_placement_group)
+
 log = logging.getLogger(__name__)
 
 # Ray Train V2 polls its workers every 2 s by default; 0.2 s cuts each short run's
@@ -72,8 +79,6 @@ def publish_address(gcs_address: str) -> None:
     Uses the private ``ray._private.utils.write_ray_address``: the Train V2 cleaner (see
     :func:`private_ray_tmpdir`) reads this file to find the cluster.
     """
-    from ray._private.utils import write_ray_address
-
     write_ray_address(gcs_address)
 
 
@@ -95,8 +100,6 @@ def live_local_head() -> bool:
 
 def worker_pg_marker() -> dict[str, str]:
     """``{"pg_id": hex}`` of the calling Train worker's placement group, for its reports."""
-    from ray.util.placement_group import get_current_placement_group
-
     pg = get_current_placement_group()
     return {PG_KEY: pg.id.hex()} if pg is not None else {}
 
@@ -111,10 +114,6 @@ def release_placement_group(metrics: dict | None) -> None:
     removes it (a no-op when Ray already did). Uses the private
     ``ray._raylet.PlacementGroupID`` to rebuild the handle from its id.
     """
-    import ray
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
     pg_hex = (metrics or {}).get(PG_KEY)
     if not pg_hex:
         return
@@ -133,7 +132,6 @@ def release_callback() -> Any:
     The group id comes with the trial's reports (:data:`PG_KEY`); see
     :func:`release_placement_group` for why.
     """
-    from ray import tune
 
     class ReleasePlacementGroups(tune.Callback):
         # Tune's last result of a function trainable may lack the reported keys:

@@ -20,16 +20,19 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
+from models import MissingWeightsError, build_embedder
 from models.weights import weights_fingerprint
 from orchestrator.config.schema import TRAINED_SPACE, Config, DatasetConfig
+from orchestrator.data.sources import reference_origin
+from orchestrator.errors import ConfigError, SourceError
 from orchestrator.progress import say
-from orchestrator.errors import SourceError
 from orchestrator.runtime.executor import Executor, join_columns
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.tables import Table, finish_table, write_part
-from orchestrator.weights import needed_embedders
 from orchestrator.training.spaces import fit_classifier, local_weights
+from orchestrator.weights import needed_embedders
 
 EMBED_VERSION = 2       # 2: tables of parts written by the embed actors
 CLASSIFIER_VERSION = 1
@@ -66,10 +69,6 @@ class EmbedActor:
     def __init__(self, name: str, weights: str | None, device: str, threads: int,
                  cache_root: str, table_key: str, weights_key: str | None = None,
                  with_labels: bool = False):
-        import torch
-
-        from models import build_embedder
-
         torch.set_num_threads(max(1, threads))
         self.cache, self.table_key, self.with_labels = ArtifactCache(cache_root), table_key, with_labels
         if weights_key:
@@ -157,8 +156,6 @@ def _fit_classifier_task(rows: Any, num_classes: int, cc: Any, threads: int) -> 
     keeps what an earlier task set (the VQ-VAE's task sets its own), and the thread count
     changes the float sums: without it a one-node and a multi-node run of the same config
     trained different classifiers (tests/test_multinode.py, 2026-12-05)."""
-    import torch
-
     torch.set_num_threads(max(1, int(threads)))
     ids, images, labels = join_columns(rows)
     order = np.argsort(ids, kind="stable")
@@ -231,8 +228,6 @@ def ensure_reference(cache: ArtifactCache, cfg: Config, ds_cfg: DatasetConfig,
 
     ``trained``: :func:`ensure_trained_spaces`' result (weight files of trained spaces).
     """
-    from orchestrator.data.sources import reference_origin
-
     source = executor.source(ds_cfg, "reference", cfg.eval.num_real)
     origin = reference_origin(ds_cfg)
     keys = {}
@@ -253,9 +248,6 @@ def ensure_reference(cache: ArtifactCache, cfg: Config, ds_cfg: DatasetConfig,
 def check_embedders(cfg: Config) -> None:
     """Build every needed embedder once on the driver: a missing weight file is a
     one-line config error now, not a failure in each Ray actor and trial later."""
-    from models import MissingWeightsError, build_embedder
-    from orchestrator.errors import ConfigError
-
     for name in needed_embedders(cfg):
         if name == TRAINED_SPACE:   # trained in this stage: no weight file to check
             continue

@@ -22,6 +22,7 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+import torch
 
 from orchestrator.config.schema import Config, DatasetConfig
 from orchestrator.progress import say
@@ -55,10 +56,9 @@ def proxy_worker(cfg: dict, rt: Any = None) -> None:
 
     ``rt``: the ``TrialRuntime`` (rank, device, checkpoints): the local executor's
     ``FolderRuntime``; None inside a Ray Train worker (its ``TrainRuntime``)."""
-    import torch
-
     torch.set_num_threads(int(cfg["threads"]))
     if rt is None:
+        # lazy: runtime.train imports Ray, never imported on the local executor (test_local_pipeline)
         from orchestrator.runtime.train import TrainRuntime
 
         rt = TrainRuntime()

@@ -23,6 +23,8 @@ from orchestrator.config.schema import Config, MethodConfig
 from orchestrator.progress import say
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.tables import Table
+from pruning import ScoreContext, ScoreResult
+from pruning.stats_halves import HALVES, half_key
 
 # 2: arrays ids + scores, inputs read from tables. A statistic method's artifact also holds
 # scores_half_a / scores_half_b (its scores from each half of the proxy's draws, proxy
@@ -78,9 +80,6 @@ def ensure_scores(cache: ArtifactCache, method: MethodConfig, seed: int, art: Da
     proxy recorded the halves of every statistic it reads; else the json's ``split_half``
     says why not (:func:`score_reliability` reads both).
     """
-    from pruning import ScoreContext
-    from pruning.stats_halves import half_key
-
     params = method.params_for(art.name)  # per-dataset overrides (paper: k=24 vs 1000)
     pruner = method.build_pruner(art.name)
     inputs: dict[str, Any] = {}
@@ -138,8 +137,6 @@ def _missing_halves(cache: ArtifactCache, proxy_key: str, needs: tuple[str, ...]
                     proxy: dict[str, np.ndarray]) -> str:
     """"" when the proxy recorded both halves of every statistic in ``needs``, else why not
     (the proxy record's reason, e.g. a statistic of a single draw)."""
-    from pruning.stats_halves import HALVES, half_key
-
     lacking = [k for k in needs if any(half_key(k, h) not in proxy for h in HALVES)]
     if not lacking:
         return ""
@@ -152,8 +149,6 @@ def _missing_halves(cache: ArtifactCache, proxy_key: str, needs: tuple[str, ...]
 def ensure_subset(cache: ArtifactCache, art: DatasetArtifacts, method_label: str, ratio: float,
                   seed: int, score_key: str | None, pruner: Any, fresh: bool) -> str:
     """Cache key of a subset (arrays ``indices``, ``ids``; json manifest)."""
-    from pruning import ScoreResult
-
     if score_key is None:
         key = cache.key("subset", SUBSET_VERSION, fingerprint=art.fingerprint, method=FULL)
     else:
@@ -260,6 +255,7 @@ def score_reliability(cache: ArtifactCache, cfg: Config, arts: dict[str, Dataset
         Feed a dataset's rows to :func:`reliability_frame` for
         ``eval.analysis.reliability_table``.
     """
+    # lazy: eval.analysis (pandas, scipy) costs ~1.8 s; score_and_select's Ray tasks load this module
     from eval.analysis.reliability import split_half_rho
 
     rows = []
@@ -319,6 +315,7 @@ def reliability_frame(rows: list[dict[str, Any]], dataset: str | None = None) ->
     """:func:`score_reliability` rows of one dataset as ``eval.analysis.reliability_table``
     (columns ``method, split_half_rho, proxy_to_proxy_rho, flag``; ``dataset`` None: the
     only dataset of the rows)."""
+    # lazy: eval.analysis (pandas, scipy) costs ~1.8 s; score_and_select's Ray tasks load this module
     from eval.analysis.reliability import reliability_table
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
@@ -339,6 +336,7 @@ def reliability_section(cache: ArtifactCache, cfg: Config, arts: dict[str, Datas
     and a split-half rho that could not be measured is followed by the reason. The report
     appends it to ``analysis.md`` (logged to the MLflow parent run). ``rows``: the
     :func:`score_reliability` rows when already computed."""
+    # lazy: eval.analysis (pandas, scipy) costs ~1.8 s; score_and_select's Ray tasks load this module
     from eval.analysis.reliability import reliability_markdown
 
     rows = score_reliability(cache, cfg, arts, subsets) if rows is None else rows

@@ -18,16 +18,18 @@ import os
 from dataclasses import asdict
 from typing import Any, Callable
 
+from eval.memorization import train_nn_distances
 from models.weights import weights_fingerprint
 from orchestrator.config.plan import TrialPlan
 from orchestrator.config.schema import Config, Trial
 from orchestrator.progress import say
 from orchestrator.runtime.executor import Executor, TrialJobs
-from orchestrator.tracking.live import LiveTrialRuns
 from orchestrator.stages.score import DatasetArtifacts
 from orchestrator.storage.cache import ArtifactCache
-from orchestrator.storage.fsutil import join
+from orchestrator.storage.fsutil import join, remove_dir
 from orchestrator.storage.tables import Table
+from orchestrator.tracking.live import LiveTrialRuns
+from orchestrator.training.evaluate import training_centroids
 from orchestrator.training.records import TrialInputs, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,6 @@ def ensure_train_nn(cache: ArtifactCache, cfg: Config, art: DatasetArtifacts,
 
 def compute_train_nn(cache_root: str, features_key: str, key: str) -> str:
     """Store ``train_nn_distances`` of the features table ``features_key`` under ``key``."""
-    from eval.memorization import train_nn_distances
-
     cache = ArtifactCache(cache_root)
     feats = Table(cache, features_key).column("features")
     cache.save_arrays(key, train_nn=train_nn_distances(feats))
@@ -101,8 +101,6 @@ def compute_train_nn(cache_root: str, features_key: str, key: str) -> str:
 
 def compute_centroids(cache_root: str, features_key: str, key: str, k: int) -> str:
     """Store :func:`training_centroids` of the features table ``features_key`` under ``key``."""
-    from orchestrator.training.evaluate import training_centroids
-
     cache = ArtifactCache(cache_root)
     feats = Table(cache, features_key).column("features")
     cache.save_arrays(key, centroids=training_centroids(feats, k))
@@ -185,8 +183,6 @@ def is_done(cache: ArtifactCache, spec: TrialSpec) -> bool:
 
 def clear_trial_runs(cfg: Config, specs: list[TrialSpec]) -> None:
     """Delete the trials' Ray Train run folders (checkpoints) for ``--fresh``."""
-    from orchestrator.storage.fsutil import remove_dir
-
     for spec in specs:
         remove_dir(join(cfg.storage.ray_storage, TRIALS_DIR, spec.run_name))
 

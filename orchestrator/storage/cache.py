@@ -34,6 +34,8 @@ import uuid
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
+import torch
 
 from orchestrator.storage import fsutil
 
@@ -156,7 +158,6 @@ class ArtifactCache:
             _digest, size = self._read(path + ".sha256").decode().split()
         except (FileNotFoundError, ValueError, OSError):
             return False
-        import pyarrow.fs as pafs
         info = self.fs.get_file_info(path)
         if info.type != pafs.FileType.File or info.size != int(size):
             log.warning("cache artifact %s is incomplete: treating it as missing",
@@ -195,15 +196,11 @@ class ArtifactCache:
 
     def save_state_dict(self, key: str, state: dict[str, Any]) -> str:
         """A torch state dict (tensors and plain values) via ``torch.save``."""
-        import torch
-
         buf = io.BytesIO()
         torch.save(state, buf)
         return self.put(key, "torch", buf.getvalue())
 
     def load_state_dict(self, key: str, map_location: str = "cpu") -> dict[str, Any]:
         """``torch.load(weights_only=True)``: never unpickles arbitrary objects."""
-        import torch
-
         return torch.load(io.BytesIO(self.get(key, "torch")), map_location=map_location,
                           weights_only=True)

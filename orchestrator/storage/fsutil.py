@@ -46,6 +46,7 @@ def is_remote(uri: str) -> bool:
 
 def filesystem(uri: str) -> tuple[Any, str]:
     """``(pyarrow.fs.FileSystem, path inside it)`` for a local path or URI."""
+    # lazy: pyarrow.fs (with numpy) costs ~0.2 s; `import orchestrator` (--help, ~0.1 s) imports fsutil
     import pyarrow.fs as pafs
 
     scheme, path = split_uri(uri)
@@ -62,6 +63,7 @@ def join(root: str, *parts: str) -> str:
 
 def remove_dir(uri: str) -> bool:
     """Delete a folder and everything in it, locally or in a bucket; False if it was absent."""
+    # lazy: pyarrow.fs (with numpy) costs ~0.2 s; `import orchestrator` (--help, ~0.1 s) imports fsutil
     import pyarrow.fs as pafs
 
     fs, path = filesystem(uri)

@@ -16,8 +16,16 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from eval import METRICS, MetricInputs, balanced_indices, nearest_neighbour_labels
+from eval import save_sample_grid as write_grid
+from eval.coverage import label_agreement, label_distribution
+from eval.memorization import l2_normalize
+from models import EMBEDDERS, build_embedder
+from models.transport import cfg_velocity_fn, sample_ode
+from models.vqvae import load_vqvae, model_to_images
 from orchestrator.config.schema import EvalConfig, SampleConfig
 from orchestrator.storage.cache import ArtifactCache
+from pruning.kmeans import kmeans
 
 VQVAE_FILE = "vqvae.pt"
 SAMPLE_GRID_VERSION = 1   # cache keys "trialgrid/..." (the value must not change)
@@ -33,8 +41,6 @@ PREDICTOR = "classifier"
 
 def vqvae_from_cache(cache: ArtifactCache, key: str) -> Any:
     """Load the VQ-VAE artifact (bytes of ``models.vqvae.save_vqvae``) as a model on CPU."""
-    from models.vqvae import load_vqvae
-
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, VQVAE_FILE)
         with open(path, "wb") as f:
@@ -64,9 +70,6 @@ def generate(vq: Any, ema_model: Any, sc: SampleConfig, seed: int, conditional: 
     Returns:
         (num_samples, H, W, 3) uint8 images.
     """
-    from models.transport import cfg_velocity_fn, sample_ode
-    from models.vqvae import model_to_images
-
     vq = vq.to(device).eval()
     gen = torch.Generator().manual_seed(seed)
     m = sc.num_samples
@@ -86,8 +89,6 @@ def generate(vq: Any, ema_model: Any, sc: SampleConfig, seed: int, conditional: 
 
 def space_short(embedder: str) -> str:
     """The short name of an evaluation space (``models.EMBEDDERS[embedder].short``)."""
-    from models import EMBEDDERS
-
     return EMBEDDERS[embedder].short
 
 
@@ -95,8 +96,6 @@ def space_short(embedder: str) -> str:
 def cached_embedder(name: str, device: str, weights: str | None) -> Any:
     """``models.build_embedder`` once per process (a process that evaluates several
     trials builds the network and loads its weights once)."""
-    from models import build_embedder
-
     return build_embedder(name, device=device, weights=weights)
 
 
@@ -178,8 +177,6 @@ def subset_shares(subset_labels: np.ndarray, num_classes: int) -> dict[str, floa
     Returns:
         {"subset_share_<c>": share for c in range(C)}.
     """
-    from eval.coverage import label_distribution
-
     shares = label_distribution(subset_labels, num_classes)
     return {f"subset_share_{c}": float(shares[c]) for c in range(num_classes)}
 
@@ -213,9 +210,6 @@ def evaluate_space(images: np.ndarray, emb: Any, features: np.ndarray, labels: n
         predictor's own space (an embedder with ``predict``) also gives their shares,
         ``cov_pred_share_<c>``.
     """
-    from eval import METRICS, MetricInputs, balanced_indices, nearest_neighbour_labels
-    from eval.coverage import label_agreement
-
     fake = np.concatenate([emb(images[s:s + 128]) for s in range(0, len(images), 128)])
     feats = features.astype(np.float32)
     real = np.asarray(reference, dtype=np.float32)
@@ -273,9 +267,6 @@ def training_centroids(features: np.ndarray, k: int, seed: int = CENTROID_SEED) 
     Returns:
         (min(k, N), D) float32 centres.
     """
-    from eval.memorization import l2_normalize
-    from pruning.kmeans import kmeans
-
     normed = l2_normalize(np.asarray(features, dtype=np.float32), "train_full").astype(np.float32)
     centres, _, _ = kmeans(normed, min(int(k), len(normed)), seed=seed)
     return np.asarray(centres, dtype=np.float32)
@@ -283,8 +274,6 @@ def training_centroids(features: np.ndarray, k: int, seed: int = CENTROID_SEED) 
 
 def save_sample_grid(cache: ArtifactCache, key: str, images: np.ndarray) -> None:
     """The first 64 images as an 8x8 PNG grid, cached as bytes under ``key``."""
-    from eval import save_sample_grid as write_grid
-
     with tempfile.TemporaryDirectory() as d:
         path = write_grid(images[:64], os.path.join(d, "samples.png"), nrow=8)
         with open(path, "rb") as f:

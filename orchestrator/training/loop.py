@@ -20,7 +20,12 @@ from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+
+from models import build_dit
+from models.transport import training_loss
+from orchestrator.progress import progress
 
 T = TypeVar("T")
 # (steps done, this step's loss) -> None; called on every rank after each optimizer step
@@ -137,8 +142,6 @@ def build_model(preset: str, latent_shape: tuple[int, ...], num_classes: int, se
     Returns:
         (model on CPU, the t/noise generator).
     """
-    from models import build_dit
-
     c, h = latent_shape[0], latent_shape[1]
     model = build_dit(preset, input_size=h, in_channels=c, num_classes=num_classes,
                       class_dropout_prob=class_dropout,
@@ -152,8 +155,6 @@ def all_mean(value: float, world: int) -> float:
     """Mean of ``value`` over the DDP ranks (the value itself when ``world == 1``)."""
     if world == 1:
         return value
-    import torch.distributed as dist
-
     t = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(t)
     return float(t.item()) / world
@@ -201,9 +202,6 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, x_all: torch.Tenso
         ema: a ``models.transport.EMA`` updated after every step, or None.
         hooks: called with ``(steps done, loss)`` after each step, in order.
     """
-    from models.transport import training_loss
-    from orchestrator.progress import progress
-
     rank, world, device = runtime.rank, runtime.world, runtime.device
     inner = unwrap(model)
     hooks = tuple(hooks)

@@ -32,9 +32,16 @@ import os
 from typing import Any, Callable
 
 import numpy as np
+import torch
+import torch.distributed as dist
 
+from models.dit import DiT
+from models.transport import per_sample_flow_loss
 from orchestrator.config.schema import ProxyConfig
 from orchestrator.training.loop import LoopSpec, build_model, train_steps, unwrap
+from pruning import stats as st
+from pruning import stats_halves as sh
+from pruning.stats_halves import FULL, HALVES, half_key
 
 log = logging.getLogger(__name__)
 STAT_KEYS = ("loss_traj", "loss_last", "grad_norm", "moso")
@@ -52,8 +59,6 @@ def checkpoint_steps(steps: int, points: int) -> list[int]:
 def record_keys(cfg: dict, stats: tuple[str, ...] | list[str]) -> list[str]:
     """The recorded columns: each statistic, then its two halves when its K >= 2
     (``pruning.stats_halves.half_key``; K is the config entry :data:`STAT_DRAWS` names)."""
-    from pruning.stats_halves import HALVES, half_key
-
     keys = []
     for stat in stats:
         keys.append(stat)
@@ -70,8 +75,6 @@ def stat_draws(cfg: dict, stat: str) -> int:
 
 def _named(stat: str, means: dict[str, Any]) -> dict[str, np.ndarray]:
     """``{"full": v, "a": v_a, ...}`` -> ``{stat: v, stat_half_a: v_a, ...}`` as float64 numpy."""
-    from pruning.stats_halves import FULL, half_key
-
     return {stat if v == FULL else half_key(stat, v): np.asarray(
         val.cpu().numpy() if hasattr(val, "cpu") else val, dtype=np.float64)
         for v, val in means.items()}
@@ -87,11 +90,7 @@ def _measure(cfg: dict, model: Any, x: Any, y: Any, ids: Any, stats: tuple[str, 
     ``pruning.stats`` functions), each half their mean over draws [0, K//2) / [K//2, K)
     (MoSo: see ``pruning.stats_halves``).
     """
-    import torch
-
-    from models.transport import per_sample_flow_loss as loss_fn
-    from pruning import stats_halves as sh
-
+    loss_fn = per_sample_flow_loss
     seed, chunk, n_total = cfg["seed"], cfg["chunk"], cfg["n"]
     noise = cfg.get("noise", ProxyConfig.noise)   # proxy.noise: per-sample or shared noise
     bs = max(chunk, 256)
@@ -105,8 +104,6 @@ def _measure(cfg: dict, model: Any, x: Any, y: Any, ids: Any, stats: tuple[str, 
                                                          noise=noise) for xb, yb, ib in parts])
             out.update(_named(stat, sh.split_means(draws)))   # (n_local, K) -> means
     if which == "grad" and "grad_norm" in stats:
-        from models.dit import DiT
-
         # proxy.grand_params "output": the output layer's gradient (DeepCore's GraNd) at
         # grand_draws draws: split-half 0.93 at K=12 for the cost of the full gradient at
         # K=3 (0.67-0.73), benchmarks/results/stat_stability.md
@@ -125,8 +122,6 @@ def _measure(cfg: dict, model: Any, x: Any, y: Any, ids: Any, stats: tuple[str, 
 
 def _all_reduce(v: Any, world: int) -> Any:
     if world > 1:
-        import torch.distributed as dist
-
         dist.all_reduce(v)
     return v
 
@@ -134,11 +129,6 @@ def _all_reduce(v: Any, world: int) -> Any:
 def _moso(cfg: dict, model: Any, loss_fn: Any, parts: list, world: int, n_total: int,
           noise: str) -> dict[str, np.ndarray]:
     """MoSo (n_local,) of the shard, and of each half of the draws when K >= 2."""
-    import torch
-
-    from pruning import stats as st
-    from pruning import stats_halves as sh
-
     k, seed, chunk = stat_draws(cfg, "moso"), cfg["seed"], cfg["chunk"]
     if k < 2:   # no halves: the single-pass MoSo
         g_sum = _all_reduce(sum(st.gradient_sum(model, loss_fn, xb, yb, ib, k, seed, chunk,
@@ -168,8 +158,6 @@ def save_steps(cfg: dict) -> list[int]:
 def _records_state(rec: dict[str, list[np.ndarray]], n_local: int) -> dict[str, Any]:
     """Recorded columns (:func:`record_keys`) as ``{"rec_<column>": (n_local, t) float64
     tensor}`` (t may be 0)."""
-    import torch
-
     return {f"rec_{k}": torch.from_numpy(np.stack(v, axis=1) if v else np.zeros((n_local, 0)))
             for k, v in rec.items()}
 
@@ -199,8 +187,6 @@ def train_proxy(cfg: dict, data: dict[str, np.ndarray], rank: int, world: int, d
         (each statistic and, when its K >= 2, its ``_half_a`` / ``_half_b``); the start
         step is 0 for a new run and the checkpoint's step for a resumed one.
     """
-    import torch
-
     x_all = torch.from_numpy(data["latents"].astype(np.float32))
     y_all = torch.from_numpy(data["labels"].astype(np.int64)) if cfg["conditional"] else None
     n = x_all.shape[0]
@@ -298,8 +284,6 @@ def read_rank_state(directory: str, rank: int, world: int) -> dict | None:
 
     None for checkpoints of an older proxy (no rank files) or another world size.
     """
-    import torch
-
     def load(r: int) -> dict | None:
         path = os.path.join(directory, f"rank{r}.pt")
         if not os.path.exists(path):

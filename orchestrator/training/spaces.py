@@ -18,6 +18,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from models.classifier import classifier_accuracy, save_classifier, train_classifier
 from orchestrator.config.schema import ClassifierConfig
 from orchestrator.storage.cache import ArtifactCache
 
@@ -52,8 +53,6 @@ def fit_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int,
         (the file of ``models.classifier.save_classifier`` as bytes, info): info holds
         ``test_accuracy`` (share in [0, 1]), ``n_train``, ``n_test``, ``test_set`` (words).
     """
-    from models.classifier import classifier_accuracy, save_classifier, train_classifier
-
     train, test = classifier_split(len(images), cc.test_share, cc.seed)
     model = train_classifier(images[train], labels[train], num_classes, steps=cc.steps,
                              batch_size=cc.batch_size, lr=cc.lr, seed=cc.seed, device=device)

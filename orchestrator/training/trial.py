@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.transport import EMA
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.tables import Table
 from orchestrator.training.evaluate import (evaluate, generate, sample_grid_key, save_sample_grid,
@@ -71,8 +72,6 @@ def train_model(spec: TrialSpec, data: dict[str, np.ndarray],
 
     The start step is 0 for a new run and the checkpoint's step for a resumed one.
     """
-    from models.transport import EMA
-
     tc, seed, rank, world = spec.train, spec.trial.seed, runtime.rank, runtime.world
     x_all = torch.from_numpy(data["latents"])
     y_all = torch.from_numpy(data["train_labels"]) if spec.conditional else None
