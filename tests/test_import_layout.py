@@ -173,10 +173,6 @@ def test_parts_import_only_what_the_architecture_allows():
         assert not bad, f"{mod} imports {sorted(bad)}: not allowed for {src}/ (ARCHITECTURE.md)"
 
 
-# Files whose function-level imports do not all say why yet: being fixed in a parallel change.
-NOT_YET = ("orchestrator/stages/report.py", "orchestrator/pipeline.py", "orchestrator/tracking/")
-
-
 def unexplained_imports(source: str) -> list[int]:
     """Lines of the function-level imports in ``source`` without a ``# lazy:`` comment on
     their (first) line or on the line just above."""
@@ -199,11 +195,9 @@ def test_function_level_imports_say_why():
     """Imports sit at the module's top unless a lazy import is measured to matter: every
     function-level import says why in a ``# lazy:`` comment (the import's cost, measured;
     Ray kept off the local executor; an import cycle), on its line or the line above."""
-    assert all((ROOT / p).exists() for p in NOT_YET)
     offenders = []
     for path in sorted(PKG.rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
-        if not rel.startswith(NOT_YET):
-            offenders += [f"{rel}:{n}" for n in unexplained_imports(path.read_text())]
+        offenders += [f"{rel}:{n}" for n in unexplained_imports(path.read_text())]
     assert not offenders, ("function-level imports without a `# lazy:` reason (move them to "
                            "the module's top, or say why): " + ", ".join(offenders))

@@ -142,8 +142,8 @@ def write_trials(results: Sequence[dict], out_dir: str | os.PathLike) -> str:
 
 
 def _plot_metrics() -> Any:
-    # lazy: matplotlib costs ~1.4 s to import (measured 2026-12-06), and the Agg backend
-    # must be chosen before pyplot is imported; only the plots need it
+    # The Agg backend must be chosen before pyplot is imported; only the plots need it.
+    # lazy: matplotlib costs ~1.4 s to import (measured 2026-12-06)
     import matplotlib
 
     matplotlib.use("Agg")

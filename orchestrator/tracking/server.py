@@ -55,8 +55,9 @@ def artifact_location_uri(loc: str | None) -> str | None:
 
 def tracking_client(tracking_uri: str) -> Any:
     """An ``MlflowClient`` on ``tracking_uri`` (also the default URI of ``mlflow.*`` calls)."""
-    # lazy: mlflow costs ~4 s to import (measured 2026-12-06); every Ray trial worker imports
-    # runtime/trials.py, which imports this package (TuneLiveCallback), and needs no mlflow
+    # every Ray trial worker imports runtime/trials.py, which imports this package
+    # (TuneLiveCallback), and needs no mlflow:
+    # lazy: mlflow costs ~4 s to import (measured 2026-12-06)
     import mlflow
     from mlflow.tracking import MlflowClient  # lazy: as above
 
