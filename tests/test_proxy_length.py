@@ -91,3 +91,20 @@ def test_cli_writes_the_page_and_refuses_missing_inputs(tmp_path, capsys):
     assert "change with the proxy's length" in text
     assert main(["--out", str(out), "--short", str(tmp_path / "short.csv")]) == 2
     assert "error: --out needs --long, --agreement, --config" in capsys.readouterr().err
+
+
+def test_proxy_length_page_is_the_one_generated_from_the_committed_csvs(tmp_path, monkeypatch):
+    """docs/proxy_length.md is exactly what its own command line writes today."""
+    from conftest import REPO
+
+    committed = (REPO / "docs" / "proxy_length.md").read_text()
+    command = committed.split("do not edit by hand: `python -m eval.analysis.proxy_length ")[1]
+    argv = command.split("`")[0].split()
+    out = argv.index("--out") + 1
+    assert argv[out] == "docs/proxy_length.md"
+    argv[out] = str(tmp_path / "page.md")
+    monkeypatch.chdir(REPO)   # the page names its inputs as given, relative to the repository
+    assert main(argv) == 0
+    page = (tmp_path / "page.md").read_text()
+    assert "| el2n | 3 |" in page and "| random | 3 | no score | 1 | 1 | 1 |" in page
+    assert page.replace(argv[out], "docs/proxy_length.md") == committed
