@@ -18,6 +18,7 @@ from eval.analysis.plan import CLUSTERING_DEFAULTS, DEFAULTS, SPACE_SHORT
 from eval.analysis.report import main, plan_from_config, read_config
 from orchestrator.config import ConfigError, config_from_dict, load_config
 from orchestrator.config.schema import AnalysisConfig, as_mapping
+from tests.page_helpers import regenerate
 
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
 
@@ -140,17 +141,10 @@ def test_results_page_errors_are_one_line(tmp_path, capsys):
 def test_results_page_is_the_one_generated_from_the_committed_csvs(tmp_path, monkeypatch):
     """docs/results.md is exactly what its own command line writes today (regenerate it with
     that command when a CSV, a config's analysis: section or the analysis code changes)."""
-    committed = (REPO / "docs" / "results.md").read_text()
-    command = committed.split("do not edit by hand: `python -m eval.analysis.report ")[1]
-    argv = command.split("`")[0].split()
-    out = argv.index("--out") + 1
-    assert argv[out] == "docs/results.md"
-    argv[out] = str(tmp_path / "results.md")
-    monkeypatch.chdir(REPO)   # the page names its inputs as given, relative to the repository
-    assert main(argv) == 0
-    page = (tmp_path / "results.md").read_text()
+    committed, page = regenerate("docs/results.md", "eval.analysis.report", main, tmp_path,
+                                 monkeypatch)
     assert "clustering_farthest" in page and "kl_uniform[nn_effnet]" in page
-    assert page.replace(argv[out], "docs/results.md") == committed
+    assert page == committed
 
 
 @pytest.mark.e2e

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from eval.analysis.proxy_length import main, score_agreement, verdicts_side_by_side
+from tests.page_helpers import regenerate
 
 SEEDS = [0, 1, 2, 3, 4]
 OFFSET = np.array([0.0, 3.0, -2.0, 5.0, 1.0])   # a per-seed offset shared by every method
@@ -95,16 +96,7 @@ def test_cli_writes_the_page_and_refuses_missing_inputs(tmp_path, capsys):
 
 def test_proxy_length_page_is_the_one_generated_from_the_committed_csvs(tmp_path, monkeypatch):
     """docs/proxy_length.md is exactly what its own command line writes today."""
-    from conftest import REPO
-
-    committed = (REPO / "docs" / "proxy_length.md").read_text()
-    command = committed.split("do not edit by hand: `python -m eval.analysis.proxy_length ")[1]
-    argv = command.split("`")[0].split()
-    out = argv.index("--out") + 1
-    assert argv[out] == "docs/proxy_length.md"
-    argv[out] = str(tmp_path / "page.md")
-    monkeypatch.chdir(REPO)   # the page names its inputs as given, relative to the repository
-    assert main(argv) == 0
-    page = (tmp_path / "page.md").read_text()
+    committed, page = regenerate("docs/proxy_length.md", "eval.analysis.proxy_length", main,
+                                 tmp_path, monkeypatch)
     assert "| el2n | 3 |" in page and "| random | 3 | no score | 1 | 1 | 1 |" in page
-    assert page.replace(argv[out], "docs/proxy_length.md") == committed
+    assert page == committed
