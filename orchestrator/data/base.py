@@ -61,6 +61,14 @@ class SourceArrays:
     keys: np.ndarray = field(default_factory=_no_strings)   # (N,) object str: the sample's key
     uris: np.ndarray = field(default_factory=_no_strings)   # (N,) object str: where its bytes are
 
+    def keys_and_uris(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, uris), each (N,) object str: the arrays' own, else ``str(id)`` keys and
+        empty uris (a source that names its samples only by id)."""
+        n = len(self.ids)
+        keys = self.keys if len(self.keys) == n else np.array([str(i) for i in self.ids], object)
+        uris = self.uris if len(self.uris) == n else np.full(n, "", object)
+        return keys, uris
+
 
 @dataclass(frozen=True)
 class SourceData:

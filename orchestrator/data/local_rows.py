@@ -54,8 +54,7 @@ def rows_from_arrays(arrays: SourceArrays) -> LocalRows:
     """The good rows of ``arrays`` (keys ``str(id)`` when it has none), then one bad row per
     skipped file (``key`` its path, ``error`` its reason), ordered by id."""
     n = len(arrays.ids)
-    keys = arrays.keys if len(arrays.keys) == n else np.array([str(i) for i in arrays.ids], object)
-    uris = arrays.uris if len(arrays.uris) == n else np.full(n, "", object)
+    keys, uris = arrays.keys_and_uris()
     bad = arrays.skipped
     size = arrays.images.shape[1:] if arrays.images.ndim == 4 else (0, 0, 3)
     cols = {

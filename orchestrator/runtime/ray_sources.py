@@ -41,8 +41,7 @@ def arrays_to_ray(arrays: SourceArrays, rows_per_block: int = 2048) -> Any:
     arrays (Arrow tensor columns, no copies per row); every row is good (``error`` "").
     Arrays without keys get ``str(id)`` keys and empty uris."""
     n = len(arrays.ids)
-    keys = arrays.keys if len(arrays.keys) == n else np.array([str(i) for i in arrays.ids], object)
-    uris = arrays.uris if len(arrays.uris) == n else np.full(n, "", object)
+    keys, uris = arrays.keys_and_uris()
     tables = []
     for s in range(0, max(n, 1), rows_per_block):
         sl = slice(s, s + rows_per_block)
