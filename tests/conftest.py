@@ -53,6 +53,13 @@ def make_fmnist(root: Path, per_class: int = 20, test_per_class: int = 5,
     return root
 
 
+def expected_shared_noise(k: int, seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    """pruning.stats' shared noise (``noise="shared"``) recomputed from its documented
+    stream, SeedSequence(seed, spawn_key=(0x5EEE,)): (k, *shape) float32."""
+    gen = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x5EEE,)))
+    return gen.standard_normal((k, *shape), dtype=np.float32)
+
+
 @pytest.fixture
 def fmnist_dir(tmp_path: Path) -> Path:
     """A synthetic Fashion-MNIST directory: 200 train and 50 test images."""
