@@ -106,7 +106,7 @@ def measure(model: Any, data: dict, pcfg: dict, weights: dict, k: int, seed: int
             t_mode: str, noise: str, rows: np.ndarray, grand_k: int | None = None,
             grand_only: tuple[str, ...] | None = None, el2n_k: int | None = None,
             ) -> tuple[dict[str, np.ndarray], float, float]:
-    """The proxy's statistics at K draws of one draw seed (as orchestrator.proxy._measure).
+    """The proxy's statistics at K draws of one draw seed (as orchestrator.training.proxy_stats.measure_stats).
 
     Args:
         rows: (M,) positions measured (MoSo's mean gradient is over these M samples).

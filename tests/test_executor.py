@@ -17,7 +17,7 @@ from orchestrator.storage.cache import ArtifactCache
 from orchestrator.training.loop import LocalRuntime
 from orchestrator.training.records import TrialResult, TrialSpec
 from orchestrator.training.trial import run_trial
-from tests.test_tune_resume import _spec
+from tests.test_tune_resume import trial_spec
 
 PLAN = ResourcePlan(total_cpus=2, total_gpus=0, num_workers=1, worker_cpus=0.9, worker_gpus=0,
                     trial_cpus=0.05, max_concurrent_trials=1, actor_pool_size=1, actor_cpus=0.9,
@@ -41,7 +41,7 @@ def test_local_tasks_run_in_order_here():
 
 
 def test_local_trials_match_a_direct_run_and_a_failure_is_reported(tmp_path, one_torch_thread):
-    ref, spec = _spec(str(tmp_path / "ref")), _spec(str(tmp_path / "local"))
+    ref, spec = trial_spec(str(tmp_path / "ref")), trial_spec(str(tmp_path / "local"))
     reference = run_trial(ref, LocalRuntime())
     broken = ArtifactCache.key("trialspec", 0, trial="broken")
     bad = TrialSpec.from_json({**spec.to_json(), "key": "trial/broken", "run_name": "broken"})
@@ -62,7 +62,7 @@ def test_local_trials_open_their_mlflow_run_and_log_the_loss_live(tmp_path, one_
     from orchestrator.tracking import MlflowReporter
     from orchestrator.tracking.live import live_logger
 
-    spec = _spec(str(tmp_path / "c"))
+    spec = trial_spec(str(tmp_path / "c"))
     reporter = MlflowReporter(f"sqlite:///{tmp_path / 'm.db'}", "live-local",
                               str(tmp_path / "art"), "cafe", "sweep")
     live = live_logger(reporter, [spec])
@@ -82,7 +82,7 @@ def test_local_trials_open_their_mlflow_run_and_log_the_loss_live(tmp_path, one_
 def test_a_trial_gives_the_same_result_on_both_executors(tmp_path, monkeypatch, one_torch_thread):
     import ray
 
-    local, on_ray = _spec(str(tmp_path / "local")), _spec(str(tmp_path / "ray"))
+    local, on_ray = trial_spec(str(tmp_path / "local")), trial_spec(str(tmp_path / "ray"))
     assert LocalExecutor(device="cpu").run_trials(_jobs(local, str(tmp_path / "lt"))) == {}
     monkeypatch.setenv("RAY_ADDRESS", "local")
     ray_tmp = tempfile.mkdtemp(prefix="ex", dir="/tmp")   # socket paths <= 107 chars

@@ -10,66 +10,7 @@ from torch import nn
 
 from conftest import expected_shared_noise
 from pruning import stats
-
-
-def flow_loss(model, x1, y, t, noise):
-    """Independent flow-matching loss: x_t = t x1 + (1-t) noise, target x1 - noise."""
-    tb = t.reshape(-1, *([1] * (x1.dim() - 1)))
-    xt = tb * x1 + (1 - tb) * noise
-    pred = model(xt, t, y)
-    return (pred - (x1 - noise)).pow(2).flatten(1).mean(dim=1)
-
-
-class TinyNet(nn.Module):
-    """Conv net with a BatchNorm (buffers), a frozen param and label dropout."""
-
-    def __init__(self, channels: int = 2, classes: int = 3, drop: float = 1.0) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels + 1, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, channels, 3, padding=1)
-        self.emb = nn.Embedding(classes + 1, 8)
-        self.frozen = nn.Parameter(torch.ones(8), requires_grad=False)
-        self.register_buffer("shift", torch.linspace(-0.5, 0.5, 8))
-        self.classes, self.drop = classes, drop
-        with torch.no_grad():  # non-trivial running stats so eval-mode BN matters
-            self.bn.running_mean.uniform_(-0.3, 0.3)
-            self.bn.running_var.uniform_(0.5, 2.0)
-
-    def forward(self, x, t, y):
-        tmap = t.reshape(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:])
-        h = torch.tanh(self.bn(self.conv1(torch.cat([x, tmap], 1))))
-        if y is not None:
-            if self.training and self.drop > 0:  # label dropout: must be off in eval
-                y = torch.full_like(y, self.classes)
-            h = h + (self.emb(y) * self.frozen + self.shift)[:, :, None, None]
-        return self.conv2(h)
-
-
-def _data(b=6, c=2, hw=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, c, hw, hw, generator=g)
-    y = torch.randint(0, 3, (b,), generator=g)
-    ids = torch.arange(100, 100 + b)
-    return x, y, ids
-
-
-def _loop_grads(model, x, y, ids, k, seed, per_draw=False, noise_mode="per_sample"):
-    """Per-sample gradients by a batch-size-1 autograd loop, float64 (B, [K,] P)."""
-    model.eval()
-    t, noise = stats.fixed_draws(ids, k, tuple(x.shape[1:]), seed, noise=noise_mode)
-    params = [p for p in model.parameters() if p.requires_grad]
-    rows = []
-    for i in range(x.shape[0]):
-        yi = y[i : i + 1] if y is not None else None
-        draws = []
-        for j in range(k):
-            loss = flow_loss(model, x[i : i + 1], yi, t[i, j : j + 1], noise[i, j : j + 1])[0]
-            gs = torch.autograd.grad(loss, params)
-            draws.append(torch.cat([g.reshape(-1) for g in gs]).double().numpy())
-        draws = np.stack(draws)
-        rows.append(draws if per_draw else draws.mean(axis=0))
-    return np.stack(rows)
+from tests.stats_helpers import TinyNet, flow_loss, loop_grads, tiny_data
 
 
 SHAPE = (2, 4, 4)
@@ -78,7 +19,7 @@ SHAPE = (2, 4, 4)
 def test_statistics_use_shared_noise():
     torch.manual_seed(6)
     model = TinyNet()
-    x, y, ids = _data()
+    x, y, ids = tiny_data()
     k, seed = 2, 3
     t, noise = stats.fixed_draws(ids, k, SHAPE, seed, noise="shared")
     got = stats.per_sample_losses(model, flow_loss, x, y, ids, k, seed, noise="shared")
@@ -91,7 +32,7 @@ def test_statistics_use_shared_noise():
     per = stats.per_sample_losses(model, flow_loss, x, y, ids, k, seed)
     assert not np.allclose(per.numpy(), got.numpy())
     g_norm = stats.per_sample_grad_norms(model, flow_loss, x, y, ids, k, seed, 4, noise="shared")
-    loop = _loop_grads(model, x, y, ids, k, seed, per_draw=True, noise_mode="shared")
+    loop = loop_grads(model, x, y, ids, k, seed, per_draw=True, noise_mode="shared")
     np.testing.assert_allclose(g_norm.numpy(), np.linalg.norm(loop, axis=2).mean(axis=1), rtol=1e-4)
     mean_g = loop.mean(axis=1)                          # (B, P) K-draw mean gradients
     g_sum = stats.gradient_sum(model, flow_loss, x, y, ids, k, seed, 4, noise="shared")
@@ -106,7 +47,7 @@ def test_statistics_use_shared_noise():
 def test_per_sample_losses_match_loop_and_batch_composition(use_y):
     torch.manual_seed(0)
     model = TinyNet()
-    x, y, ids = _data()
+    x, y, ids = tiny_data()
     y = y if use_y else None
     model.train()  # the recorder must switch to eval and restore train
     got = stats.per_sample_losses(model, flow_loss, x, y, ids, k=3, seed=1)
@@ -127,18 +68,18 @@ def test_per_sample_losses_match_loop_and_batch_composition(use_y):
 def test_grad_norms_match_batch_size_one_loop(chunk):
     torch.manual_seed(1)
     model = TinyNet()
-    x, y, ids = _data()
+    x, y, ids = tiny_data()
     model.train()
     got = stats.per_sample_grad_norms(model, flow_loss, x, y, ids, k=2, seed=3, chunk=chunk)
     assert model.training
-    ref = np.linalg.norm(_loop_grads(model, x, y, ids, 2, 3, per_draw=True), axis=2).mean(axis=1)
+    ref = np.linalg.norm(loop_grads(model, x, y, ids, 2, 3, per_draw=True), axis=2).mean(axis=1)
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-4)
 
 
 def test_moso_two_pass_matches_stored_float64_gradients():
     torch.manual_seed(2)
     model = TinyNet()
-    x, y, ids = _data(b=7)
+    x, y, ids = tiny_data(b=7)
     k, seed = 2, 5
     # Two shards, as two DDP ranks would see them; sums are added ("all-reduce").
     shards = [slice(0, 3), slice(3, 7)]
@@ -152,7 +93,7 @@ def test_moso_two_pass_matches_stored_float64_gradients():
     dots = torch.cat([b for _, b in terms])
     got = stats.moso_scores(n, g_mean, sq, dots)
 
-    grads = _loop_grads(model, x, y, ids, k, seed)  # (N, P) float64 g_z
+    grads = loop_grads(model, x, y, ids, k, seed)  # (N, P) float64 g_z
     g = grads.mean(axis=0)
     np.testing.assert_allclose(g_mean.numpy(), g, rtol=1e-4, atol=1e-7)
     ref = np.array([(2 * n - 3) / (n - 1) ** 2 * g @ g - 1 / (n - 1) ** 2 * gz @ gz
@@ -170,7 +111,7 @@ def test_moso_two_pass_matches_stored_float64_gradients():
 
 def test_moso_terms_rejects_wrong_gradient_layout():
     model = TinyNet()
-    x, y, ids = _data(b=2)
+    x, y, ids = tiny_data(b=2)
     with pytest.raises(ValueError, match="g_mean"):
         stats.moso_terms(model, flow_loss, x, y, ids, 1, 0, torch.zeros(3), chunk=2)
 
@@ -178,7 +119,7 @@ def test_moso_terms_rejects_wrong_gradient_layout():
 def test_ddp_like_shards_give_per_id_results():
     torch.manual_seed(3)
     model = TinyNet()
-    x, y, ids = _data(b=8)
+    x, y, ids = tiny_data(b=8)
     full = stats.per_sample_grad_norms(model, flow_loss, x, y, ids, 1, 0, chunk=8)
     perm = torch.tensor([5, 2, 7, 0])
     part = stats.per_sample_grad_norms(model, flow_loss, x[perm], y[perm], ids[perm], 1, 0, chunk=3)
@@ -199,7 +140,7 @@ def test_grad_norms_on_tiny_dit_match_loop():
     with torch.no_grad():  # DiT zero-inits its output layers; perturb so grads are generic
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    x, y, ids = _data(b=4, c=2, hw=4)
+    x, y, ids = tiny_data(b=4, c=2, hw=4)
     try:
         from models.transport import per_sample_flow_loss as loss_fn
     except ImportError:
@@ -234,7 +175,7 @@ def test_ddp_wrapped_model_gives_same_statistics():
         torch.manual_seed(5)
         model = TinyNet()
         ddp = nn.parallel.DistributedDataParallel(model)
-        x, y, ids = _data(b=5)
+        x, y, ids = tiny_data(b=5)
         for fn in (stats.per_sample_losses,):
             np.testing.assert_allclose(fn(ddp, flow_loss, x, y, ids, 2, 0).numpy(),
                                        fn(model, flow_loss, x, y, ids, 2, 0).numpy(), rtol=1e-6)
@@ -252,7 +193,7 @@ def test_ddp_wrapped_model_gives_same_statistics():
 def test_cuda_matches_cpu():
     torch.manual_seed(6)
     model = TinyNet()
-    x, y, ids = _data(b=6)
+    x, y, ids = tiny_data(b=6)
     cpu = stats.per_sample_grad_norms(model, flow_loss, x, y, ids, 2, 0, chunk=4)
     gpu = stats.per_sample_grad_norms(model.cuda(), flow_loss, x.cuda(), y.cuda(), ids.cuda(), 2, 0,
                                       chunk=4)
@@ -268,7 +209,7 @@ def test_output_layer_grad_norms_on_tiny_dit_match_loop():
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    x, y, ids = _data(b=4, c=2, hw=4)
+    x, y, ids = tiny_data(b=4, c=2, hw=4)
     from models.transport import per_sample_flow_loss as loss_fn
 
     got = stats.per_sample_grad_norms(model, loss_fn, x, y, ids, k=3, seed=1, chunk=5,

@@ -20,7 +20,7 @@ from scipy import stats as sps
 from pruning import stats
 from pruning import stats_halves as sh
 from tests.table_helpers import save_table
-from tests.test_pruning_stats import TinyNet, _data, _loop_grads, flow_loss
+from tests.stats_helpers import TinyNet, flow_loss, loop_grads, tiny_data
 
 
 def test_half_bounds():
@@ -36,7 +36,7 @@ def test_half_bounds():
 def test_loss_and_grad_norm_split_reproduce_the_full_statistics(k, one_torch_thread):
     torch.manual_seed(0)
     model = TinyNet()
-    x, y, ids = _data(b=7)
+    x, y, ids = tiny_data(b=7)
     draws = sh.per_sample_loss_draws(model, flow_loss, x, y, ids, k, 4, noise="shared")
     means = sh.split_means(draws)
     old = stats.per_sample_losses(model, flow_loss, x, y, ids, k, 4, noise="shared")
@@ -55,7 +55,7 @@ def test_loss_and_grad_norm_split_reproduce_the_full_statistics(k, one_torch_thr
     norms = sh.per_sample_grad_norm_draws(model, flow_loss, x, y, ids, k, 4, chunk=3)
     old = stats.per_sample_grad_norms(model, flow_loss, x, y, ids, k, 4, chunk=3)
     np.testing.assert_allclose(sh.split_means(norms)["full"].numpy(), old.numpy(), rtol=1e-13)
-    loop = np.linalg.norm(_loop_grads(model, x, y, ids, k, 4, per_draw=True), axis=2)  # (B, K)
+    loop = np.linalg.norm(loop_grads(model, x, y, ids, k, 4, per_draw=True), axis=2)  # (B, K)
     for half, (lo, hi) in sh.half_bounds(k).items():
         np.testing.assert_allclose(sh.split_means(norms)[half].numpy(), loop[:, lo:hi].mean(1),
                                    rtol=1e-4)
@@ -75,7 +75,7 @@ def test_moso_split_reproduces_the_full_score_and_scores_each_half_on_its_own(k,
                                                                                one_torch_thread):
     torch.manual_seed(1)
     model = TinyNet()
-    x, y, ids = _data(b=6)
+    x, y, ids = tiny_data(b=6)
     n, seed = x.shape[0], 2
     got = _moso_halves(model, x, y, ids, k, seed, chunk)
     # the former two passes at K draws: equal up to float32 rounding of the gradients
@@ -84,7 +84,7 @@ def test_moso_split_reproduces_the_full_score_and_scores_each_half_on_its_own(k,
     old = stats.moso_scores(n, g_sum / n, sq, dots)
     np.testing.assert_allclose(got["full"], old, rtol=1e-6)
     # each half from float64 loop gradients of its own draws (its own mean gradient)
-    per_draw = _loop_grads(model, x, y, ids, k, seed, per_draw=True)     # (B, K, P)
+    per_draw = loop_grads(model, x, y, ids, k, seed, per_draw=True)     # (B, K, P)
     for half, (lo, hi) in sh.half_bounds(k).items():
         gz = per_draw[:, lo:hi].mean(axis=1)                              # (B, P)
         gm = gz.mean(axis=0)
@@ -101,15 +101,15 @@ def _dit_and_batch():
     with torch.no_grad():   # DiT zero-inits its output layers; perturb so grads are generic
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    return model, _data(b=5, c=2, hw=4)
+    return model, tiny_data(b=5, c=2, hw=4)
 
 
 def test_proxy_measure_keeps_the_full_statistics_and_adds_the_halves(one_torch_thread):
-    """``proxy_stats._measure`` on a tiny DiT: the full columns are the former statistics
+    """``proxy_stats.measure_stats`` on a tiny DiT: the full columns are the former statistics
     (the pruning.stats functions at K draws); the halves exist exactly where K >= 2."""
     from models.dit import DiT
     from models.transport import per_sample_flow_loss as loss_fn
-    from orchestrator.training.proxy_stats import _measure, record_keys
+    from orchestrator.training.proxy_stats import measure_stats, record_keys
 
     torch.manual_seed(2)
     model, (x, y, ids) = _dit_and_batch()
@@ -118,7 +118,7 @@ def test_proxy_measure_keeps_the_full_statistics_and_adds_the_halves(one_torch_t
     want = ("loss_traj", "loss_last", "grad_norm", "moso")
     got = {}
     for which in ("log", "last", "grad"):
-        got.update(_measure(cfg, model, x, y, ids, want, which, 1))
+        got.update(measure_stats(cfg, model, x, y, ids, want, which, 1))
     assert sorted(got) == sorted(record_keys(cfg, want))
     assert "loss_last_half_a" not in got and "moso_half_b" in got and "grad_norm_half_a" in got
     kw = {"noise": "shared"}

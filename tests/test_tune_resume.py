@@ -25,7 +25,7 @@ from tests.table_helpers import save_table
 STEPS, FAIL_AT = 20, 10
 
 
-def _spec(root: str) -> TrialSpec:
+def trial_spec(root: str) -> TrialSpec:
     """A tiny trial (DiT-Micro on random latents, pixels features) with its inputs cached."""
     from models import build_vqvae
     from models.vqvae import save_vqvae
@@ -95,7 +95,7 @@ def test_solo_trial_resumes_from_tune_checkpoint_bit_identical(tmp_path, monkeyp
     from orchestrator.training.trial import STATE_FILE, run_trial
 
     ref_root, tune_root = str(tmp_path / "ref"), str(tmp_path / "tune")
-    ref_spec, spec = _spec(ref_root), _spec(tune_root)
+    ref_spec, spec = trial_spec(ref_root), trial_spec(tune_root)
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -183,7 +183,7 @@ def cut_and_resume(tmp_path, runtime_cls: type) -> tuple:
     from orchestrator.training.run_folder import run_checkpoints
     from orchestrator.training.trial import run_trial
 
-    ref_spec, spec = _spec(str(tmp_path / "ref")), _spec(str(tmp_path / "cut"))
+    ref_spec, spec = trial_spec(str(tmp_path / "ref")), trial_spec(str(tmp_path / "cut"))
     torch.manual_seed(0)
     reference = run_trial(ref_spec, LocalRuntime())
     run_dir = str(tmp_path / "trials" / spec.run_name)

@@ -80,7 +80,7 @@ def _named(stat: str, means: dict[str, Any]) -> dict[str, np.ndarray]:
         for v, val in means.items()}
 
 
-def _measure(cfg: dict, model: Any, x: Any, y: Any, ids: Any, stats: tuple[str, ...],
+def measure_stats(cfg: dict, model: Any, x: Any, y: Any, ids: Any, stats: tuple[str, ...],
              which: str, world: int) -> dict[str, np.ndarray]:
     """One checkpoint's statistics for this rank's shard (batched), each with its halves.
 
@@ -257,8 +257,9 @@ class _Recorder:
         for which, at in (("log", self.log_at), ("grad", self.grad_at),
                           ("last", {self.cfg["steps"]})):
             if done in at:
-                for key, val in _measure(self.cfg, self.model, xs, ys, ids, tuple(self.cfg["stats"]),
-                                         which, self.world).items():
+                for key, val in measure_stats(self.cfg, self.model, xs, ys, ids,
+                                              tuple(self.cfg["stats"]), which,
+                                              self.world).items():
                     self.rec[key].append(np.asarray(val, dtype=np.float64))
         if done in self.save_at and done < self.cfg["steps"]:
             self.save(self.snapshot(done), done, loss)
