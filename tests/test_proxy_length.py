@@ -98,5 +98,5 @@ def test_proxy_length_page_is_the_one_generated_from_the_committed_csvs(tmp_path
     """docs/proxy_length.md is exactly what its own command line writes today."""
     committed, page = regenerate("docs/proxy_length.md", "eval.analysis.proxy_length", main,
                                  tmp_path, monkeypatch)
-    assert "| el2n | 3 |" in page and "| random | 3 | no score | 1 | 1 | 1 |" in page
+    assert "| el2n | 3 |" in page and "| random | 3 | no score | 1.00 | 1.00 | 1.00 |" in page
     assert page == committed

@@ -34,6 +34,7 @@ import pandas as pd
 from eval.analysis.families import analyse
 from eval.analysis.plan import AnalysisError
 from eval.analysis.reliability import split_half_rho
+from eval.analysis.render import fmt, fmt_p
 from eval.analysis.report import plan_from_config, read_config, read_csv
 from eval.analysis.trials_table import TrialsError
 
@@ -97,10 +98,6 @@ def verdicts_side_by_side(short: pd.DataFrame, long: pd.DataFrame, raw_config: d
     return both
 
 
-def _fmt(x: float, digits: int = 3) -> str:
-    return "" if pd.isna(x) else f"{x:.{digits}g}"
-
-
 def page(agreement: pd.DataFrame, side: pd.DataFrame, command: str) -> str:
     """The Markdown page: score agreement by method, then the verdicts side by side."""
     lines = ["# Proxy length: verdicts with a short and a long proxy", "",
@@ -116,7 +113,7 @@ def page(agreement: pd.DataFrame, side: pd.DataFrame, command: str) -> str:
         rho = g.groupby("seed")["rho"].first()
         cell = (f"{rho.mean():.3f} [{rho.min():.3f}, {rho.max():.3f}]" if rho.notna().any()
                 else "no score")
-        over = [_fmt(g[g["ratio"] == r]["kept_overlap"].mean()) for r in ratios]
+        over = [fmt(float(g[g["ratio"] == r]["kept_overlap"].mean()), 2) for r in ratios]
         lines.append(f"| {method} | {g['seed'].nunique()} | {cell} | " + " | ".join(over) + " |")
     n_changed = int(side["changed"].sum())
     lines += ["", "## Verdicts side by side", "",
@@ -128,8 +125,8 @@ def page(agreement: pd.DataFrame, side: pd.DataFrame, command: str) -> str:
     for r in side.sort_values(["claim", "metric", "method", "against", "ratio"]).itertuples():
         mark = "**" if r.changed else ""
         lines.append(f"| {r.claim} | {r.metric} | {r.method} | {r.against} | {r.ratio:g} | "
-                     f"{_fmt(r.effect_short)} | {_fmt(r.p_holm_short, 2)} | {r.verdict_short} | "
-                     f"{_fmt(r.effect_long)} | {_fmt(r.p_holm_long, 2)} | "
+                     f"{fmt(r.effect_short)} | {fmt_p(r.p_holm_short)} | {r.verdict_short} | "
+                     f"{fmt(r.effect_long)} | {fmt_p(r.p_holm_long)} | "
                      f"{mark}{r.verdict_long}{mark} |")
     return "\n".join(lines) + "\n"
 

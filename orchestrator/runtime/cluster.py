@@ -14,6 +14,7 @@ import ray
 from ray.data import ActorPoolStrategy, DataContext
 
 from models.weights import weights_env
+from orchestrator.config.schema import ResourcesConfig
 from orchestrator.runtime import workarounds
 from orchestrator.runtime.quiet import quiet_output
 from orchestrator.runtime.resources import ResourcePlan, plan_resources
@@ -44,7 +45,7 @@ def init_ray() -> bool:
     return True
 
 
-def current_plan(res_cfg: Any) -> ResourcePlan:
+def current_plan(res_cfg: ResourcesConfig) -> ResourcePlan:
     """:func:`~orchestrator.runtime.resources.plan_resources` for the connected Ray cluster."""
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     return plan_resources(res_cfg, ray.cluster_resources(), nodes)
