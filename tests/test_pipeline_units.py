@@ -13,7 +13,7 @@ import pytest
 from orchestrator.config.plan import TrialPlan
 from orchestrator.runtime.resources import plan_resources
 from orchestrator.stages.report import (comparison_table, plot_methods_vs_ratio, plot_metric_vs_ratio,
-                                        to_markdown, write_table)
+                                        plotted_metrics, to_markdown, write_table)
 from orchestrator.training.loop import EpochBatches
 from orchestrator.training.records import TrialResult
 from orchestrator.storage.tables import Table
@@ -53,6 +53,21 @@ def test_table_mean_std_and_order(tmp_path):
     figs = plot_methods_vs_ratio(table, tmp_path)
     assert [p.rsplit("/", 1)[1] for p in figs] == ["methods_a.png"]
     assert all(Path(p).stat().st_size > 1000 for p in plots + figs)
+
+
+def test_figures_show_the_headline_metric_of_each_family_in_every_space():
+    spaces = ("cls", "pixels")
+    families = ("fd", "f_score", "precision", "recall", "density", "coverage", "vendi",
+                "mem_nn_mean", "mem_nn_median", "mem_subset_copy_rate", "cov_kl_uniform")
+    metrics = {f"{m}_{s}": 1.0 for s in spaces for m in families}
+    table = comparison_table([_res("a", "full", 0.0, 0, **metrics, cov_share_c0_cls=0.1),
+                              _res("a", "random", 0.5, 0, **metrics, cov_share_c0_cls=0.1)])
+    assert plotted_metrics(table) == ["fd_cls", "fd_pixels", "f_score_cls", "f_score_pixels",
+                                      "vendi_cls", "vendi_pixels", "mem_nn_mean_cls",
+                                      "mem_nn_mean_pixels"]
+    # a table without any of them (a custom metric only): every metric is plotted
+    other = comparison_table([_res("a", "random", 0.5, 0, custom=1.0)])
+    assert plotted_metrics(other) == ["custom"]
 
 
 def _rc(**kw):

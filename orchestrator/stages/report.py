@@ -42,6 +42,10 @@ METRIC_ORDER = ["fid", "fd_", "f_score", "precision", "recall", "density", "cove
                 "vendi", "mem_nn_mean", "mem_nn_median", "mem_subset_copy_rate", "cov_kl_uniform",
                 "cov_kl_train"]
 HIDDEN_IN_MARKDOWN = ("cov_share_", "cov_pred_share_", "subset_share_")
+# The figures' panels by default: the headline metric of each family (quality, fidelity
+# and diversity, diversity, memorization) in every evaluation space; the tables keep all.
+# 27 panels per figure were unreadable and cost ~18 s of plotting per run (2026-12-06).
+PLOTTED_METRICS = ("fid", "fd_", "f_score", "vendi", "mem_nn_mean")
 
 
 def _metric_rank(name: str) -> tuple[int, str]:
@@ -161,8 +165,19 @@ def _panels(plt: Any, n: int) -> tuple[Any, Any]:
     return fig, axes
 
 
+def plotted_metrics(table: pd.DataFrame) -> list[str]:
+    """The metrics the figures show by default (:data:`PLOTTED_METRICS` in every space),
+    in display order; every metric when the table has none of them."""
+    shown = [m for m in table_metrics(table) if not m.startswith(HIDDEN_IN_MARKDOWN)]
+    headline = [m for m in shown if _metric_rank(m)[0] < len(METRIC_ORDER)
+                and METRIC_ORDER[_metric_rank(m)[0]] in PLOTTED_METRICS]
+    return headline or shown
+
+
 def _shown_metrics(table: pd.DataFrame, metrics: Sequence[str] | None) -> list[str]:
-    return [m for m in (metrics or table_metrics(table)) if not m.startswith(HIDDEN_IN_MARKDOWN)]
+    if metrics is None:
+        return plotted_metrics(table)
+    return [m for m in metrics if not m.startswith(HIDDEN_IN_MARKDOWN)]
 
 
 def _with_full(table: pd.DataFrame, ds: str, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -183,8 +198,9 @@ def _save(plt: Any, fig: Any, axes: Any, title: str, path: Path) -> str:
 
 def plot_metric_vs_ratio(table: pd.DataFrame, out_dir: str | os.PathLike,
                          metrics: Sequence[str] | None = None) -> list[str]:
-    """One PNG per pruning method (``ratio_<method>.png``): a panel per metric, mean ± std
-    against ratio; a line per dataset, its full-data baseline dashed (and at ratio 0)."""
+    """One PNG per pruning method (``ratio_<method>.png``): a panel per metric (default:
+    :func:`plotted_metrics`), mean ± std against ratio; a line per dataset, its full-data
+    baseline dashed (and at ratio 0)."""
     plt, out = _plot_metrics(), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = _shown_metrics(table, metrics)
@@ -209,7 +225,8 @@ def plot_metric_vs_ratio(table: pd.DataFrame, out_dir: str | os.PathLike,
 def plot_methods_vs_ratio(table: pd.DataFrame, out_dir: str | os.PathLike,
                           metrics: Sequence[str] | None = None) -> list[str]:
     """The paper's figure: one PNG per dataset (``methods_<dataset>.png``), a panel per
-    metric, a line per method (mean ± std against ratio), the full data dashed."""
+    metric (default: :func:`plotted_metrics`), a line per method (mean ± std against
+    ratio), the full data dashed."""
     plt, out = _plot_metrics(), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = _shown_metrics(table, metrics)
