@@ -19,7 +19,8 @@ the killed trial's record and checkpoints are deleted and the same command train
 again from step 0, which must give the same metrics.
 
 Two trials (full data and random: no proxy, no clustering), the upstream artifacts from
-the session's shared smoke cache; two sweeps, the second of one trial.
+the session's shared smoke cache; two sweeps, the second of one trial (on the local
+executor for the single-worker variant).
 """
 
 from __future__ import annotations
@@ -159,7 +160,10 @@ def test_killed_worker_resumes_its_trial_only(target, tmp_path, tmp_path_factory
     for p in glob.glob(str(cache / f"{key}.json*")):
         os.unlink(p)
     shutil.rmtree(out / "ray_results" / "trials" / killed[1])
-    again = cli(args, timeout=1500)
+    # the single-worker trial again on the local executor (the same trial and table as on
+    # Ray: tests/test_pipeline_smoke.py), which starts no second Ray; DDP needs Ray
+    again = cli(args + (["--set", "resources.executor=local"] if target == "tune-trainable"
+                        else []), timeout=1500)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert "1 already done, 1 to run" in again.stdout + again.stderr
     fresh = trial_records(cache, steps)[key]

@@ -9,8 +9,10 @@ private cache, seeded with the session's shared smoke artifacts up to the featur
 2. the proxy statistics are deleted and the same command rerun: every other artifact
    is reused untouched, and the proxy continues from its last checkpoint in Ray
    storage (the final step) with the same statistics, without training again;
-3. ``--fresh``: every artifact is rewritten, the proxy starts from step 0 (its old
-   checkpoints are deleted), the trial is trained again, MLflow gets a new sweep run.
+3. ``--fresh`` on the local executor (artifacts are the same on both; ``--fresh`` is the
+   driver's): every artifact is rewritten, the proxy starts from step 0 (the first
+   run's Ray Train checkpoints are deleted), the trial is trained again, MLflow gets a new
+   sweep run.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def test_fresh_rebuilds_everything_and_rerun_resumes_proxy(tmp_path, tmp_path_fa
     tracking = f"sqlite:///{out}/mlflow.db"
     assert _sweep_runs(tracking) == 1
 
-    third = cli([*args, "--fresh"], timeout=1200)
+    third = cli([*args, "--set", "resources.executor=local", "--fresh"], timeout=1200)
     text = third.stdout + third.stderr
     assert third.returncode == 0, text[-4000:]
     assert "--fresh: rebuilding everything" in text
@@ -115,6 +117,7 @@ def test_fresh_rebuilds_everything_and_rerun_resumes_proxy(tmp_path, tmp_path_fa
     for line in ("VQ-VAE cached", "latents cached", "pixels]: cached", "statistics cached"):
         assert line not in text, f"--fresh reused an artifact: {line!r}"
     assert "resumed from the checkpoint" not in text, "--fresh resumed the old proxy run"
+    assert not [c for c in ckpts if Path(c).exists()], "--fresh kept the proxy's checkpoints"
     assert json.loads(record.read_text())["resumed_from_step"] == 0
     after = _artifacts(cache)
     kept = sorted(k for k in reused if after.get(k) == reused[k])
