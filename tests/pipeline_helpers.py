@@ -122,6 +122,24 @@ def assert_complete_table(text: str, methods=SMOKE_METHODS, n_rows: int = 4) -> 
             float(cell.split(" ± ")[0])
 
 
+def assert_readable_log(text: str, max_lines: int = 250) -> None:
+    """A run's stdout and stderr off a terminal read as a log (issue 13): no carriage-return
+    redraws (progress bars), no crash trace, a bounded length, no line printed twice in a
+    row (Ray Train's print patch doubled them), and the run's own progress lines.
+
+    ``max_lines``: a bound for the smoke config, not a measured length."""
+    lines = text.splitlines()
+    redraws = [ln for ln in text.split("\n") if "\r" in ln]
+    assert not redraws, f"{len(redraws)} progress-bar redraw lines, e.g. {redraws[0][:200]!r}"
+    assert "Traceback" not in text, text[text.index("Traceback") - 500:][:3000]
+    assert "SIGABRT" not in text and "Mutex corrupt" not in text
+    assert len(lines) <= max_lines, f"{len(lines)} lines:\n" + "\n".join(lines[:400])
+    assert "[prunediff" in text and "sweep done" in text
+    said = [ln for ln in lines if "[prunediff" in ln]
+    doubled = [a for a, b in zip(said, said[1:]) if a == b]
+    assert not doubled, f"lines printed twice (Ray Train's print patch?), e.g. {doubled[0]!r}"
+
+
 def mlflow_runs(tracking_uri: str, experiment: str) -> tuple:
     """(client, every run of ``experiment``)."""
     from mlflow.tracking import MlflowClient

@@ -37,11 +37,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline_helpers import (REPO, assert_complete_table, child_env, cli, needs_fmnist,
-                                    shared_cache, table_rows, trial_records)
+from tests.pipeline_helpers import (REPO, assert_complete_table, assert_readable_log, child_env,
+                                    cli, needs_fmnist, shared_cache, table_rows, trial_records)
 
 STEPS = 25   # train.steps of this test's trials (+10 for the TorchTrainer variant): keys
-             # distinct from the other tests' (test_resume: 30, 40) and from each other
+             # distinct from the other tests' (test_resume: 40) and from each other
 METHODS = ("full", "random")   # the trials of this test
 TITLES = {"train-worker": "ray::RayTrainWorker", "tune-trainable": "ray::ImplicitFunc"}
 
@@ -154,6 +154,8 @@ def test_killed_worker_resumes_its_trial_only(target, tmp_path, tmp_path_factory
         assert after[key] == rec, f"finished trial {rec['trial']['name']} was trained again"
     resumed = {_run_name(k, r) for k, r in after.items() if r["resumed_from_step"] > 0}
     assert resumed == {killed[1]}, (resumed, killed)
+    world = 2 if target == "train-worker" else 1
+    assert all(r["world_size"] == world for r in after.values())
 
     # an uninterrupted run of the killed trial: same metrics, so the same table
     key = next(k for k, r in after.items() if _run_name(k, r) == killed[1])
@@ -165,6 +167,7 @@ def test_killed_worker_resumes_its_trial_only(target, tmp_path, tmp_path_factory
     again = cli(args + (["--set", "resources.executor=local"] if target == "tune-trainable"
                         else []), timeout=1500)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert_readable_log(again.stdout + again.stderr)   # a DDP sweep in Ray Train: no doubled lines
     assert "1 already done, 1 to run" in again.stdout + again.stderr
     fresh = trial_records(cache, steps)[key]
     assert fresh["resumed_from_step"] == 0

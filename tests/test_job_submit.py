@@ -27,7 +27,7 @@ from tests.pipeline_helpers import (REPO, assert_complete_table, child_env, need
 
 STEPS = 12   # train.steps of this test's trial (the shared cache's local run: smoke's 20)
 # one DDP trial: the job's path (submit, working dir, joining the head, the table) is the
-# point here; DDP trials one after another: the worker-kill drill and test_resume
+# point here; DDP trials one after another and their resume: the worker-kill drill
 METHODS = ("random",)
 
 

@@ -2,11 +2,13 @@
 
 Finished trials are not trained again (their result records stay byte-identical),
 a trial cut after a checkpoint continues from it, cached stages are reused, and the
-table is complete. Two executors: ``local`` (one worker, trials one after another in the
-driver, each resuming from its run folder; an e2e test) and Ray with two DDP workers (a
-TorchTrainer run per trial). The single-worker Ray path (the loop inside the Tune
-trainable, resuming from its run folder or its Tune checkpoint): ``tests/test_tune_resume.py``
-and the worker-kill drill.
+table is complete. On the local executor (one worker, trials one after another in the
+driver, each resuming from its run folder): the driver-side resume (which trials are done,
+which continue) is the same for every executor. On Ray: the single-worker path (the loop
+inside the Tune trainable, resuming from its run folder or its Tune checkpoint) is
+``tests/test_tune_resume.py``; a killed DDP worker, the rerun of a sweep with one trial
+done and the resumed trial's equality with an uninterrupted run are the worker-kill drill
+(``tests/test_drill_worker_kill.py``).
 """
 
 from __future__ import annotations
@@ -24,15 +26,11 @@ import pytest
 from tests.pipeline_helpers import (REPO, assert_complete_table, child_env, cli, needs_fmnist,
                                     shared_cache, trial_records)
 
-# train.steps of this test's trials per variant: distinct keys from the other tests and
-# from each other (trial_records filters by steps)
-STEPS = {"local": 40, "ray-ddp": 30}   # the worker-kill drill trains 25 and 35
-# the trials per variant: DDP trials on Ray train one at a time, slowly, so two leave one to
-# run after the first finishes; local trials take a few seconds each, so three leave a margin
-METHODS = {"local": ("full", "random", "el2n"), "ray-ddp": ("full", "random")}
-SETTINGS = {"local": ("resources.executor=local", "resources.num_workers=1"),
-            "ray-ddp": ("resources.executor=ray", "resources.num_workers=2")}
-WORLD = {"local": 1, "ray-ddp": 2}
+# train.steps of this test's trials: keys distinct from the other tests' (trial_records
+# filters by steps; the worker-kill drill trains 25 and 35)
+STEPS = 40
+# trials take a few seconds each, so three leave a margin: one done, at least one to run
+METHODS = ("full", "random", "el2n")
 
 
 def _session_pids(sid: int) -> list[int]:
@@ -52,23 +50,21 @@ def _checkpointed_runs(out: Path) -> set[str]:
     return {Path(p).parent.name for p in glob.glob(str(out / "ray_results" / "trials" / "*" / "checkpoint_*"))}
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(1800)
 @needs_fmnist
-@pytest.mark.parametrize("variant", [pytest.param("local", marks=pytest.mark.e2e),
-                                     pytest.param("ray-ddp", marks=pytest.mark.ray)])
-def test_resume_after_sigkill(tmp_path, tmp_path_factory, variant):
+def test_resume_after_sigkill(tmp_path, tmp_path_factory):
     cache = shared_cache(tmp_path_factory)
     out = tmp_path / "out"
-    steps = STEPS[variant]
+    steps = STEPS
     args = ["experiments/smoke.yaml", "--set", f"experiment.output_dir={out}",
             "--set", f"storage.cache_dir={cache}", "--set", f"train.steps={steps}",
             "--set", "train.checkpoint_every=10",
+            "--set", "resources.executor=local", "--set", "resources.num_workers=1",
             # one trial finishes before the kill, at least one is still to run
             "--set", "pruning.methods=[" + ", ".join(
-                f"{{name: {m}}}" for m in METHODS[variant] if m != "full") + "]"]
-    for setting in SETTINGS[variant]:
-        args += ["--set", setting]
-    trials = len(METHODS[variant])
+                f"{{name: {m}}}" for m in METHODS if m != "full") + "]"]
+    trials = len(METHODS)
     log = open(tmp_path / "first.log", "w")
     first = subprocess.Popen([sys.executable, "-m", "orchestrator.run", *args], cwd=REPO,
                              env=child_env(), stdout=log, stderr=subprocess.STDOUT,
@@ -84,8 +80,8 @@ def test_resume_after_sigkill(tmp_path, tmp_path_factory, variant):
     finally:
         if first.poll() is None:
             first.kill()
-        # Whatever the killed driver started (its local Ray instance) goes too, so the
-        # rerun does not race leftover workers.
+        # Whatever the killed driver started goes too (the local executor starts no Ray,
+        # but a stray child must not race the rerun).
         time.sleep(3)
         try:
             os.killpg(first.pid, signal.SIGKILL)
@@ -101,15 +97,14 @@ def test_resume_after_sigkill(tmp_path, tmp_path_factory, variant):
     assert second.returncode == 0, text[-4000:]
     assert f"{len(finished)} already done, {trials - len(finished)} to run" in text
     assert "encode[fmnist]: VQ-VAE cached" in text and "training VQ-VAE" not in text
-    if "el2n" in METHODS[variant]:
-        assert "proxy[fmnist]: statistics cached" in text
-    assert_complete_table(text, METHODS[variant], trials)
+    assert "proxy[fmnist]: statistics cached" in text
+    assert_complete_table(text, METHODS, trials)
     after = trial_records(cache, steps)
     assert len(after) == trials
     for key, rec in finished.items():
         assert after[key] == rec, f"finished trial {rec['trial']['name']} was trained again"
     for key, rec in after.items():
-        assert rec["world_size"] == WORLD[variant]
+        assert rec["world_size"] == 1
         run = f"{rec['trial']['name']}-{key.split('/')[1][:10]}"
         if run in cut:   # cut mid-way after a checkpoint: continued from it
             assert rec["resumed_from_step"] > 0, rec["trial"]["name"]

@@ -2,8 +2,8 @@
 a failure after a checkpoint is restarted by Tune's ``FailureConfig`` from Tune's own
 checkpoint, and the trial ends bit-identical to an uninterrupted in-process run.
 
-(A killed driver, rerun, is ``tests/test_resume.py``: for one worker that resumes from
-the trial's run folder, for two from the TorchTrainer run.)
+(A killed driver, rerun, is ``tests/test_resume.py``: trials resume from their run
+folders; a killed DDP worker and the rerun of its sweep: the worker-kill drill.)
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Ray Train runs: one ``TorchTrainer`` per run, isolated from the driver, and the
 :class:`TrainRuntime` that gives :mod:`orchestrator.training` its rank, device and checkpoints.
 
-The stages call :func:`fit_torch` for every Ray Train run (VQ-VAE, proxy, each sweep
-trial) so the scaling, failure and storage settings are the same everywhere.
+The stages call :func:`fit_torch` for every Ray Train run (the VQ-VAE of a large dataset,
+the proxy with several workers, each DDP sweep trial) so the scaling, failure and storage
+settings are the same everywhere; a single-worker run is one Ray task
+(:func:`call_as_worker`, :func:`fit_in_folder`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from orchestrator.runtime import workarounds
 from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.training.loop import write_checkpoint_files
+from orchestrator.training.run_folder import FolderRuntime
 
 
 def fit_torch(train_fn: Callable[[dict], None], config: dict, plan: ResourcePlan, name: str,
@@ -96,6 +99,14 @@ def call_as_worker(fn: Callable[..., Any], plan: ResourcePlan, max_failures: int
     task = ray.remote(fn).options(num_cpus=res["CPU"], num_gpus=res.get("GPU", 0),
                                   max_retries=max_failures, name=name)
     return ray.get(task.remote(*args))
+
+
+def fit_in_folder(train_fn: Callable[..., None], config: dict, run_dir: str) -> None:
+    """``train_fn(config, FolderRuntime(run_dir))`` in this process (a Ray task from
+    :func:`call_as_worker`): a single-worker run without Ray Train, its checkpoints in its
+    run folder (local path or URI), where a retried or rerun task resumes from."""
+    workarounds.set_train_env()
+    train_fn(config, FolderRuntime(run_dir, "cuda" if config.get("use_gpu") else "cpu"))
 
 
 def torch_threads(n: int) -> None:
