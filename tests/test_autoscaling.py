@@ -167,7 +167,9 @@ def test_autoscaling_sweep_on_fake_aws_cluster(tmp_path):
         config_path = Path(temp_dir) / "autoscaling.json"
         config_path.write_text(json.dumps(cfg))
         bin_dir = str(Path(sys.executable).parent)
+        # no 30 s drain of the head on SIGTERM (tests/test_job_submit.py)
         env = child_env(local_ray=False, RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1",
+                        RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
                         PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
         cmd = [os.path.join(bin_dir, "ray"), "start", "--head", "--block", "--num-cpus=0",
                "--num-gpus=0", f"--port={gcs}", f"--autoscaling-config={config_path}",

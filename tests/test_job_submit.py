@@ -69,7 +69,11 @@ def test_ray_job_submit_smoke_ddp(tmp_path, tmp_path_factory):
     cache = shared_cache(tmp_path_factory)
     gcs, dash, client, agent = free_ports(4)
     bin_dir = str(Path(sys.executable).parent)
-    env = child_env(local_ray=False, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    # RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0: on SIGTERM Ray 2.60's `ray start --block`
+    # otherwise drains the node for up to 30 s (for Serve replicas; none here): 30 s of
+    # this test's 91 s
+    env = child_env(local_ray=False, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                    RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
     # A private temp dir keeps this head's address out of /tmp/ray/ray_current_cluster,
     # so no other ray.init() on the machine joins it (short: socket paths <= 107 chars).
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")
