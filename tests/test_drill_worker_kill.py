@@ -167,7 +167,8 @@ def test_killed_worker_resumes_its_trial_only(target, tmp_path, tmp_path_factory
     again = cli(args + (["--set", "resources.executor=local"] if target == "tune-trainable"
                         else []), timeout=1500)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
-    assert_readable_log(again.stdout + again.stderr)   # a DDP sweep in Ray Train: no doubled lines
+    # a readable log (for train-worker a DDP sweep in Ray Train: no doubled lines)
+    assert_readable_log(again.stdout + again.stderr)
     assert "1 already done, 1 to run" in again.stdout + again.stderr
     fresh = trial_records(cache, steps)[key]
     assert fresh["resumed_from_step"] == 0

@@ -67,7 +67,8 @@ class RayExecutor:
         One worker: one Ray task with a worker's resources, checkpoints in its run folder as
         on the local executor (no Train controller, placement group or worker group, each a
         process to start: smoke.yaml to the score stage took 18.5 s instead of 33 s on 2
-        CPUs, 2026-12-06); retried from the folder if its process dies. Several: a DDP Ray Train run in an isolated actor."""
+        CPUs, 2026-12-06); retried from the folder if its process dies. Several: a DDP Ray
+        Train run in an isolated actor."""
         if self.plan.num_workers == 1:
             cfg = {**config, "threads": self.plan.solo_threads,
                    "use_gpu": bool(self.plan.worker_gpus)}
