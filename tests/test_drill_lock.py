@@ -105,10 +105,23 @@ def test_heartbeat_advances_and_a_lost_lock_is_left_alone(tmp_path: Path):
     t0 = lock.info.heartbeat
     time.sleep(0.5)
     assert json.loads((tmp_path / LOCK_NAME).read_text())["heartbeat"] > t0
-    other = _write_lock(tmp_path, token="x" * 32)                # taken over meanwhile
-    time.sleep(0.3)
+    # Taken over right before a beat reads the file (inside the beat, so that no beat is
+    # between its read and its write: a takeover there is overwritten, a race the lock
+    # avoids by taking over only a lock whose heartbeat is an hour old).
+    taken: list = []
+    real_read = lock.read
+
+    def read_after_takeover():
+        if not taken:
+            taken.append(_write_lock(tmp_path, token="x" * 32))
+        return real_read()
+
+    lock.read = read_after_takeover
+    thread = lock._thread
+    thread.join(timeout=10)
+    assert taken and not thread.is_alive()                       # the heartbeat stopped
     lock.release()                                               # must not delete theirs
-    assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == other.token
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == taken[0].token
 
 
 def test_racing_acquirers_exactly_one_wins(tmp_path: Path):
