@@ -13,8 +13,8 @@ the cluster, no hook in the code):
   Skipped while that path is absent from ``orchestrator/runtime/``.
 
 Then: the run finishes (exit 0, complete table); exactly the killed trial resumed
-from its checkpoint (``resumed_from_step > 0``); trials finished before the kill keep
-their records byte for byte (no rerun); and the table equals an uninterrupted run's:
+from its checkpoint (``resumed_from_step > 0``); the trial finished before the kill (the
+kill waits for one) keeps its record byte for byte (no rerun); and the table equals an uninterrupted run's:
 the killed trial's record and checkpoints are deleted and the same command trains it
 again from step 0, which must give the same metrics.
 
@@ -130,7 +130,9 @@ def test_killed_worker_resumes_its_trial_only(target, tmp_path, tmp_path_factory
             cut = _checkpointed(out, target) - done
             procs = [pid for pid, t in _session_procs(first.pid).items()
                      if t.startswith(TITLES[target])]
-            if cut and procs:   # 2 RayTrainWorkers for the TorchTrainer variant: kill one
+            # after the first trial finished (its record must stay as it is), while the
+            # second trains; 2 RayTrainWorkers for the TorchTrainer variant: kill one
+            if done and cut and procs:
                 before = trial_records(cache, steps)
                 os.kill(procs[0], signal.SIGKILL)
                 killed = (procs[0], sorted(cut)[0])
@@ -149,7 +151,7 @@ def test_killed_worker_resumes_its_trial_only(target, tmp_path, tmp_path_factory
     assert rc == 0, text[-4000:]
     assert_complete_table(text, METHODS, len(METHODS))
     after = trial_records(cache, steps)
-    assert len(after) == len(METHODS)
+    assert len(after) == len(METHODS) and len(before) == 1
     for key, rec in before.items():
         assert after[key] == rec, f"finished trial {rec['trial']['name']} was trained again"
     resumed = {_run_name(k, r) for k, r in after.items() if r["resumed_from_step"] > 0}
