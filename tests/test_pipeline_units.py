@@ -376,6 +376,14 @@ def test_a_local_instance_gets_a_private_address_file(monkeypatch):
         address = ray.get_runtime_context().gcs_address
         assert (private / "ray" / "ray_current_cluster").read_text().strip() == address
         assert (shared.read_text() if shared.exists() else None) == before
+
+        @ray.remote
+        def unraisable_hook() -> str:
+            import sys
+            return sys.unraisablehook.__name__
+
+        # every worker starts with runtime.worker_setup (tests/test_worker_sigterm.py)
+        assert ray.get(unraisable_hook.remote()) == "exit_on_swallowed_exit"
     finally:
         ray.shutdown()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 import tempfile
 
@@ -19,7 +18,6 @@ import pytest
 import torch
 
 from orchestrator.config import EvalConfig, ModelConfig, SampleConfig, TrainConfig, Trial
-from orchestrator.runtime.workarounds import quiet_sigterm
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.training.records import TrialInputs, TrialSpec
 from tests.table_helpers import save_table
@@ -60,19 +58,14 @@ def trial_spec(root: str) -> TrialSpec:
                      eval_weights={})
 
 
-@quiet_sigterm
 def flaky_trial(config: dict) -> None:
     """The sweep's solo trial, failing once right after its step-FAIL_AT checkpoint.
 
     Before failing it deletes the run folder, so the restart can only resume from
-    Tune's checkpoint. It records its actor's SIGTERM handler (set by ``quiet_sigterm``'s
-    mixin in the actor's main thread, tests/test_trial_sigterm.py).
+    Tune's checkpoint.
     """
     from orchestrator.runtime.tune import TuneRuntime
     from orchestrator.training.trial import run_trial
-
-    with open(config["marker"] + ".sigterm", "w") as f:
-        f.write(getattr(signal.getsignal(signal.SIGTERM), "__name__", "?"))
 
     class Flaky(TuneRuntime):
         def save_checkpoint(self, metrics, files):
@@ -136,7 +129,6 @@ def test_solo_trial_resumes_from_tune_checkpoint_bit_identical(tmp_path, monkeyp
         cloudpickle.unregister_pickle_by_value(sys.modules[flaky_trial.__module__])
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert (tmp_path / "failed-once").exists(), "the failure was never injected"
-    assert (tmp_path / "failed-once.sigterm").read_text() == "exit_on_sigterm"
     assert not results.errors, results.errors
     from orchestrator.training.records import TrialResult
 

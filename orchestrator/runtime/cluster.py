@@ -18,6 +18,7 @@ from orchestrator.config.schema import ResourcesConfig
 from orchestrator.runtime import workarounds
 from orchestrator.runtime.quiet import quiet_output
 from orchestrator.runtime.resources import ResourcePlan, plan_resources
+from orchestrator.runtime.worker_setup import setup_hook
 
 
 def init_ray() -> bool:
@@ -38,8 +39,11 @@ def init_ray() -> bool:
     # HF_HUB_OFFLINE, proxies, PRUNEDIFF_WEIGHTS): the driver's settings travel with the job.
     # Inside `ray job submit` the job's own runtime_env applies, merged with these.
     env = workarounds.driver_env_vars(weights_env())
+    # Every worker process starts with runtime.worker_setup (workaround 6).
+    runtime_env = {**setup_hook(workarounds.job_runtime_env()),
+                   **({"env_vars": env} if env else {})}
     ray.init(address=None if joining else "local", logging_level=logging.WARNING,
-             log_to_driver=True, runtime_env={"env_vars": env} if env else None)
+             log_to_driver=True, runtime_env=runtime_env or None)
     if not joining:
         workarounds.publish_address(ray.get_runtime_context().gcs_address)
     return True

@@ -31,7 +31,7 @@ from orchestrator.runtime.quiet import TUNE_REPORT_S
 from orchestrator.runtime.resources import ResourcePlan
 from orchestrator.runtime.train import TrainRuntime, fit_torch, torch_threads
 from orchestrator.runtime.tune import TuneRuntime
-from orchestrator.runtime.workarounds import quiet_sigterm, release_callback
+from orchestrator.runtime.workarounds import release_callback
 from orchestrator.storage.cache import ArtifactCache
 from orchestrator.storage.fsutil import join
 from orchestrator.tracking.live import LiveTrialRuns
@@ -45,7 +45,6 @@ def trial_worker(config: dict) -> None:
     run_trial(TrialSpec.from_json(config["spec"]), TrainRuntime())
 
 
-@quiet_sigterm
 def solo_trial(config: dict) -> None:
     """Tune function trainable of a single-worker trial: the loop runs right here.
 
@@ -70,7 +69,6 @@ def trial_resources(plan: ResourcePlan) -> dict[str, float]:
     return {"CPU": plan.trial_cpus}
 
 
-@quiet_sigterm
 def tune_trial(config: dict) -> None:
     """Tune function trainable: one TorchTrainer; its metrics reach Tune via the callback.
 

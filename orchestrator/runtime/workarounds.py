@@ -12,7 +12,9 @@ it here and the few call sites named in its docstring.
 4. :data:`FINISHED_KEY`: a trial's last report says ``trial_finished``, not ``done``.
 5. Ranks finish together (``barrier`` in ``TrainRuntime.finish``) and stages run their
    Train run inside a throw-away actor (``runtime.train.call_isolated``).
-6. :func:`quiet_sigterm`: a Tune trial's actor leaves at once on SIGTERM.
+6. :mod:`orchestrator.runtime.worker_setup` (apart: it imports no Ray, since it runs at every
+   worker's start): a ``SystemExit`` Python swallows ends the worker instead of printing a
+   traceback into the log.
 """
 
 from __future__ import annotations
@@ -20,11 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
-import sys
 import tempfile
-import threading
 from typing import Any
 
 import ray
@@ -169,48 +168,17 @@ def driver_env_vars(env: dict[str, str]) -> dict[str, str]:
     ValueError when both name the same variable (even with the same value); a job's
     variables are in the driver's environment too, so they are dropped here.
     """
-    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "")
-    try:
-        job_env = (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
-    except (ValueError, AttributeError):
-        job_env = {}
+    job_env = job_runtime_env().get("env_vars") or {}
     return {k: v for k, v in env.items() if k not in job_env}
 
 
-def exit_on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM handler of a Tune trial's actor: flush stdout/stderr, exit with code 1 now.
+def job_runtime_env() -> dict:
+    """The runtime_env of the submitted job this driver runs in (``ray job submit``), from
+    Ray's ``RAY_JOB_CONFIG_JSON_ENV_VAR``; ``{}`` outside a job."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "")
+    try:
+        env = json.loads(raw).get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return env if isinstance(env, dict) else {}
 
-    Ray's own worker handler raises ``SystemExit``. When a finished trial's placement group
-    is removed, the raylet sends its actor SIGTERM and, 200 ms later, SIGKILL (raylet.out:
-    "DisconnectClient: sending SIGTERM to pgid"); when the signal lands while the actor's
-    main thread runs a weakref callback, Python swallows that ``SystemExit`` and prints
-    "Exception ignored in ... Traceback ... SystemExit: 1" into the sweep's log, after a
-    trial that succeeded (seen once in CI, Ray 2.60, the S3 smoke test). Nothing is left to
-    save at that point: the process goes without unwinding, as the SIGKILL would take it.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):   # closed, or the reader is gone
-            pass
-    os._exit(1)
-
-
-class QuietSigterm:
-    """Mixin of a Tune function trainable: :func:`exit_on_sigterm` for its actor's SIGTERM.
-
-    ``setup`` runs in the actor's main thread (a Python signal handler can only be set
-    there); in any other thread Ray's handler stays.
-    """
-
-    def setup(self, config: dict) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, exit_on_sigterm)
-        super().setup(config)  # type: ignore[misc]
-
-
-def quiet_sigterm(fn: Any) -> Any:
-    """``fn`` (a Tune function trainable) with :class:`QuietSigterm` mixed into the class
-    Tune builds for it (Tune's ``wrap_function`` reads ``fn.__mixins__``)."""
-    fn.__mixins__ = (QuietSigterm,)
-    return fn
