@@ -14,9 +14,9 @@ the cluster, no hook in the code):
 
 Then: the run finishes (exit 0, complete table); exactly the killed trial resumed
 from its checkpoint (``resumed_from_step > 0``); the trial finished before the kill (the
-kill waits for one) keeps its record byte for byte (no rerun); and the table equals an uninterrupted run's:
-the killed trial's record and checkpoints are deleted and the same command trains it
-again from step 0, which must give the same metrics.
+kill waits for one) keeps its record byte for byte (no rerun); and the table equals an
+uninterrupted run's: the killed trial's record and checkpoints are deleted and the same
+command trains it again from step 0, which must give the same metrics.
 
 Two trials (full data and random: no proxy, no clustering), the upstream artifacts from
 the session's shared smoke cache; two sweeps, the second of one trial (on the local

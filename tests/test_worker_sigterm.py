@@ -82,13 +82,14 @@ def test_other_unraisable_exceptions_are_printed_as_usual(monkeypatch):
 
 def test_the_hook_yields_to_a_submitted_jobs_own():
     assert worker_setup.setup_hook({}) == {"worker_process_setup_hook": worker_setup.SETUP_HOOK}
-    assert worker_setup.setup_hook({"env_vars": {"A": "1"}}) != {}
+    assert (worker_setup.setup_hook({"env_vars": {"A": "1"}})
+            == {"worker_process_setup_hook": worker_setup.SETUP_HOOK})
     assert worker_setup.setup_hook({"worker_process_setup_hook": "their.hook"}) == {}
     assert worker_setup.setup_hook(
         {"env_vars": {"__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR": "their.hook"}}) == {}
 
 
-def test_init_ray_reads_the_jobs_runtime_env(monkeypatch):
+def test_the_jobs_runtime_env_is_read_from_rays_variable(monkeypatch):
     from orchestrator.runtime.workarounds import job_runtime_env
 
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)

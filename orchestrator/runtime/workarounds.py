@@ -181,4 +181,3 @@ def job_runtime_env() -> dict:
     except (ValueError, AttributeError):
         return {}
     return env if isinstance(env, dict) else {}
-

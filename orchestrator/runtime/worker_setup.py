@@ -38,10 +38,8 @@ def exit_on_swallowed_exit(unraisable: Any) -> None:
     Args:
         unraisable: ``sys.UnraisableHookArgs`` (``exc_type``, ``exc_value``, ...).
     """
-    exc = unraisable.exc_value
-    if isinstance(exc, SystemExit) or (unraisable.exc_type is not None
-                                       and issubclass(unraisable.exc_type, SystemExit)):
-        code = getattr(exc, "code", 1)
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
+        code = getattr(unraisable.exc_value, "code", 1)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -61,6 +59,8 @@ def setup_hook(job_runtime_env: dict) -> dict[str, str]:
     nothing when the submitted job's runtime_env (``job_runtime_env``) has a hook of its own
     (Ray raises on two different hooks; the job's wins)."""
     env_vars = job_runtime_env.get("env_vars") or {}
+    # the variable is Ray's ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR (a hook already
+    # exported); spelled out here, since this module imports no Ray
     if job_runtime_env.get("worker_process_setup_hook") or \
             "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR" in env_vars:
         return {}
